@@ -1,0 +1,45 @@
+"""``DMZModel``: a latent prior (with its encoder) and the UNet, one ``nn.Module`` so EMA, AMP and the optimizer
+cover both, as released."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from dmz.backbone import build_unet
+from dmz.conditioning import build_conditioning
+from dmz.data import dataset_info
+from dmz.priors import build_prior
+
+
+class DMZModel(nn.Module):
+    def __init__(self, cfg, channels: int, resolution: int):
+        """:param cfg: a :class:`dmz.config.ModelConfig`."""
+        super().__init__()
+        self.cfg = cfg
+        self.channels, self.resolution = channels, resolution
+        self.prior = build_prior(cfg, channels, resolution)
+        self.methods = build_conditioning(cfg.conditioning) if self.prior.cond_dim > 0 else []
+        self.unet = build_unet(cfg, channels, resolution, self.prior.cond_dim, self.methods)
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        """The denoiser: ``model(x_t, t, cond=...)`` -> (B, 2C, H, W) (eps and variance interpolation)."""
+        kwargs: dict = {"encoder_hidden_states": None}
+        if self.methods:
+            if cond is None:
+                raise ValueError(f"prior {self.prior.name!r} needs a conditioning vector (cond=...)")
+            cond = cond.to(x_t.dtype) if torch.is_floating_point(x_t) else cond
+            for m in self.methods:
+                kwargs.update(m.forward_kwargs(cond))
+        return self.unet(x_t, t, return_dict=False, **kwargs)[0]
+
+    def param_counts(self) -> dict[str, int]:
+        unet = sum(p.numel() for p in self.unet.parameters())
+        enc = sum(p.numel() for p in self.prior.parameters())
+        return {"params_unet": unet, "params_encoder": enc, "params_total": unet + enc}
+
+
+def build_model(cfg) -> DMZModel:
+    """Build from a full :class:`dmz.config.Config` (the dataset gives channels and resolution)."""
+    info = dataset_info(cfg.data.dataset, resolution=cfg.data.resolution)
+    return DMZModel(cfg.model, info.channels, cfg.data.resolution or info.resolution)

@@ -1,0 +1,89 @@
+"""``bernoulli``: DMZ's binary latent (PAPER.md 1.4).
+
+Training feeds the UNet the relaxed Gumbel-softmax sample at tau=1 (released; ``estimator=straight_through`` is the
+named alternative); codes at evaluation are hard bits sampled from q(z|x); generation samples Bernoulli(0.5). The
+UNet receives each bit b as the pair (1-b, b), interleaved: a 2|z|-dimensional vector.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from dmz.encoder import ConvEncoder, gumbel_softmax
+
+from .base import LatentPrior, NoiseSpec, PriorOutput, register_prior
+
+
+@register_prior("bernoulli")
+class BernoulliLatent(LatentPrior):
+    representation_modes = ("soft", "hard", "probs")
+
+    def __init__(self, cfg, channels, resolution):
+        super().__init__(cfg, channels, resolution)
+        self.code_dim = cfg.latent_dim
+        self.cond_dim = 2 * cfg.latent_dim
+        self.encoder = ConvEncoder(channels, resolution, 2 * cfg.latent_dim, cfg.encoder_channels)
+
+    def noise_spec(self):
+        return NoiseSpec((self.code_dim, 2), "uniform")
+
+    def logits(self, x0: torch.Tensor) -> torch.Tensor:
+        return self.encoder(x0).float().view(x0.shape[0], self.code_dim, 2)
+
+    def forward(self, x0, noise=None):
+        logits = self.logits(x0)
+        y = gumbel_softmax(logits, self.cfg.tau, hard=self.cfg.estimator == "straight_through", uniform=noise)
+        probs = logits.softmax(-1)[..., 1]
+        aux = x0.new_zeros((), dtype=torch.float32)
+        if self.cfg.prior_matching > 0:
+            aux = self.cfg.prior_matching * prior_matching_penalty(probs, y[..., 1])
+        with torch.no_grad():
+            marg = probs.mean(0)
+            stats = {"bit_marginal_dev": float((marg - 0.5).abs().mean()),
+                     "bit_entropy": float(_entropy_bits(probs).mean())}
+        return PriorOutput(cond=y.flatten(1), aux_loss=aux, stats=stats)
+
+    def encode(self, x0, noise=None):
+        y = gumbel_softmax(self.logits(x0), self.cfg.tau, hard=True, uniform=noise)
+        return y[..., 1].round().long()
+
+    def code_to_cond(self, codes):
+        b = codes.float()
+        return torch.stack([1.0 - b, b], dim=-1).flatten(1)
+
+    def sample_prior(self, n, rng=None, device=None):
+        return (self._draw(rng, n, (self.code_dim,), device) > 0).long()
+
+    def representation(self, x0, mode, noise=None):
+        self.check_mode(mode)
+        logits = self.logits(x0)
+        if mode == "probs":
+            return logits.softmax(-1)[..., 1]
+        if mode == "hard":
+            return self.code_to_cond(self.encode(x0, noise))[:, 1::2]
+        # released features: the soft relaxed sample (with Gumbel noise), both halves of each pair
+        return gumbel_softmax(logits, self.cfg.tau, hard=False, uniform=noise).flatten(1)
+
+
+def _entropy_bits(p: torch.Tensor) -> torch.Tensor:
+    p = p.clamp(1e-6, 1 - 1e-6)
+    return -(p * p.log2() + (1 - p) * (1 - p).log2())
+
+
+def prior_matching_penalty(probs: torch.Tensor, soft_bits: torch.Tensor) -> torch.Tensor:
+    """Beyond the paper: pull the aggregate posterior towards Bernoulli(0.5)^|z|.
+
+    Two terms on the batch: squared deviation of each bit's marginal P(b=1) from 0.5 (scaled by 4 so a constant bit
+    costs 1), and the mean squared off-diagonal correlation of the relaxed bits (independence).
+    """
+    marg = probs.mean(0)
+    marginal = 4.0 * ((marg - 0.5) ** 2).mean()
+    if soft_bits.shape[0] < 2 or soft_bits.shape[1] < 2:
+        return marginal
+    c = soft_bits - soft_bits.mean(0, keepdim=True)
+    cov = c.T @ c / (soft_bits.shape[0] - 1)
+    std = cov.diagonal().clamp_min(1e-6).sqrt()
+    corr = cov / (std[:, None] * std[None, :])
+    off = corr - torch.diag(corr.diagonal())
+    d = corr.shape[0]
+    return marginal + (off ** 2).sum() / (d * (d - 1))

@@ -1,0 +1,90 @@
+"""Run-folder I/O: atomic writes (temporary file, then rename), checkpoints and JSON lines.
+
+A run folder holds ``config.json`` (the resolved config), ``run.json`` (ids, versions, parameter counts),
+``metrics.jsonl``, ``checkpoint.pt`` (model, EMA, optimizer, step and RNG states) and ``train_summary.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+CHECKPOINT = "checkpoint.pt"
+CONFIG = "config.json"
+METRICS = "metrics.jsonl"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing or unreadable; the message says what to do."""
+
+
+def _atomic(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    _atomic(Path(path), lambda f: f.write(data))
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
+    _atomic(Path(path), lambda f: torch.save(obj, f))
+
+
+def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> None:
+    atomic_torch_save(state, path)
+
+
+def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict[str, Any]:
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"no checkpoint at {path}; train the run first (python -m dmz.train ... --out {path.parent})")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as e:  # truncated zip, pickle garbage, ...
+        raise CheckpointError(
+            f"checkpoint {path} is corrupt or unreadable ({type(e).__name__}: {e}); delete it to restart the run "
+            "from scratch, or restore a checkpoint_<step>.pt copy (train.keep_checkpoints) in its place") from e
+    if not isinstance(state, dict) or "model" not in state or "step" not in state:
+        raise CheckpointError(f"{path} is not a DMZ checkpoint (no model/step entries); delete it or pick another run")
+    return state
+
+
+def append_jsonl(path: str | os.PathLike, row: dict[str, Any]) -> None:
+    """Append one JSON line (a single write call, so concurrent appenders never interleave within a line)."""
+    with open(path, "a") as f:
+        f.write(json.dumps(row, sort_keys=True, default=float) + "\n")
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
+    path = Path(path)
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line:
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:  # a line cut short by a killed job: skip it
+                continue
+    return rows
