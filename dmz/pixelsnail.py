@@ -356,11 +356,14 @@ def nll_bits(model: PixelSNAIL, codes: torch.Tensor, *, batch_size: int = 1024) 
 
 
 def sample(model: PixelSNAIL, n: int, *, temperature: float = 1.0, generator: torch.Generator | None = None,
-           device: str | torch.device | None = None, batch_size: int = 512) -> torch.Tensor:
+           device: str | torch.device | None = None, batch_size: int = 512,
+           uniforms: torch.Tensor | None = None) -> torch.Tensor:
     """Ancestral samples in raster order -> LongTensor (n, L) on the CPU.
 
-    Logits are divided by ``temperature`` (> 0).  All uniforms are drawn up front from ``generator`` (on the
-    generator's device), so the result is deterministic given the generator and independent of ``batch_size``.
+    Logits are divided by ``temperature`` (> 0).  Token i of sample k is the inverse CDF of its conditional at
+    ``uniforms[k, i]``; the (n, L) uniforms are drawn up front from ``generator`` (on the generator's device), so the
+    result is deterministic given the generator and independent of ``batch_size``.  Pass ``uniforms`` (n, L) in
+    [0, 1) instead of a generator to control each sample's randomness yourself (e.g. one generator per sample).
     ``device``: where to run the model (default: the model's device; a different device runs on a copy).
     """
     if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
@@ -373,8 +376,17 @@ def sample(model: PixelSNAIL, n: int, *, temperature: float = 1.0, generator: to
     device = torch.device(device) if device is not None else _model_device(model)
     if device != _model_device(model):
         model = copy.deepcopy(model).to(device)
-    gen_device = generator.device if generator is not None else torch.device("cpu")
-    u = torch.rand(n, model.L, generator=generator, device=gen_device, dtype=torch.float64).cpu()
+    if uniforms is not None:
+        if generator is not None:
+            raise ValueError("pass either uniforms or generator, not both")
+        u = torch.as_tensor(uniforms).detach().to("cpu", torch.float64)
+        if u.shape != (n, model.L):
+            raise ValueError(f"uniforms must have shape ({n}, {model.L}); got {tuple(u.shape)}")
+        if u.numel() and (float(u.min()) < 0.0 or float(u.max()) >= 1.0):
+            raise ValueError("uniforms must lie in [0, 1)")
+    else:
+        gen_device = generator.device if generator is not None else torch.device("cpu")
+        u = torch.rand(n, model.L, generator=generator, device=gen_device, dtype=torch.float64).cpu()
     out = torch.empty(n, model.L, dtype=torch.long)
     H, W, K = model.height, model.width, model.n_class
     with _EvalMode(model), torch.no_grad():

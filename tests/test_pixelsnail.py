@@ -170,6 +170,11 @@ def test_sample_shapes_values_determinism_and_temperature_validation():
     assert not torch.equal(a, c)
     assert len({tuple(r) for r in a.tolist()}) > 5  # all 3 classes in play, not a constant
     assert set(a.flatten().tolist()) == {0, 1, 2}
+    # explicit uniforms (e.g. one generator per sample) reproduce the generator path exactly
+    u = torch.rand(20, 6, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    assert torch.equal(sample(model, 20, uniforms=u, batch_size=3), a)
+    with pytest.raises(ValueError, match="uniforms"):
+        sample(model, 20, uniforms=u[:, :5])
     for bad in (0, 0.0, -1.0, float("nan"), float("inf")):
         with pytest.raises(ValueError, match="temperature"):
             sample(model, 2, temperature=bad)
