@@ -623,6 +623,7 @@ class GaussianDiffusion:
         t: torch.Tensor,
         model_kwargs: dict | None = None,
         noise: torch.Tensor | None = None,
+        perturbation: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Per-sample training losses for one batch; the model is called once.
 
@@ -635,12 +636,15 @@ class GaussianDiffusion:
         :param model: denoiser. :param x0: clean images (B, C, ...). :param t: timestep indices (B,).
         :param model_kwargs: model keyword arguments (e.g. ``{"cond": z}``).
         :param noise: the Gaussian noise (global torch RNG if None).
+        :param perturbation: the DDPM-IP perturbation noise xi (``torch.randn_like(noise)`` from the global torch RNG
+            when None; ignored when gamma = 0).
         :return: dict of (B,) tensors: loss, mse, and vb when it is part of the loss.
         """
         if noise is None:
             noise = torch.randn_like(x0)
         if self.input_perturbation > 0:
-            x_t = self.q_sample(x0, t, noise + self.input_perturbation * torch.randn_like(noise))
+            xi = torch.randn_like(noise) if perturbation is None else perturbation
+            x_t = self.q_sample(x0, t, noise + self.input_perturbation * xi)
         else:
             x_t = self.q_sample(x0, t, noise)
         model_output = self._call_model(model, x_t, t, model_kwargs)

@@ -1,0 +1,392 @@
+"""The one Trainer, for every prior, conditioning method and dataset, and its CLI.
+
+    python -m dmz.train --preset digits --out runs/digits-dmz
+    python -m dmz.train --preset cifar10 --set prior=none --out runs/cifar-ddpm --dry-run
+    torchrun --nproc_per_node 2 -m dmz.train --preset celeba64 --out runs/celeba
+
+Determinism: every random number of step ``s`` (batch indices, flips, timesteps, noise, input perturbation, the
+prior's Gumbel/Gaussian noise) is drawn for the *global* batch from generators seeded by ``(seed, s)``, and each DDP
+process takes its slice. So a run is repeatable, a resumed run continues exactly, and k processes equal one process
+on the same global batch (dropout aside: it uses the per-process torch RNG, whose state is checkpointed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import os
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+import dmz
+from dmz.config import Config, ConfigError, resolve
+from dmz.data import build_dataset, from_uint8
+from dmz.diffusion import create_diffusion, create_named_schedule_sampler
+from dmz.distributed import DistInfo, all_reduce_mean, barrier, init_distributed
+from dmz.model import DMZModel, build_model
+from dmz.runio import (CHECKPOINT, CONFIG, METRICS, CheckpointError, append_jsonl, atomic_write_json, load_checkpoint,
+                       save_checkpoint)
+
+# fields that may differ between the run that wrote a checkpoint and the one that resumes it
+RUNTIME_FIELDS = {"train.steps", "train.device", "train.threads", "train.log_every", "train.ckpt_every",
+                  "train.ckpt_minutes", "train.keep_checkpoints", "data.num_workers", "data.data_root",
+                  "data.download", "train.compile"}
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+def diffusion_from_config(cfg: Config, timestep_respacing=None):
+    d = cfg.diffusion
+    return create_diffusion(noise_schedule=d.noise_schedule, steps=d.diffusion_steps, learn_sigma=cfg.model.learn_sigma,
+                            sigma_small=False, loss=d.loss, input_perturbation=d.input_perturbation,
+                            timestep_respacing=timestep_respacing)
+
+
+class DiffusionLoss(nn.Module):
+    """One forward = the whole training loss (prior + denoiser), so DDP sees a single forward per step."""
+
+    def __init__(self, model: DMZModel, diffusion, denoiser=None):
+        super().__init__()
+        self.model = model
+        self.diffusion = diffusion
+        self.denoiser = denoiser or model  # possibly torch.compile'd
+
+    def forward(self, x0, t, noise, perturbation, prior_noise):
+        out = self.model.prior(x0, noise=prior_noise)
+        kwargs = {} if out.cond is None else {"cond": out.cond}
+        losses = self.diffusion.training_losses(self.denoiser, x0, t, model_kwargs=kwargs, noise=noise,
+                                                perturbation=perturbation)
+        return losses, out.aux_loss, out.stats
+
+
+def _diff_config(a: dict, b: dict, prefix: str = "") -> list[str]:
+    keys = []
+    for k in sorted(set(a) | set(b)):
+        va, vb = a.get(k), b.get(k)
+        name = f"{prefix}{k}"
+        if isinstance(va, dict) and isinstance(vb, dict):
+            keys += _diff_config(va, vb, name + ".")
+        elif va != vb and name not in RUNTIME_FIELDS:
+            keys.append(name)
+    return keys
+
+
+class Trainer:
+    """:param cfg: the resolved config. :param out_dir: the run folder (created; resumed when it holds a checkpoint).
+    :param progress: show a tqdm bar on the main process."""
+
+    def __init__(self, cfg: Config, out_dir: str | os.PathLike, *, progress: bool = True):
+        self.cfg = cfg
+        self.out = Path(out_dir)
+        self.progress = progress
+        self.dist, self.device = init_distributed(cfg.train.device)
+        if cfg.train.threads > 0:
+            torch.set_num_threads(cfg.train.threads)
+        tc = cfg.train
+        if tc.batch_size % self.dist.world_size:
+            raise ConfigError(f"train.batch_size={tc.batch_size} is not divisible by the {self.dist.world_size} processes")
+        self.local_batch = tc.batch_size // self.dist.world_size
+
+        d = cfg.data
+        self.dataset = build_dataset(d.dataset, "train", root=d.data_root, resolution=d.resolution,
+                                     flip=False, center_crop=d.center_crop, download=d.download)
+        torch.manual_seed(tc.seed)  # parameter initialisation
+        self.model = build_model(cfg).to(self.device)
+        self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()
+        self.diffusion = diffusion_from_config(cfg)
+        self.sampler = create_named_schedule_sampler(cfg.diffusion.schedule_sampler, self.diffusion)
+
+        cuda = self.device.type == "cuda"
+        self.amp_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(tc.precision)
+        if tc.precision == "auto":
+            self.amp_dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else None
+        if not cuda and self.amp_dtype is not None:
+            self._say(f"precision={tc.precision} runs in fp32 on {self.device} (mixed precision is for CUDA)")
+            self.amp_dtype = None
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay,
+                                     **({"fused": True} if cuda else {}))
+        denoiser = torch.compile(self.model) if tc.compile else None
+        self.loss_module: nn.Module = DiffusionLoss(self.model, self.diffusion, denoiser)
+        if self.dist.enabled:
+            self.loss_module = nn.parallel.DistributedDataParallel(
+                self.loss_module, device_ids=[self.device.index] if cuda else None)
+        self.step = 0
+        self._perm_cache: tuple[int, torch.Tensor] | None = None
+        self._loader_iter = None
+
+    # -- helpers ------------------------------------------------------------------------------------------------
+    def _say(self, msg: str) -> None:
+        if self.dist.is_main:
+            print(f"[dmz.train] {msg}", file=sys.stderr, flush=True)
+
+    def _permutation(self, epoch: int) -> torch.Tensor:
+        if self._perm_cache is None or self._perm_cache[0] != epoch:
+            g = torch.Generator().manual_seed(self.cfg.train.seed * 1_000_003 + epoch)
+            self._perm_cache = (epoch, torch.randperm(len(self.dataset), generator=g))
+        return self._perm_cache[1]
+
+    def global_batch_indices(self, step: int) -> torch.Tensor:
+        """Dataset indices of step ``step``'s global batch: consecutive slices of per-epoch permutations."""
+        n, b = len(self.dataset), self.cfg.train.batch_size
+        pos, out = step * b, []
+        while b > 0:
+            epoch, offset = divmod(pos, n)
+            take = min(b, n - offset)
+            out.append(self._permutation(epoch)[offset:offset + take])
+            pos, b = pos + take, b - take
+        return torch.cat(out)
+
+    def _load_images(self, idx: torch.Tensor) -> torch.Tensor:
+        ds = self.dataset
+        if getattr(ds, "images_uint8", None) is not None:
+            return from_uint8(ds.images_uint8[idx])
+        if hasattr(ds, "images"):
+            return ds.images[idx]
+        return torch.stack([ds[int(i)][0] for i in idx])  # on-disk datasets (celeba64): see _batches
+
+    def _batches(self):
+        """Yields the local batch of every step from self.step on (a DataLoader for on-disk datasets)."""
+        sl = slice(self.dist.rank * self.local_batch, (self.dist.rank + 1) * self.local_batch)
+        if hasattr(self.dataset, "images"):
+            step = self.step
+            while True:
+                yield self._load_images(self.global_batch_indices(step)[sl])
+                step += 1
+        trainer = self
+
+        class _StepSampler(torch.utils.data.Sampler):
+            def __iter__(self):
+                step = trainer.step
+                while True:
+                    yield trainer.global_batch_indices(step)[sl].tolist()
+                    step += 1
+
+        loader = torch.utils.data.DataLoader(self.dataset, batch_sampler=_StepSampler(),
+                                             num_workers=self.cfg.data.num_workers, pin_memory=True,
+                                             persistent_workers=self.cfg.data.num_workers > 0)
+        for x, _ in loader:
+            yield x
+
+    def step_randomness(self, step: int, shape: tuple[int, ...]) -> dict[str, Any]:
+        """All random numbers of one step, for the global batch, sliced to this process."""
+        b = self.cfg.train.batch_size
+        g = torch.Generator().manual_seed(self.cfg.train.seed * 1_000_003 + step + 7_919)
+        sl = slice(self.dist.rank * self.local_batch, (self.dist.rank + 1) * self.local_batch)
+        out = {"flip": torch.rand(b, generator=g)[sl] < 0.5}
+        t, w = self.sampler.sample(b, "cpu", generator=g)
+        out["t"], out["weights"] = t[sl], w[sl]
+        out["noise"] = torch.randn(b, *shape, generator=g)[sl]
+        out["perturbation"] = torch.randn(b, *shape, generator=g)[sl]
+        spec = self.model.prior.noise_spec()
+        if spec is not None:
+            draw = torch.rand if spec.kind == "uniform" else torch.randn
+            out["prior_noise"] = draw(b, *spec.shape, generator=g)[sl]
+        else:
+            out["prior_noise"] = None
+        return {k: (v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in out.items()}
+
+    def lr_at(self, step: int) -> float:
+        w = self.cfg.train.warmup_steps
+        return self.cfg.train.lr * (min(1.0, (step + 1) / w) if w > 0 else 1.0)
+
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        rate = self.cfg.train.ema_rate
+        ema_p = [p for p in self.ema.parameters()]
+        src_p = [p.detach() for p in self.model.parameters()]
+        torch._foreach_lerp_(ema_p, src_p, 1.0 - rate)
+        for eb, b in zip(self.ema.buffers(), self.model.buffers()):
+            eb.copy_(b)
+
+    # -- checkpoints --------------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "ema": self.ema.state_dict(),
+            "opt": self.opt.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "sampler": self.sampler.state_dict(),
+            "step": self.step,
+            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
+            "config": self.cfg.to_dict(),
+            "version": dmz.__version__,
+        }
+
+    def save(self) -> Path:
+        path = self.out / CHECKPOINT
+        if self.dist.is_main:
+            save_checkpoint(self.state_dict(), path)
+            k = self.cfg.train.keep_checkpoints
+            if k and self.step % self.cfg.train.ckpt_every == 0:
+                save_checkpoint(self.state_dict(), self.out / f"checkpoint_{self.step:07d}.pt")
+        barrier()
+        return path
+
+    def load(self, path: Path) -> None:
+        state = load_checkpoint(path, map_location=self.device)
+        changed = _diff_config(state["config"], self.cfg.to_dict())
+        if changed:
+            raise ConfigError(f"{path} was written with a different config ({', '.join(changed)} differ); "
+                              "use a new --out folder, or the same settings to resume")
+        self.model.load_state_dict(state["model"])
+        self.ema.load_state_dict(state["ema"])
+        self.opt.load_state_dict(state["opt"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.sampler.load_state_dict(state["sampler"])
+        self.step = int(state["step"])
+        torch.set_rng_state(state["rng"]["torch"].cpu())
+        np.random.set_state(state["rng"]["numpy"])
+        if state["rng"].get("cuda") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all([s.cpu() for s in state["rng"]["cuda"]])
+
+    # -- the loop -----------------------------------------------------------------------------------------------
+    def train(self) -> dict[str, Any]:
+        cfg, tc = self.cfg, self.cfg.train
+        self.out.mkdir(parents=True, exist_ok=True)
+        ckpt = self.out / CHECKPOINT
+        if ckpt.exists():
+            self.load(ckpt)
+            self._say(f"resumed from {ckpt} at step {self.step}")
+        if self.dist.is_main:
+            atomic_write_json(self.out / CONFIG, cfg.to_dict())
+            atomic_write_json(self.out / "run.json", {
+                "run_id": cfg.run_id(), "version": dmz.__version__, "torch": torch.__version__,
+                "world_size": self.dist.world_size, "device": str(self.device),
+                "amp": str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else "fp32",
+                **self.model.param_counts()})
+        if self.step >= tc.steps:
+            self._say(f"already at step {self.step} >= train.steps={tc.steps}; nothing to do")
+            return self._summary({})
+
+        shape = (self.model.channels, self.model.resolution, self.model.resolution)
+        batches = self._batches()
+        bar = None
+        if self.progress and self.dist.is_main:
+            from tqdm.auto import tqdm
+            bar = tqdm(total=tc.steps, initial=self.step, desc=f"train {cfg.run_id()}", dynamic_ncols=True)
+        window: dict[str, list[float]] = {}
+        t_last_log, t_last_ckpt, n_images = time.perf_counter(), time.perf_counter(), 0
+        last: dict[str, Any] = {}
+        self.model.train()
+        while self.step < tc.steps:
+            x0 = next(batches).to(self.device, non_blocking=True)
+            r = self.step_randomness(self.step, shape)
+            if cfg.data.flip:
+                x0 = torch.where(r["flip"].view(-1, 1, 1, 1), x0.flip(-1), x0)
+            for group in self.opt.param_groups:
+                group["lr"] = self.lr_at(self.step)
+            autocast = (torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype else nullcontext())
+            with autocast:
+                losses, aux, stats = self.loss_module(x0, r["t"], r["noise"], r["perturbation"], r["prior_noise"])
+            loss = (losses["loss"] * r["weights"]).mean() + aux
+            self.sampler.update_with_local_losses(r["t"], losses["loss"].detach())
+            global_loss = all_reduce_mean(loss.detach().float())
+            if not torch.isfinite(global_loss):
+                good = f"{ckpt} (step {torch.load(ckpt, map_location='cpu', weights_only=False)['step']})" \
+                    if ckpt.exists() else "no checkpoint yet"
+                raise NonFiniteLossError(
+                    f"loss became {global_loss.item()} at step {self.step}; stopping. Last good checkpoint kept: "
+                    f"{good}. Try a lower train.lr, train.grad_clip=1, or train.precision=fp32.")
+            self.opt.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            grad_norm = None
+            if tc.grad_clip > 0:
+                self.scaler.unscale_(self.opt)
+                grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip))
+            self.scaler.step(self.opt)
+            self.scaler.update()
+            self.update_ema()
+            self.step += 1
+            n_images += tc.batch_size
+
+            vals = {"loss": float(global_loss), "mse": float(losses["mse"].mean()), "aux": float(aux), **stats}
+            if "vb" in losses:
+                vals["vb"] = float(losses["vb"].mean())
+            if grad_norm is not None:
+                vals["grad_norm"] = grad_norm
+            for k, v in vals.items():
+                window.setdefault(k, []).append(v)
+            if bar is not None:
+                bar.update(1)
+            if self.step % tc.log_every == 0 or self.step == tc.steps:
+                now = time.perf_counter()
+                last = {"step": self.step, **{k: float(np.mean(v)) for k, v in window.items()},
+                        "lr": self.lr_at(self.step - 1), "images_per_s": n_images / max(now - t_last_log, 1e-9),
+                        "time": time.time()}
+                window, t_last_log, n_images = {}, now, 0
+                if self.dist.is_main:
+                    append_jsonl(self.out / METRICS, last)
+                if bar is not None:
+                    bar.set_postfix(loss=f"{last['loss']:.4f}", img_s=f"{last['images_per_s']:.0f}")
+            due = self.step % tc.ckpt_every == 0 or time.perf_counter() - t_last_ckpt > 60 * tc.ckpt_minutes
+            if due or self.step == tc.steps:
+                self.save()
+                t_last_ckpt = time.perf_counter()
+        if bar is not None:
+            bar.close()
+        return self._summary(last)
+
+    def _summary(self, last: dict[str, Any]) -> dict[str, Any]:
+        summary = {"run_id": self.cfg.run_id(), "step": self.step, "finished": self.step >= self.cfg.train.steps,
+                   **{k: v for k, v in last.items() if k != "step"}}
+        if self.dist.is_main:
+            atomic_write_json(self.out / "train_summary.json", summary)
+        return summary
+
+
+def train(cfg: Config, out_dir: str | os.PathLike, *, progress: bool = True) -> dict[str, Any]:
+    """Train (or resume) a run; returns the summary (also written to ``train_summary.json``)."""
+    return Trainer(cfg, out_dir, progress=progress).train()
+
+
+def dry_run_info(cfg: Config) -> dict[str, Any]:
+    model = build_model(cfg)
+    return {"run_id": cfg.run_id(), **model.param_counts()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m dmz.train", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", default="digits", help="digits (CPU default) | cifar10 | celeba64")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field, e.g. prior=none or train.lr=2e-4 (repeatable)")
+    p.add_argument("--out", help="run folder (resumed when it holds a checkpoint)")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved config and parameter counts, then exit")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = p.parse_args(argv)
+    overrides = list(args.overrides)
+    try:
+        cfg = resolve(args.preset, overrides)
+    except (ConfigError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.dry_run:
+        print(cfg.to_json())
+        print(json.dumps(dry_run_info(cfg)))
+        return 0
+    if not args.out:
+        p.error("--out DIR is required (or use --dry-run)")
+    try:
+        summary = train(cfg, args.out, progress=not args.no_progress)
+    except (ConfigError, CheckpointError, NonFiniteLossError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

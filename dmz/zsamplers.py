@@ -1,0 +1,104 @@
+"""z-samplers: where the codes come from at generation time (PAPER.md 1.5).
+
+``prior`` (the latent's own prior: Bernoulli(0.5), N(0, I), uniform categories), ``dataset`` (codes of random
+training images), ``empirical`` (independent per-dimension fit to the training codes). Learned samplers fitted after
+training (PixelSNAIL) register here too. Every sampler draws sample i's randomness from its own generator, so a
+sample set does not depend on batch size.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from dmz.diffusion import PerSampleRNG
+from dmz.run import LoadedRun, encode_split
+
+ZSAMPLERS: dict[str, Callable[[LoadedRun], "ZSampler"]] = {}
+
+
+def register_zsampler(name: str):
+    def deco(factory):
+        ZSAMPLERS[name] = factory
+        return factory
+
+    return deco
+
+
+class ZSampler:
+    name = ""
+
+    def sample(self, n: int, rng: PerSampleRNG, device) -> torch.Tensor:
+        """Codes (n, code_dim) for the prior's ``code_to_cond``."""
+        raise NotImplementedError
+
+
+def per_sample(rng: PerSampleRNG, draw: Callable[[torch.Generator], torch.Tensor]) -> torch.Tensor:
+    """Stack ``draw(generator_i)`` over the samples (the batch-size-independent way to draw anything)."""
+    return torch.stack([draw(g) for g in rng.generators])
+
+
+class PriorZSampler(ZSampler):
+    name = "prior"
+
+    def __init__(self, run: LoadedRun):
+        self.prior = run.model.prior
+
+    def sample(self, n, rng, device):
+        return self.prior.sample_prior(n, rng=rng, device=device)
+
+
+class DatasetZSampler(ZSampler):
+    """Codes of random training images (the release's ``dataset`` sampler); ``limit`` = its ``datasetN``."""
+
+    name = "dataset"
+
+    def __init__(self, run: LoadedRun, limit: int | None = None):
+        self.codes = encode_split(run, "train")[0]
+        if limit:
+            self.codes = self.codes[:limit]
+
+    def sample(self, n, rng, device):
+        idx = per_sample(rng, lambda g: torch.randint(len(self.codes), (), generator=g))
+        return self.codes[idx].to(device)
+
+
+class EmpiricalZSampler(ZSampler):
+    """Independent per-dimension fit: Bernoulli bit means, category frequencies per group, or Gaussian mean/std
+    (the release's ``normal`` sampler drew *uniform* noise, PAPER.md 1.5; we draw Gaussian)."""
+
+    name = "empirical"
+
+    def __init__(self, run: LoadedRun):
+        codes = encode_split(run, "train")[0]
+        prior = run.model.prior
+        self.kind = "gauss" if not prior.discrete else "cat"
+        if self.kind == "gauss":
+            self.mean, self.std = codes.float().mean(0), codes.float().std(0)
+        else:
+            k = int(prior.n_class)
+            onehot = torch.nn.functional.one_hot(codes.long(), k).float()  # (N, L, k)
+            self.probs = onehot.mean(0).clamp_min(1e-6)  # (L, k)
+
+    def sample(self, n, rng, device):
+        if self.kind == "gauss":
+            eps = per_sample(rng, lambda g: torch.randn(self.mean.shape, generator=g))
+            return (self.mean + self.std * eps).to(device)
+        u = per_sample(rng, lambda g: torch.rand(self.probs.shape[0], generator=g))  # (n, L)
+        cdf = self.probs.cumsum(-1)  # (L, k)
+        idx = (u[..., None] > cdf[None]).sum(-1).clamp_max(self.probs.shape[1] - 1)
+        return idx.long().to(device)
+
+
+register_zsampler("prior")(PriorZSampler)
+register_zsampler("dataset")(DatasetZSampler)
+register_zsampler("empirical")(EmpiricalZSampler)
+
+
+def build_zsampler(name: str, run: LoadedRun) -> ZSampler:
+    if name not in ZSAMPLERS:
+        raise ValueError(f"unknown z-sampler {name!r}; valid: {', '.join(sorted(ZSAMPLERS))}")
+    if name != "prior" and run.model.prior.code_dim == 0:
+        raise ValueError(f"run {run.path} has no latent (prior=none): only --z prior applies")
+    return ZSAMPLERS[name](run)
