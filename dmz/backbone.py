@@ -37,6 +37,7 @@ def unet_kwargs(cfg, channels: int, resolution: int, cond_dim: int,
         attention_head_dim=cfg.attention_head_dim,
         resnet_time_scale_shift=cfg.time_scale_shift,
         dropout=cfg.dropout,
+        norm_num_groups=min(cfg.norm_groups, cfg.base_channels),
         mid_block_type="UNetMidBlock2DCrossAttn" if cross else "UNetMidBlock2D",
     )
     if cross:

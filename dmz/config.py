@@ -38,6 +38,7 @@ class ModelConfig:
     cross_attention_levels: tuple[int, ...] | None = None  # None = every attention level (released default)
     attention_head_dim: int = 32  # diffusers quirk: number of heads in transformer blocks (PAPER.md 1.7)
     dropout: float = 0.3
+    norm_groups: int = 32  # GroupNorm groups (capped at base_channels so tiny test models build)
     time_scale_shift: str = "scale_shift"  # scale_shift (AdaGN) | default (additive)
     learn_sigma: bool = True  # learned-range variance: the UNet outputs 2*C channels
     baseline_attention: str = "plain"  # prior=none: plain self-attention | dummy_token (cross-attn on a constant)

@@ -312,7 +312,7 @@ class Trainer:
             self.step += 1
             n_images += tc.batch_size
 
-            vals = {"loss": float(global_loss), "mse": float(losses["mse"].mean()), "aux": float(aux), **stats}
+            vals = {"loss": float(global_loss), "mse": float(losses["mse"].mean()), "aux": float(aux.detach()), **stats}
             if "vb" in losses:
                 vals["vb"] = float(losses["vb"].mean())
             if grad_norm is not None:
