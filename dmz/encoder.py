@@ -16,6 +16,23 @@ def default_encoder_channels(resolution: int) -> tuple[int, ...]:
     return tuple(32 * 2**i for i in range(n))
 
 
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over processes whose backward is the sum of the processes' gradients (each process's loss depends on
+    the reduced value)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        y = x.clone()
+        dist.all_reduce(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        g = grad.clone()
+        dist.all_reduce(g)
+        return g
+
+
 class GlobalBatchNorm2d(nn.BatchNorm2d):
     """BatchNorm2d whose training statistics cover the whole global batch under torch.distributed.
 
@@ -27,12 +44,10 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
             return super().forward(x)
-        from torch.distributed.nn.functional import all_reduce
-
         xf = x.float()
         n_local = x.numel() // x.shape[1]
         stats = torch.cat([xf.sum(dim=(0, 2, 3)), (xf * xf).sum(dim=(0, 2, 3))])
-        stats = all_reduce(stats)  # differentiable sum over processes
+        stats = _AllReduceSum.apply(stats)  # differentiable sum over processes
         n = n_local * dist.get_world_size()
         mean, sq = stats[: x.shape[1]] / n, stats[x.shape[1]:] / n
         var = sq - mean * mean

@@ -312,9 +312,9 @@ class Trainer:
             self.step += 1
             n_images += tc.batch_size
 
-            vals = {"loss": float(global_loss), "mse": float(losses["mse"].mean()), "aux": float(aux.detach()), **stats}
+            vals = {"loss": float(global_loss), "mse": float(losses["mse"].detach().mean()), "aux": float(aux.detach()), **stats}
             if "vb" in losses:
-                vals["vb"] = float(losses["vb"].mean())
+                vals["vb"] = float(losses["vb"].detach().mean())
             if grad_norm is not None:
                 vals["grad_norm"] = grad_norm
             for k, v in vals.items():

@@ -1,0 +1,51 @@
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import conftest
+from PIL import Image
+
+from dmz.config import resolve
+from dmz.train import train
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    train(resolve("digits", conftest.tiny_overrides()), out, progress=False)
+    return out
+
+
+def _sample(*args):
+    return subprocess.run([sys.executable, "-m", "dmz.sample", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_npz_holds_uint8_nhwc_and_png_is_a_grid(tiny_run, tmp_path):
+    r = _sample("--run", str(tiny_run), "--steps", "4", "--num", "6", "--z", "dataset", "--out", str(tmp_path / "s.npz"))
+    assert r.returncode == 0, r.stderr
+    arr = np.load(tmp_path / "s.npz")["arr_0"]
+    assert arr.shape == (6, 16, 16, 1) and arr.dtype == np.uint8
+    r = _sample("--run", str(tiny_run), "--steps", "4", "--num", "4", "--out", str(tmp_path / "g.png"))
+    assert r.returncode == 0, r.stderr
+    img = Image.open(tmp_path / "g.png")
+    assert img.size == (2 * 16 + 3, 2 * 16 + 3)  # 2x2 grid with 1-pixel padding
+
+
+def test_same_seed_same_images_other_seed_differs(tiny_run, tmp_path):
+    for name, seed in [("a", 0), ("b", 0), ("c", 5)]:
+        r = _sample("--run", str(tiny_run), "--steps", "3", "--num", "3", "--seed", str(seed),
+                    "--out", str(tmp_path / f"{name}.npz"))
+        assert r.returncode == 0, r.stderr
+    a, b, c = (np.load(tmp_path / f"{n}.npz")["arr_0"] for n in "abc")
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+
+
+def test_sample_cli_errors(tiny_run, tmp_path):
+    r = _sample("--run", str(tmp_path / "nope"), "--out", str(tmp_path / "x.png"))
+    assert r.returncode == 2 and "not a run folder" in r.stderr
+    r = _sample("--run", str(tiny_run), "--z", "magic", "--out", str(tmp_path / "x.png"))
+    assert r.returncode == 2 and "unknown z-sampler 'magic'" in r.stderr
+    r = _sample("--run", str(tiny_run), "--out", str(tmp_path / "x.jpg"))
+    assert r.returncode == 2 and ".png or .npz" in r.stderr
