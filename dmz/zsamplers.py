@@ -102,3 +102,6 @@ def build_zsampler(name: str, run: LoadedRun) -> ZSampler:
     if name != "prior" and run.model.prior.code_dim == 0:
         raise ValueError(f"run {run.path} has no latent (prior=none): only --z prior applies")
     return ZSAMPLERS[name](run)
+
+
+from dmz import prior as _prior  # noqa: E402,F401  (registers the ``pixelsnail`` z-sampler; after the definitions it uses)
