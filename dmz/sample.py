@@ -5,6 +5,17 @@
 
 Sample i uses seed ``seed + i``: its z and its x_T come from their own generators, so the same image comes out
 whatever the batch size, and the same (z, x_T) pair is used at every T.
+
+Bit-identical sample sets across batch sizes also need the *arithmetic* to be batch-size independent, and it is
+not: CPU (oneDNN/MKL) GEMM and convolution kernels pick their blocking from the batch dimension (cuBLAS/cuDNN
+choose kernels by shape too), so one sample's output differs in the last bits between a batch of 5 and a batch
+of 12 (the first ``Linear`` of the time embedding already does). For a fixed batch size, however, a row's result
+does not depend on its position or on the other rows. :func:`generate` therefore calls the denoiser on
+micro-batches of exactly ``micro_batch`` samples (the last one padded by repeating a row, padding discarded);
+``batch_size`` only sets how many samples are in flight and is rounded to a multiple of ``micro_batch``. A sample
+set is then a function of (seeds, micro_batch, device, weights), never of ``batch_size`` (tested on CPU,
+tests/test_evaluation_run.py; not yet checked on CUDA). The device, and possibly the CPU thread count, still
+change the last bits.
 """
 
 from __future__ import annotations
@@ -28,6 +39,41 @@ from dmz.train import diffusion_from_config
 from dmz.zsamplers import ZSAMPLERS, ZSampler, build_zsampler
 
 
+MICRO_BATCH = {"cpu": 32, "cuda": 256}  # default denoiser call size per device type (CPU saturates near 32)
+
+
+def default_micro_batch(device: torch.device | str) -> int:
+    return MICRO_BATCH.get(torch.device(device).type, 256)
+
+
+class MicroBatched:
+    """Call ``fn`` on fixed-size micro-batches: every tensor argument whose first dimension is the batch is cut
+    into pieces of exactly ``size`` rows (the last piece padded by repeating its last row); outputs are
+    concatenated with the padding removed. Makes ``fn``'s per-sample results independent of the caller's batch."""
+
+    def __init__(self, fn, size: int):
+        if size < 1:
+            raise ValueError(f"micro_batch must be >= 1, got {size}")
+        self.fn, self.size = fn, int(size)
+
+    def __call__(self, *args, **kwargs):
+        n = args[0].shape[0]
+
+        def piece(v, s, e):
+            if not (torch.is_tensor(v) and v.dim() > 0 and v.shape[0] == n):
+                return v
+            v = v[s:e]
+            pad = self.size - (e - s)
+            return torch.cat([v, v[-1:].expand(pad, *v.shape[1:])]) if pad else v
+
+        outs = []
+        for s in range(0, n, self.size):
+            e = min(s + self.size, n)
+            out = self.fn(*(piece(a, s, e) for a in args), **{k: piece(v, s, e) for k, v in kwargs.items()})
+            outs.append(out[: e - s])
+        return torch.cat(outs)
+
+
 def sample_seeds(seed: int, n: int) -> list[int]:
     return [seed + i for i in range(n)]
 
@@ -41,32 +87,43 @@ def respacing(steps: int, sampler: str = "ddpm") -> str:
 @torch.no_grad()
 def generate(run: LoadedRun, *, steps: int, seeds: Sequence[int], zsampler: ZSampler | None = None,
              batch_size: int = 256, sampler: str = "ddpm", progress: bool = False,
-             amp: bool = False) -> torch.Tensor:
+             amp: bool = False, micro_batch: int | None = None,
+             codes: torch.Tensor | None = None) -> torch.Tensor:
     """Images (N, C, H, W) in [-1, 1] on the CPU, one per seed.
 
     :param zsampler: where z comes from (the prior when None). :param sampler: ``ddpm`` (ancestral, I-DDPM
     respacing) or ``ddim`` (eta=0, ``ddimN`` spacing). :param amp: bf16 autocast on CUDA.
+    :param micro_batch: rows per denoiser call (default :data:`MICRO_BATCH` for the device); see the module
+    docstring. :param codes: (N, code_dim) codes to decode instead of drawing z (reconstruction).
     """
     model, device = run.model, run.device
-    zs = zsampler or build_zsampler("prior", run)
+    if codes is not None and len(codes) != len(seeds):
+        raise ValueError(f"codes has {len(codes)} rows but {len(seeds)} seeds were given")
+    zs = zsampler or (build_zsampler("prior", run) if codes is None else None)
+    micro = micro_batch or default_micro_batch(device)
+    batch_size = max(micro, batch_size // micro * micro)
+    denoiser = MicroBatched(model, micro)
     diffusion = diffusion_from_config(run.cfg, timestep_respacing=respacing(steps, sampler))
     shape = (model.channels, model.resolution, model.resolution)
     loop = diffusion.ddim_sample_loop if sampler == "ddim" else diffusion.p_sample_loop
     ctx = torch.autocast("cuda", dtype=torch.bfloat16) if amp and device.type == "cuda" else nullcontext()
     out = []
-    chunks = [list(seeds[i:i + batch_size]) for i in range(0, len(seeds), batch_size)]
+    chunks = [(i, list(seeds[i:i + batch_size])) for i in range(0, len(seeds), batch_size)]
     bar = None
     if progress:
         from tqdm.auto import tqdm
         bar = tqdm(total=len(seeds), desc=f"sample T={steps}", unit="img", dynamic_ncols=True)
-    for chunk in chunks:
+    for start, chunk in chunks:
         z_rng = PerSampleRNG([2 * s + 1 for s in chunk])
         x_rng = PerSampleRNG([2 * s for s in chunk], device=device)
-        codes = zs.sample(len(chunk), z_rng, device)
-        cond = model.prior.code_to_cond(codes)
+        if codes is None:
+            z = zs.sample(len(chunk), z_rng, device)
+        else:
+            z = codes[start:start + len(chunk)].to(device)
+        cond = model.prior.code_to_cond(z)
         kwargs = {} if cond is None else {"cond": cond}
         with ctx:
-            x = loop(model, (len(chunk), *shape), model_kwargs=kwargs, rng=x_rng, device=device)
+            x = loop(denoiser, (len(chunk), *shape), model_kwargs=kwargs, rng=x_rng, device=device)
         out.append(x.float().clamp(-1, 1).cpu())
         if bar is not None:
             bar.update(len(chunk))
@@ -104,6 +161,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="PATH.png (grid) or PATH.npz (uint8 NHWC, arr_0)")
     p.add_argument("--seed", type=int, default=0, help="sample i uses seed + i")
     p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--micro-batch", type=int, default=None,
+                   help="rows per denoiser call (default: 32 on CPU, 256 on CUDA); the images depend on it, "
+                        "not on --batch-size")
     p.add_argument("--sampler", default="ddpm", choices=["ddpm", "ddim"])
     p.add_argument("--device", default="auto")
     p.add_argument("--weights", default="ema", choices=["ema", "model"])
@@ -115,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
         run = load_run(args.run, device=args.device, weights=args.weights)
         zs = build_zsampler(args.z, run)
         images = generate(run, steps=args.steps, seeds=sample_seeds(args.seed, args.num), zsampler=zs,
-                          batch_size=args.batch_size, sampler=args.sampler, progress=True)
+                          batch_size=args.batch_size, sampler=args.sampler, progress=True,
+                          micro_batch=args.micro_batch)
     except (CheckpointError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -1,0 +1,426 @@
+"""Evaluate a run folder: FID across T, linear probes (accuracy / AUROC), reconstruction MSE -> result rows.
+
+    python -m evaluation.run --run runs/digits-dmz                          # FID at T=10,20,50,100 + probes
+    python -m evaluation.run --run runs/digits-dmz --metrics fid probe recon --sampler prior empirical --kid
+    python -m evaluation.run --run runs/cifar10-dmz --steps 100 --device cuda --feature-extractor inception-v3-compat
+
+One checkpoint (EMA weights) serves every T. Every image has its own seed: image i of sampling seed k uses sample
+seed ``k * 1_000_000 + i`` (its z and x_T come from seeds 2s+1 and 2s, see :mod:`dmz.sample`), so the same z and x_T
+are used at every T and a sample set does not depend on the batch size. Rows are appended, one JSON line each, to
+``<run>/results.jsonl``; a row whose key (:data:`KEY_FIELDS`) is already there is not recomputed unless ``--force``
+(which appends the new row: readers keep the last row per key, :func:`latest_rows`).
+
+Defaults (PAPER.md 3.3, 3.4): cifar10 / celeba64 score N=10,000 samples against the whole training split with
+Inception (``inception-v3-compat``), one sampling seed; digits scores N=1,000 samples with 3 seeds (the spread is large
+at small N) against the whole digits train split with ``digits-classifier-v1`` (not Inception; its FIDs are only
+comparable to other digits-FIDs). Probes: released soft features, 5-fold CV over pooled train+test (the released
+protocol) and held-out (fit train, score test). Reconstruction: 10 test images x 5 decodes (released), MSE in [-1, 1]
+units, plus the same with shuffled codes as a control. LPIPS is not computed (its weights are downloaded at run time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+import dmz
+from dmz.data import DatasetNotFoundError, dataset_info, to_uint8
+from dmz.run import LoadedRun, load_run, representations
+from dmz.runio import CheckpointError, append_jsonl, read_jsonl
+from dmz.sample import default_micro_batch, generate, save_samples
+from dmz.zsamplers import ZSAMPLERS, build_zsampler
+
+RESULTS = "results.jsonl"
+METRIC_GROUPS = ("fid", "probe", "recon")
+SEED_STRIDE = 1_000_000  # image i of sampling seed k uses sample seed k * SEED_STRIDE + i
+DEFAULT_STEPS = (10, 20, 50, 100)
+DATASET_DEFAULTS = {  # (num_samples, seeds): released protocol for the paper datasets, smaller N for digits
+    "cifar10": (10_000, 1),
+    "celeba64": (10_000, 1),
+    "digits": (1_000, 3),
+}
+FALLBACK_DEFAULTS = (10_000, 1)
+RECON_DEFAULTS = (10, 5)  # images x decodes, as released
+PROBE_TEST_SPLIT = {"celeba64": "valtest"}  # the release pools celeba64_val_test with train; others: "test"
+
+# A row is identified by these fields (plus run folder); re-running skips rows whose key is present.
+KEY_FIELDS = ("metric", "T", "sampler", "solver", "N", "seeds", "feature_extractor", "feature_extractor_weights_sha256",
+              "reference", "repr", "checkpoint_step", "weights")
+
+
+class EvaluationError(ValueError):
+    """Bad evaluation request (unknown metric / sampler, bad T, ...); the message lists the valid choices."""
+
+
+def _say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def dataset_defaults(dataset: str) -> tuple[int, int]:
+    """``(num_samples, seeds)`` used when the caller gives none."""
+    return DATASET_DEFAULTS.get(dataset, FALLBACK_DEFAULTS)
+
+
+def config_fields(run: LoadedRun) -> dict[str, Any]:
+    """The resolved-config fields a result row carries so tables can group by them without reading config.json."""
+    cfg = run.cfg
+    m, d, t = cfg.model, cfg.diffusion, cfg.train
+    return {
+        "run_id": cfg.run_id(), "run_dir": str(run.path), "config_digest": cfg.digest(),
+        "preset": cfg.preset, "dataset": cfg.data.dataset, "resolution": cfg.data.resolution,
+        "prior": m.prior, "latent_dim": m.latent_dim, "categories": m.categories, "conditioning": m.conditioning,
+        "estimator": m.estimator, "tau": m.tau, "kl_weight": m.kl_weight, "prior_matching": m.prior_matching,
+        "baseline_attention": m.baseline_attention, "input_perturbation": d.input_perturbation,
+        "noise_schedule": d.noise_schedule, "seed": t.seed, "lr": t.lr, "batch_size": t.batch_size,
+        "train_steps": t.steps, "checkpoint_step": run.step,
+    }
+
+
+def row_key(row: dict) -> tuple:
+    return tuple(row.get(k) for k in KEY_FIELDS)
+
+
+def latest_rows(rows: list[dict]) -> list[dict]:
+    """One row per (run folder, key): the last one written (``--force`` appends, it never rewrites the file)."""
+    out: dict[tuple, dict] = {}
+    for r in rows:
+        out[(r.get("run_dir"), row_key(r))] = r
+    return list(out.values())
+
+
+def _mean_sd(values: Sequence[float]) -> tuple[float, float | None]:
+    v = np.asarray(values, dtype=np.float64)
+    return float(v.mean()), (float(v.std(ddof=1)) if len(v) > 1 else None)
+
+
+def default_repr(run: LoadedRun) -> str | None:
+    """Released features are the soft relaxed sample (``soft``); priors without it use their first mode."""
+    modes = run.model.prior.representation_modes
+    if not modes:
+        return None
+    return "soft" if "soft" in modes else modes[0]
+
+
+class _Plan:
+    """Collects rows: skips keys already in ``results.jsonl`` (unless ``force``) and appends new ones atomically."""
+
+    def __init__(self, path: Path, base: dict, force: bool):
+        self.path, self.base, self.force = path, base, force
+        self.existing = {row_key(r): r for r in read_jsonl(path)}
+        self.rows: list[dict] = []
+        self.computed = 0
+
+    def key(self, **fields) -> tuple:
+        return row_key({**self.base, **fields})
+
+    def done(self, keys: list[tuple]) -> bool:
+        """All ``keys`` present (and not forced): collect the stored rows and report True."""
+        if self.force or not all(k in self.existing for k in keys):
+            return False
+        self.rows += [self.existing[k] for k in keys]
+        return True
+
+    def add(self, **fields) -> dict:
+        row = {**self.base, **fields, "version": dmz.__version__,
+               "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        for k in KEY_FIELDS:
+            row.setdefault(k, None)
+        append_jsonl(self.path, row)
+        self.existing[row_key(row)] = row
+        self.rows.append(row)
+        self.computed += 1
+        return row
+
+
+def _validate(metrics, samplers, steps, seeds, num_samples, solver) -> None:
+    bad = [m for m in metrics if m not in METRIC_GROUPS]
+    if bad:
+        raise EvaluationError(f"unknown metric {bad[0]!r}; valid: {', '.join(METRIC_GROUPS)}")
+    bad = [s for s in samplers if s not in ZSAMPLERS]
+    if bad:
+        raise EvaluationError(f"unknown sampler {bad[0]!r}; valid: {', '.join(sorted(ZSAMPLERS))}")
+    if any(int(t) < 1 for t in steps):
+        raise EvaluationError(f"--steps must be >= 1, got {list(steps)}")
+    if seeds is not None and seeds < 1:
+        raise EvaluationError("--seeds must be >= 1")
+    if num_samples is not None and not 2 <= num_samples <= SEED_STRIDE:
+        raise EvaluationError(f"--num-samples must be in [2, {SEED_STRIDE}]")
+    if solver not in ("ddpm", "ddim"):
+        raise EvaluationError(f"unknown solver {solver!r}; valid: ddpm, ddim")
+
+
+def evaluate(
+    run_dir,
+    *,
+    steps: Sequence[int] = DEFAULT_STEPS,  # denoising steps T (respaced); one checkpoint serves all
+    num_samples: int | None = None,  # N generated images per (T, sampler, seed); None = dataset default
+    metrics: Sequence[str] = ("fid", "probe"),  # any of fid | probe | recon
+    samplers: Sequence[str] = ("prior",),  # z-samplers (dmz.zsamplers): prior | dataset | empirical | pixelsnail
+    seeds: int | None = None,  # K sampling seeds (offsets k * 1_000_000); None = dataset default
+    feature_extractor: str | None = None,  # None = digits-classifier-v1 for digits, inception-v3-compat otherwise
+    reference_split: str = "train",  # FID reference: the whole split, cached statistics
+    kid: bool = False,  # also KID (kid_mean row; needs reference features, cached)
+    prc: bool = False,  # also precision / recall / f_score rows
+    repr_mode: str | None = None,  # probe features: soft (released) | hard | probs | mean | sample; None = default_repr
+    recon_images: int = RECON_DEFAULTS[0],  # reconstruction: first N test images
+    recon_decodes: int = RECON_DEFAULTS[1],  # reconstruction: K stochastic decodes per image
+    solver: str = "ddpm",  # ddpm (ancestral, released) | ddim (eta=0)
+    batch_size: int = 256,  # images in flight; results do not depend on it
+    micro_batch: int | None = None,  # rows per denoiser call (results depend on it); None = device default
+    device: str = "auto",
+    weights: str = "ema",
+    amp: bool = False,  # bf16 autocast on CUDA
+    keep_samples: bool = False,  # write <run>/samples/<solver>-T<T>-<sampler>-seed<k>-n<N>.npz
+    force: bool = False,  # recompute rows already in results.jsonl
+    progress: bool = False,
+    cache_dir=None,  # feature-extractor / reference-statistics cache (default $DMZ_CACHE_DIR or ~/.cache/dmz)
+    allow_download: bool = False,  # let the Inception weights be downloaded when missing
+    log: Callable[[str], None] = _say,
+) -> list[dict]:
+    """Evaluate ``run_dir`` and append result rows to ``<run_dir>/results.jsonl``.
+
+    Returns the rows for the request: newly computed ones and those found already present (same key).
+    """
+    metrics, samplers, steps = tuple(metrics), tuple(samplers), tuple(int(t) for t in steps)
+    _validate(metrics, samplers, steps, seeds, num_samples, solver)
+    t_start = time.perf_counter()
+    run = load_run(run_dir, device=device, weights=weights)
+    cfg = run.cfg
+    dataset = cfg.data.dataset
+    bad_t = [t for t in steps if t > cfg.diffusion.diffusion_steps]
+    if bad_t:
+        raise EvaluationError(f"T={bad_t[0]} > the run's {cfg.diffusion.diffusion_steps} diffusion steps")
+    d_n, d_k = dataset_defaults(dataset)
+    n = int(num_samples or d_n)
+    k_seeds = int(seeds or d_k)
+    micro = int(micro_batch or default_micro_batch(run.device))
+    has_latent = run.model.prior.code_dim > 0
+    base = {**config_fields(run), "weights": weights, "solver": solver, "device": str(run.device),
+            "micro_batch": micro, "amp": bool(amp and run.device.type == "cuda")}
+    plan = _Plan(run.path / RESULTS, base, force)
+    gen_kw = dict(batch_size=batch_size, sampler=solver, amp=amp, micro_batch=micro, progress=progress)
+
+    if "fid" in metrics:
+        _fid(run, plan, log, steps=steps, n=n, k_seeds=k_seeds, samplers=samplers, extractor_name=feature_extractor,
+             reference_split=reference_split, kid=kid, prc=prc, keep_samples=keep_samples, cache_dir=cache_dir,
+             allow_download=allow_download, has_latent=has_latent, gen_kw=gen_kw)
+    if "probe" in metrics:
+        if has_latent:
+            _probe(run, plan, log, repr_mode=repr_mode or default_repr(run))
+        else:
+            log(f"probe: skipped, run {run.path.name} has no latent (prior={cfg.model.prior})")
+    if "recon" in metrics:
+        if has_latent:
+            _recon(run, plan, log, steps=steps, images=recon_images, decodes=recon_decodes, gen_kw=gen_kw)
+        else:
+            log(f"recon: skipped, run {run.path.name} has no latent (prior={cfg.model.prior})")
+    log(f"{plan.computed} new row(s), {len(plan.rows) - plan.computed} already present, "
+        f"{time.perf_counter() - t_start:.1f}s -> {plan.path}")
+    return plan.rows
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# FID / KID / precision-recall across T
+
+
+def _fid(run, plan: _Plan, log, *, steps, n, k_seeds, samplers, extractor_name, reference_split, kid, prc,
+         keep_samples, cache_dir, allow_download, has_latent, gen_kw) -> None:
+    from evaluation.features import default_feature_extractor, get_feature_extractor
+    from evaluation.fid import metrics_against_reference, reference_stats
+
+    cfg = run.cfg
+    d = cfg.data
+    name = extractor_name or default_feature_extractor(d.dataset)
+    ext = get_feature_extractor(name, dataset=d.dataset, device=str(run.device), cache_dir=cache_dir, root=d.data_root,
+                                resolution=d.resolution, allow_download=allow_download)
+    names = ["fid"] + (["kid_mean"] if kid else []) + (["precision", "recall", "f_score"] if prc else [])
+    common = {"N": n, "seeds": k_seeds, "feature_extractor": ext.name,
+              "feature_extractor_weights_sha256": ext.weights_sha256, "reference": reference_split, "repr": None}
+    ref = None
+    for sampler in samplers:
+        if not has_latent and sampler != "prior":
+            log(f"fid: sampler {sampler!r} skipped, run has no latent (prior=none): only 'prior' applies")
+            continue
+        zs = None
+        for T in steps:
+            keys = [plan.key(metric=m, T=T, sampler=sampler, **common) for m in names]
+            if plan.done(keys):
+                log(f"fid T={T} sampler={sampler}: present, skipped")
+                continue
+            if ref is None:
+                ref = reference_stats(d.dataset, reference_split, extractor=ext, root=d.data_root,
+                                      resolution=d.resolution, center_crop=d.center_crop, cache_dir=cache_dir,
+                                      device=str(run.device), keep_features=kid or prc)
+            if zs is None:
+                zs = build_zsampler(sampler, run)
+            t0 = time.perf_counter()
+            per_seed: list[dict] = []
+            gen_s = 0.0
+            for k in range(k_seeds):
+                tg = time.perf_counter()
+                imgs = generate(run, steps=T, seeds=[k * SEED_STRIDE + i for i in range(n)], zsampler=zs, **gen_kw)
+                gen_s += time.perf_counter() - tg
+                u8 = to_uint8(imgs)
+                if keep_samples:
+                    save_samples(imgs, run.path / "samples" / f"{gen_kw['sampler']}-T{T}-{sampler}-seed{k}-n{n}.npz")
+                per_seed.append(metrics_against_reference(u8, ref, ext, kid=kid, prc=prc))
+                log(f"fid T={T} sampler={sampler} seed {k + 1}/{k_seeds}: {per_seed[-1]['fid']:.4g}")
+            secs = time.perf_counter() - t0
+            for m in names:
+                vals = [r[m] for r in per_seed]
+                mean, sd = _mean_sd(vals)
+                extra = {}
+                if m == "kid_mean":
+                    extra = {"kid_std_within": [r["kid_std"] for r in per_seed],
+                             "kid_subset_size": per_seed[0]["kid_subset_size"]}
+                plan.add(metric=m, T=T, sampler=sampler, value=mean, sd=sd, values=vals, **common,
+                         n_ref=per_seed[0]["n_ref"], seed_offsets=[k * SEED_STRIDE for k in range(k_seeds)],
+                         eval_seconds=secs, gen_seconds=gen_s, **extra)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# linear probes
+
+
+def _probe(run, plan: _Plan, log, *, repr_mode: str) -> None:
+    from evaluation.probe import probe_cv, probe_heldout
+
+    d = run.cfg.data
+    run.model.prior.check_mode(repr_mode)
+    info = dataset_info(d.dataset, resolution=d.resolution, center_crop=d.center_crop)
+    test_split = PROBE_TEST_SPLIT.get(d.dataset, "test")
+    n_train, n_test = len(run.dataset("train")), len(run.dataset(test_split))
+    score = ["accuracy", "auroc"] if info.label_kind == "class" else ["auroc"]
+    short = {"accuracy": "acc", "auroc": "auroc"}
+    common = {"T": None, "sampler": None, "solver": None, "seeds": None, "feature_extractor": None,
+              "feature_extractor_weights_sha256": None, "reference": None, "repr": repr_mode}
+    keys = [plan.key(metric=f"probe_{short[s]}_{p}", N=(n_train + n_test if p == "cv" else n_test), **common)
+            for s in score for p in ("cv", "heldout")]
+    if plan.done(keys):
+        log(f"probe ({repr_mode}): present, skipped")
+        return
+    t0 = time.perf_counter()
+    xtr, ytr = representations(run, "train", repr_mode)
+    xte, yte = representations(run, test_split, repr_mode)
+    xtr, ytr, xte, yte = (a.numpy() for a in (xtr, ytr, xte, yte))
+    feats_s = time.perf_counter() - t0
+    x_all, y_all = np.concatenate([xtr, xte]), np.concatenate([ytr, yte])
+    extra = {"label_kind": info.label_kind, "test_split": test_split, "features_dim": int(xtr.shape[1])}
+    for s in score:
+        tc = time.perf_counter()
+        cv = probe_cv(x_all, y_all, metric=s)
+        plan.add(metric=f"probe_{short[s]}_cv", N=len(x_all), value=cv["mean"], sd=cv["std"], values=cv["per_fold"],
+                 folds=cv["folds"], n_skipped=cv["n_skipped"], per_attribute=cv["per_attribute"],
+                 classifier=cv["classifier"], eval_seconds=feats_s + time.perf_counter() - tc, **common, **extra)
+        tc = time.perf_counter()
+        ho = probe_heldout(xtr, ytr, xte, yte, metric=s)
+        plan.add(metric=f"probe_{short[s]}_heldout", N=ho["n_test"], n_train=ho["n_train"], value=ho["value"],
+                 sd=None, values=None, n_skipped=ho["n_skipped"], per_attribute=ho["per_attribute"],
+                 classifier=ho["classifier"], eval_seconds=feats_s + time.perf_counter() - tc, **common, **extra)
+        log(f"probe {s} ({repr_mode}): cv {cv['mean']:.4f} +- {cv['std']:.4f}, held-out {ho['value']}")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# reconstruction
+
+
+def _recon(run, plan: _Plan, log, *, steps, images: int, decodes: int, gen_kw) -> None:
+    from evaluation.recon import reconstruction_mse
+
+    common = {"sampler": None, "N": images, "seeds": decodes, "feature_extractor": None,
+              "feature_extractor_weights_sha256": None, "reference": None, "repr": None}
+    kw = {k: v for k, v in gen_kw.items() if k != "sampler"}
+    for T in steps:
+        for metric, shuffle in (("recon_mse", False), ("recon_mse_shuffled", True)):
+            if plan.done([plan.key(metric=metric, T=T, **common)]):
+                log(f"{metric} T={T}: present, skipped")
+                continue
+            r = reconstruction_mse(run, steps=T, images=images, decodes=decodes, shuffle=shuffle,
+                                   sampler=gen_kw["sampler"], **kw)
+            plan.add(metric=metric, T=T, value=r["mse"], sd=r["sd"], values=r["per_decode"], units="[-1,1]",
+                     value_01=r["mse_01"], per_image=r["per_image"], split=r["split"], eval_seconds=r["seconds"],
+                     **common)
+            log(f"{metric} T={T}: {r['mse']:.5f} ([-1,1] units; {r['mse_01']:.5f} in [0,1])")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# table + CLI
+
+
+def results_table(rows: list[dict]):
+    """A pandas DataFrame of the rows' headline columns (metric, T, sampler, value, sd, N, seeds, ...)."""
+    import pandas as pd
+
+    cols = ["metric", "T", "sampler", "value", "sd", "N", "seeds", "feature_extractor", "repr", "checkpoint_step"]
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return pd.DataFrame(columns=cols)
+    for c in cols:
+        if c not in df:
+            df[c] = None
+    df = df[cols].copy()
+    for c in ("T", "N", "seeds", "checkpoint_step"):
+        df[c] = df[c].map(lambda v: "-" if v is None or (isinstance(v, float) and np.isnan(v)) else int(v))
+    return df
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m evaluation.run", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--run", required=True, help="run folder written by dmz.train")
+    p.add_argument("--steps", type=int, nargs="+", default=list(DEFAULT_STEPS), help="denoising steps T")
+    p.add_argument("--num-samples", type=int, default=None,
+                   help="generated images per (T, sampler, seed); default 10000 (cifar10, celeba64), 1000 (digits)")
+    p.add_argument("--metrics", nargs="+", default=["fid", "probe"], help=f"any of {', '.join(METRIC_GROUPS)}")
+    p.add_argument("--sampler", nargs="+", default=["prior"], dest="samplers",
+                   help="z-samplers: prior | empirical | dataset | pixelsnail")
+    p.add_argument("--seeds", type=int, default=None, help="sampling seeds K (mean +- sd); default 3 digits, else 1")
+    p.add_argument("--feature-extractor", default=None,
+                   help="inception-v3-compat | digits-classifier-v1 (default: by dataset)")
+    p.add_argument("--reference-split", default="train", help="FID reference: this whole split")
+    p.add_argument("--kid", action="store_true", help="also KID")
+    p.add_argument("--prc", action="store_true", help="also precision / recall")
+    p.add_argument("--repr", default=None, dest="repr_mode",
+                   help="probe features: soft (released) | hard | probs (bernoulli); mean | sample (normal)")
+    p.add_argument("--recon-images", type=int, default=RECON_DEFAULTS[0])
+    p.add_argument("--recon-decodes", type=int, default=RECON_DEFAULTS[1])
+    p.add_argument("--solver", default="ddpm", choices=["ddpm", "ddim"])
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--micro-batch", type=int, default=None, help="rows per denoiser call (default 32 CPU, 256 CUDA)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--weights", default="ema", choices=["ema", "model"])
+    p.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA")
+    p.add_argument("--keep-samples", action="store_true", help="write an npz per T / sampler / seed")
+    p.add_argument("--force", action="store_true", help="recompute rows already in results.jsonl")
+    p.add_argument("--allow-download", action="store_true", help="download the Inception weights if missing")
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+    if not Path(args.run).is_dir():
+        print(f"error: run folder {args.run} does not exist", file=sys.stderr)
+        return 2
+    from evaluation.features import FeatureExtractorUnavailable
+
+    try:
+        rows = evaluate(args.run, steps=args.steps, num_samples=args.num_samples, metrics=args.metrics,
+                        samplers=args.samplers, seeds=args.seeds, feature_extractor=args.feature_extractor,
+                        reference_split=args.reference_split, kid=args.kid, prc=args.prc, repr_mode=args.repr_mode,
+                        recon_images=args.recon_images, recon_decodes=args.recon_decodes, solver=args.solver,
+                        batch_size=args.batch_size, micro_batch=args.micro_batch, device=args.device,
+                        weights=args.weights, amp=args.amp, keep_samples=args.keep_samples, force=args.force,
+                        progress=not args.no_progress, allow_download=args.allow_download)
+    except (EvaluationError, CheckpointError, FeatureExtractorUnavailable, DatasetNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    table = results_table(rows)
+    if len(table):
+        print(table.to_string(index=False, na_rep="-", float_format=lambda v: f"{v:.4g}"))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
