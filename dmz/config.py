@@ -126,13 +126,22 @@ class Config:
 
     # -- identity -----------------------------------------------------------------------------------------------
     def digest(self) -> str:
-        """Hash of the whole resolved config (sorted JSON)."""
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:10]
+        """Hash of the resolved config (sorted JSON), less the fields that only say how to execute it."""
+        d = self.to_dict()
+        for key in EXECUTION_FIELDS:
+            section, name = key.split(".")
+            d[section].pop(name, None)
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
 
     def run_id(self) -> str:
         m = self.model
         latent = "ddpm" if m.prior == "none" else f"{m.prior}{m.latent_dim}-{m.conditioning.replace('+', '_')}"
         return f"{self.preset}-{latent}-s{self.train.seed}-{self.digest()}"
+
+
+# fields that change how a run executes, not what it computes: left out of the run id
+EXECUTION_FIELDS = ("train.device", "train.threads", "train.log_every", "train.ckpt_every", "train.ckpt_minutes",
+                    "train.keep_checkpoints", "train.compile", "data.num_workers", "data.data_root", "data.download")
 
 
 class ConfigError(ValueError):
@@ -308,7 +317,7 @@ def preset_digits() -> Config:
                           layers_per_block=1, attention_levels=(1,), attention_head_dim=4, dropout=0.0),
         diffusion=DiffusionConfig(noise_schedule="cosine", input_perturbation=0.1),
         data=DataConfig(dataset="digits", flip=False, num_workers=0),
-        train=TrainConfig(batch_size=64, lr=1e-3, ema_rate=0.999, steps=3000, precision="auto", log_every=50,
+        train=TrainConfig(batch_size=64, lr=1e-3, ema_rate=0.999, steps=1800, precision="auto", log_every=50,
                           ckpt_every=500, ckpt_minutes=5.0, warmup_steps=100, grad_clip=1.0),
     )
 

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 import dmz
-from dmz.config import Config, ConfigError, resolve
+from dmz.config import EXECUTION_FIELDS, Config, ConfigError, resolve
 from dmz.data import build_dataset, from_uint8
 from dmz.diffusion import create_diffusion, create_named_schedule_sampler
 from dmz.distributed import DistInfo, all_reduce_mean, barrier, init_distributed
@@ -37,9 +37,7 @@ from dmz.runio import (CHECKPOINT, CONFIG, METRICS, CheckpointError, append_json
                        save_checkpoint)
 
 # fields that may differ between the run that wrote a checkpoint and the one that resumes it
-RUNTIME_FIELDS = {"train.steps", "train.device", "train.threads", "train.log_every", "train.ckpt_every",
-                  "train.ckpt_minutes", "train.keep_checkpoints", "data.num_workers", "data.data_root",
-                  "data.download", "train.compile"}
+RUNTIME_FIELDS = {"train.steps", *EXECUTION_FIELDS}
 
 
 class NonFiniteLossError(RuntimeError):

@@ -62,6 +62,8 @@ def test_run_id_depends_on_every_field():
            resolve("digits", ["prior=none"]).run_id()}
     assert len(ids) == 4
     assert a.run_id() == resolve("digits").run_id()
+    # how a run executes is not part of what it computes
+    assert resolve("digits", ["threads=1", "device=cpu", "log_every=7"]).run_id() == a.run_id()
 
 
 def test_paper_presets_match_release():
