@@ -58,7 +58,7 @@ class DiffusionLoss(nn.Module):
         super().__init__()
         self.model = model
         self.diffusion = diffusion
-        self.denoiser = denoiser or model  # possibly torch.compile'd
+        self.denoiser = denoiser if denoiser is not None else model  # possibly torch.compile'd
 
     def forward(self, x0, t, noise, perturbation, prior_noise):
         out = self.model.prior(x0, noise=prior_noise)
