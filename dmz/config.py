@@ -70,6 +70,7 @@ class TrainConfig:
     lr: float = 1e-4
     weight_decay: float = 0.0
     ema_rate: float = 0.9999
+    ema_warmup: bool = False  # rate_t = min(ema_rate, (1 + t) / (10 + t)) so short runs forget the init (released: off)
     grad_clip: float = 0.0  # 0 = off (released: off)
     steps: int = 500_000  # total optimizer steps
     warmup_steps: int = 0  # linear lr warm-up (released: none)
@@ -317,8 +318,8 @@ def preset_digits() -> Config:
                           layers_per_block=1, attention_levels=(1,), attention_head_dim=4, dropout=0.0),
         diffusion=DiffusionConfig(noise_schedule="cosine", input_perturbation=0.1),
         data=DataConfig(dataset="digits", flip=False, num_workers=0),
-        train=TrainConfig(batch_size=64, lr=1e-3, ema_rate=0.999, steps=1800, precision="auto", log_every=50,
-                          ckpt_every=500, ckpt_minutes=5.0, warmup_steps=100, grad_clip=1.0),
+        train=TrainConfig(batch_size=64, lr=1e-3, ema_rate=0.999, ema_warmup=True, steps=1800, precision="auto",
+                          log_every=50, ckpt_every=500, ckpt_minutes=5.0, warmup_steps=100, grad_clip=1.0),
     )
 
 

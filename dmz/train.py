@@ -199,9 +199,13 @@ class Trainer:
         w = self.cfg.train.warmup_steps
         return self.cfg.train.lr * (min(1.0, (step + 1) / w) if w > 0 else 1.0)
 
+    def ema_rate_at(self, step: int) -> float:
+        tc = self.cfg.train
+        return min(tc.ema_rate, (1 + step) / (10 + step)) if tc.ema_warmup else tc.ema_rate
+
     @torch.no_grad()
     def update_ema(self) -> None:
-        rate = self.cfg.train.ema_rate
+        rate = self.ema_rate_at(self.step)
         ema_p = [p for p in self.ema.parameters()]
         src_p = [p.detach() for p in self.model.parameters()]
         torch._foreach_lerp_(ema_p, src_p, 1.0 - rate)

@@ -161,3 +161,19 @@ def test_ddp_two_processes_equal_one_process_on_the_global_batch(tmp_path, tiny,
         rm = [k for k in a["model"] if k.endswith("running_mean") or k.endswith("running_var")]
         assert rm
         _assert_same_tensors({k: a["model"][k] for k in rm}, {k: b["model"][k] for k in rm}, exact=False, atol=1e-6)
+
+
+def test_ema_warmup_forgets_the_initialisation(tmp_path, tiny):
+    t = Trainer(resolve("digits", tiny(ema_rate=0.999, ema_warmup=True)), tmp_path / "a", progress=False)
+    assert t.ema_rate_at(0) == pytest.approx(0.1) and t.ema_rate_at(90) == pytest.approx(0.91)
+    assert t.ema_rate_at(10**6) == 0.999  # capped at ema_rate
+    released = Trainer(resolve("digits", tiny(ema_rate=0.999, ema_warmup=False)), tmp_path / "b", progress=False)
+    assert released.ema_rate_at(0) == 0.999
+    # after a few steps the warmed-up EMA sits much closer to the trained weights than the released constant rate
+    t.train()
+    released.train()
+
+    def dist(tr):
+        return sum((e - p).abs().sum() for e, p in zip(tr.ema.parameters(), tr.model.parameters()))
+
+    assert dist(t) < 0.5 * dist(released)
