@@ -65,10 +65,7 @@ def encode_split(run: LoadedRun, split: str = "train", *, seed: int = 0, batch_s
     codes, labels = [], []
     loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False)
     for x, y in loader:
-        noise = None
-        if spec is not None:
-            draw = torch.rand if spec.kind == "uniform" else torch.randn
-            noise = draw(x.shape[0], *spec.shape, generator=g).to(run.device)
+        noise = None if spec is None else spec.draw(x.shape[0], g).to(run.device)
         codes.append(prior.encode(x.to(run.device), noise=noise).cpu())
         labels.append(y)
     out = torch.cat(codes), torch.cat(labels)
@@ -88,10 +85,7 @@ def representations(run: LoadedRun, split: str, mode: str, *, seed: int = 0,
     g = torch.Generator().manual_seed(seed)
     feats, labels = [], []
     for x, y in torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False):
-        noise = None
-        if spec is not None:
-            draw = torch.rand if spec.kind == "uniform" else torch.randn
-            noise = draw(x.shape[0], *spec.shape, generator=g).to(run.device)
+        noise = None if spec is None else spec.draw(x.shape[0], g).to(run.device)
         feats.append(prior.representation(x.to(run.device), mode, noise=noise).float().cpu())
         labels.append(y)
     return torch.cat(feats), torch.cat(labels)

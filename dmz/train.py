@@ -188,11 +188,7 @@ class Trainer:
         out["noise"] = torch.randn(b, *shape, generator=g)[sl]
         out["perturbation"] = torch.randn(b, *shape, generator=g)[sl]
         spec = self.model.prior.noise_spec()
-        if spec is not None:
-            draw = torch.rand if spec.kind == "uniform" else torch.randn
-            out["prior_noise"] = draw(b, *spec.shape, generator=g)[sl]
-        else:
-            out["prior_noise"] = None
+        out["prior_noise"] = None if spec is None else spec.draw(b, g)[sl]
         return {k: (v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in out.items()}
 
     def lr_at(self, step: int) -> float:

@@ -41,6 +41,11 @@ class NoiseSpec:
     shape: tuple[int, ...]
     kind: str  # "uniform" | "normal"
 
+    def draw(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Noise for ``n`` examples, (n, *shape), from ``generator`` (CPU)."""
+        fn = torch.rand if self.kind == "uniform" else torch.randn
+        return fn(n, *self.shape, generator=generator)
+
 
 class LatentPrior(nn.Module):
     """Base class. ``codes`` are what z-samplers produce and store: LongTensor (B, code_dim) for discrete latents,
