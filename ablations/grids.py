@@ -1,0 +1,439 @@
+"""Named ablation grids: which trainings to run and which evaluations to run on each (PAPER.md 2.2).
+
+A **cell** is one resolved training config (a preset plus overrides) and the evaluations to run on its checkpoint.
+Samplers and step counts T are evaluation options, never separate trainings: one checkpoint serves every z-sampler
+and every T.
+
+    >>> cells = expand("latent_size", "digits")                      # 7 cells: |z| x 5, prior matching x 2
+    >>> [c.name for c in cells][:2]
+    ['z16', 'z32']
+    >>> cells[0].config().model.latent_dim, cells[0].evals[0].samplers
+    (16, ('prior', 'empirical', 'dataset', 'pixelsnail'))
+
+Sizes. On the paper presets (``cifar10``, ``celeba64``) a cell trains for the preset's own length and is evaluated at
+the paper's sizes (T in {10, 20, 50, 100}, the evaluation's default number of samples). On ``digits`` (the CPU
+default) every grid has its own :class:`Budget` below, sized so the whole grid, training and evaluation, finishes in
+about 15 minutes on 2 CPU cores (one cell measured, the grid projected: ``ablations/README.md``). The budgets live
+here, not in the presets, so the presets stay the paper's.
+
+Order in which a cell's config is built: preset -> the grid's budget (``steps=...``) -> the user's ``--set`` ->
+the grid axis of that cell (e.g. ``latent_dim=64``). A ``--set`` of a key that a grid axis sets is ignored for that
+grid (with a warning), because it would make cells identical.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Callable
+
+from dmz.config import Config, ConfigError, PRESETS, _split, resolve, valid_keys
+from dmz.data import dataset_info
+from dmz.runio import read_jsonl
+
+RESULTS_FILE = "results.jsonl"  # evaluation.run appends one row per metric / T / sampler
+
+__all__ = ["Budget", "EvalSpec", "Variant", "Cell", "GridDef", "GRIDS", "GridError", "expand", "get_grid",
+           "requested_rows", "row_matches", "missing_rows", "is_done", "default_runs_root", "cell_dir",
+           "pixelsnail_width", "add_cell_args", "cells_from_args", "LATENT_SIZES", "ZSAMPLERS_ALL",
+           "PRIOR_MATCHING_WEIGHT", "PRIOR_MATCHING_SIZES"]
+
+REPO = Path(__file__).resolve().parent.parent
+PAPER_T = (10, 20, 50, 100)  # Table 1's step counts (PAPER.md 2.2)
+LATENT_SIZES = (16, 32, 64, 128, 256)  # |z| axis of the size ablation
+ZSAMPLERS_ALL = ("prior", "empirical", "dataset", "pixelsnail")  # PAPER.md 1.5
+PRIOR_MATCHING_WEIGHT = 0.1  # beyond the paper: the aux penalty of dmz.priors.bernoulli.prior_matching_penalty
+PRIOR_MATCHING_SIZES = (16, 128)  # the released CIFAR |z| and the paper's large |z| (FID 17.23 at 128)
+REPRESENTATION_SIZES = (16, 64, 256)
+REPRESENTATION_PRIORS = ("bernoulli", "normal", "categorical")
+
+
+class GridError(ValueError):
+    """An unknown grid, preset or key; the message lists the valid ones (and the closest match)."""
+
+
+def _suggest(name: str, valid) -> str:
+    close = difflib.get_close_matches(name, list(valid), n=1, cutoff=0.5)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# what a cell is
+# ----------------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class EvalSpec:
+    """One ``evaluation.run.evaluate`` call on a cell's checkpoint.
+
+    :param metrics: ``fid`` and/or ``probe``. :param steps: denoising steps T (FID only).
+    :param samplers: z-samplers (FID only). :param num_samples: generated images per FID (None = evaluation default).
+    :param seeds: number of sampling seeds K; FID is reported as mean +- sd over them (None = evaluation default).
+    """
+
+    metrics: tuple[str, ...]
+    steps: tuple[int, ...] = PAPER_T
+    samplers: tuple[str, ...] = ("prior",)
+    num_samples: int | None = None
+    seeds: int | None = None
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How big a grid is on one preset.
+
+    :param train: config overrides applied to every cell before the user's ``--set`` (e.g. ``{"steps": 400}``).
+    :param steps: T for FID. :param num_samples: images per FID (None = evaluation default, 10k on paper presets).
+    :param seeds: number of FID sampling seeds (None = evaluation default).
+    :param pixelsnail: keyword arguments of ``dmz.prior.fit_prior`` (``epochs``, ``batch_size``, ``model_kwargs``, ...);
+        empty = the released PixelSNAIL and dmz.prior's defaults (<= 500 epochs, early stopping).
+    :param metrics: the metric groups this budget evaluates, of those a variant asks for (None = all of them).
+    """
+
+    train: dict[str, Any] = field(default_factory=dict)
+    steps: tuple[int, ...] = PAPER_T
+    num_samples: int | None = None
+    seeds: int | None = None
+    pixelsnail: dict[str, Any] = field(default_factory=dict)
+    metrics: tuple[str, ...] | None = None
+
+
+#: Paper presets: as released (the preset's training length), evaluation at the paper's sizes.
+PAPER_BUDGET = Budget()
+
+# Digits budgets: each grid about 15 minutes on 2 free CPU cores, run as 2 cells at a time with 1 thread each (the
+# local executor's default there). Measured on the 2-core development machine (ablations/README.md): one thread
+# trains the digits model at ~110 images/s (0.58 s per step of 64) and samples ~250-290 image-steps/s; two threads
+# per process were 5x slower whenever anything else ran on the machine.
+#: Digits' PixelSNAIL: one block, 32 channels and no attention (so a gated causal-conv prior). The released one
+#: (64 channels, 2 blocks x 2 res-blocks, attention) costs ~15 s per epoch at |z|=64 and its attention alone ~20 s per
+#: epoch and ~25 s per 250 codes at |z|=256 on one core. This one fits 30 epochs in ~20 s at |z|=64 and reaches a
+#: held-out NLL below the empirical (independent-bits) sampler's (60.4 vs 60.8 bits at |z|=64, 250 training steps).
+DIGITS_PIXELSNAIL = {"epochs": 30, "batch_size": 32,
+                     "model_kwargs": {"channel": 32, "res_channel": 32, "n_block": 1, "n_res_block": 1,
+                                      "attention": False}}
+#: main: 2 cells side by side; FID at all four T.
+DIGITS_MAIN = Budget(train={"steps": 600}, steps=PAPER_T, num_samples=300, seeds=1)
+#: latent_type / conditioning: 4 cells (2 rounds of 2); FID at T in {10, 50} plus the probe.
+DIGITS_FOUR_CELLS = Budget(train={"steps": 400}, steps=(10, 50), num_samples=300, seeds=1)
+#: latent_size: 7 trainings (|z| x 5 + 2 prior-matching cells; 4 rounds of 2), each scored with all 4 z-samplers at
+#: T=10 (the samplers are the axis here; FID vs T is the main grid's). No probe: its 12 logistic-regression fits cost
+#: more than the 4 FIDs (~115 s at |z|=64); probe vs |z| is the representation grid's.
+DIGITS_LATENT_SIZE = Budget(train={"steps": 250}, steps=(10,), num_samples=250, seeds=1, pixelsnail=DIGITS_PIXELSNAIL,
+                            metrics=("fid",))
+#: representation: 9 trainings (5 rounds of 2), probe only (no sampling); the probe costs ~1-2 min per cell.
+DIGITS_REPRESENTATION = Budget(train={"steps": 150})
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One row of a grid before it is placed on a preset: the grid-axis overrides and what to evaluate."""
+
+    name: str
+    overrides: dict[str, Any]
+    metrics: tuple[str, ...] = ("fid",)
+    samplers: tuple[str, ...] = ("prior",)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """A variant resolved on a preset: a training config plus its evaluations. ``overrides`` are in order."""
+
+    grid: str
+    name: str
+    preset: str
+    overrides: tuple[tuple[str, Any], ...]
+    evals: tuple[EvalSpec, ...]
+    gpus: int = 0
+    pixelsnail: dict[str, Any] = field(default_factory=dict, hash=False)
+
+    def config(self) -> Config:
+        return resolve(self.preset, dict(self.overrides))
+
+    @cached_property
+    def run_id(self) -> str:
+        return self.config().run_id()
+
+    @property
+    def needs_pixelsnail(self) -> bool:
+        return any("pixelsnail" in e.samplers and "fid" in e.metrics for e in self.evals)
+
+    @property
+    def dirname(self) -> str:
+        return f"{self.name}-{self.run_id}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (what a job receives): no classes of ours, so it unpickles anywhere."""
+        return {"grid": self.grid, "name": self.name, "preset": self.preset,
+                "overrides": [list(o) for o in self.overrides], "evals": [dataclasses.asdict(e) for e in self.evals],
+                "gpus": self.gpus, "pixelsnail": dict(self.pixelsnail), "run_id": self.run_id}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Cell":
+        evals = tuple(EvalSpec(metrics=tuple(e["metrics"]), steps=tuple(e["steps"]), samplers=tuple(e["samplers"]),
+                               num_samples=e["num_samples"], seeds=e["seeds"])
+                      for e in d["evals"])
+        return cls(grid=d["grid"], name=d["name"], preset=d["preset"],
+                   overrides=tuple((k, v) for k, v in d["overrides"]), evals=evals, gpus=d["gpus"],
+                   pixelsnail=dict(d["pixelsnail"]))
+
+
+@dataclass(frozen=True)
+class GridDef:
+    """:param variants: the grid's rows. :param budgets: per preset (missing = :data:`PAPER_BUDGET`).
+    :param index: the columns that identify a table row (besides metric/T). :param table: what the paper's table is."""
+
+    name: str
+    description: str
+    table: str
+    variants: Callable[[], list[Variant]]
+    budgets: dict[str, Budget]
+    index: tuple[str, ...] = ("variant", "sampler")
+
+    def budget(self, preset: str) -> Budget:
+        return self.budgets.get(preset, PAPER_BUDGET)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the grids
+# ----------------------------------------------------------------------------------------------------------------
+def _main() -> list[Variant]:
+    return [Variant("ddpm", {"prior": "none"}), Variant("dmz", {"prior": "bernoulli"})]
+
+
+def _latent_type() -> list[Variant]:
+    out = [Variant(p, {"prior": p}, metrics=("fid", "probe")) for p in ("bernoulli", "normal", "categorical")]
+    return out + [Variant("none", {"prior": "none"}, metrics=("fid",))]  # no latent: nothing to probe
+
+
+def _conditioning() -> list[Variant]:
+    methods = ("cross_attention", "concat", "add", "cross_attention+add")
+    return [Variant(m.replace("+", "_"), {"prior": "bernoulli", "conditioning": m}, metrics=("fid", "probe"))
+            for m in methods]
+
+
+def _latent_size() -> list[Variant]:
+    out = [Variant(f"z{L}", {"prior": "bernoulli", "latent_dim": L, "prior_matching": 0.0},
+                   metrics=("fid", "probe"), samplers=ZSAMPLERS_ALL) for L in LATENT_SIZES]
+    out += [Variant(f"z{L}-pm{PRIOR_MATCHING_WEIGHT:g}",
+                    {"prior": "bernoulli", "latent_dim": L, "prior_matching": PRIOR_MATCHING_WEIGHT},
+                    metrics=("fid", "probe"), samplers=ZSAMPLERS_ALL) for L in PRIOR_MATCHING_SIZES]
+    return out
+
+
+def _representation() -> list[Variant]:
+    return [Variant(f"{p}-z{L}", {"prior": p, "latent_dim": L}, metrics=("probe",), samplers=())
+            for p in REPRESENTATION_PRIORS for L in REPRESENTATION_SIZES]
+
+
+GRIDS: dict[str, GridDef] = {g.name: g for g in [
+    GridDef("main", "unconditional DDPM (prior=none) vs DMZ, FID at T = 10, 20, 50, 100",
+            "Table 1: unconditional generation vs steps", _main, {"digits": DIGITS_MAIN}),
+    GridDef("latent_type", "latent type: Bernoulli (DMZ) / Normal / categorical / none; FID and probe",
+            "ablation: latent type", _latent_type, {"digits": DIGITS_FOUR_CELLS}),
+    GridDef("conditioning", "how z enters the UNet: cross_attention / concat / add / cross_attention+add",
+            "ablation: conditioning", _conditioning, {"digits": DIGITS_FOUR_CELLS}),
+    GridDef("latent_size", "|z| in {16..256} x z-sampler {prior, empirical, dataset, pixelsnail}, plus prior "
+            "matching at some |z|", "ablation: |z| size x z-sampler", _latent_size, {"digits": DIGITS_LATENT_SIZE},
+            index=("variant", "latent_dim", "prior_matching", "sampler")),
+    GridDef("representation", "linear-probe accuracy / AUROC across priors and |z|",
+            "Table 2 (guess): representation quality", _representation, {"digits": DIGITS_REPRESENTATION},
+            index=("variant", "prior", "latent_dim")),
+]}
+
+
+def get_grid(name: str) -> GridDef:
+    if name not in GRIDS:
+        raise GridError(f"unknown grid {name!r}{_suggest(name, GRIDS)}; valid grids: {', '.join(GRIDS)}")
+    return GRIDS[name]
+
+
+def pixelsnail_width(latent_dim: int) -> int:
+    """PixelSNAIL's grid width: the released 8 where it divides |z|, else the largest divisor below 8."""
+    return max(w for w in range(1, 9) if latent_dim % w == 0)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# expansion
+# ----------------------------------------------------------------------------------------------------------------
+def _parse_sets(sets: list[str] | dict[str, Any] | None) -> list[tuple[str, Any]]:
+    if not sets:
+        return []
+    items = list(sets.items()) if isinstance(sets, dict) else [_split(s) for s in sets]
+    known = set(valid_keys()) | {k.split(".", 1)[1] for k in valid_keys()}
+    for key, _ in items:
+        if key not in known:
+            bare = sorted(known)
+            raise GridError(f"unknown config key {key!r}{_suggest(key, bare)}; valid keys: {', '.join(valid_keys())}")
+    return items
+
+
+def _canonical(key: str) -> str:
+    return key.split(".", 1)[1] if "." in key else key
+
+
+def _evals(variant: Variant, budget: Budget) -> tuple[EvalSpec, ...]:
+    metrics = [m for m in variant.metrics if budget.metrics is None or m in budget.metrics]
+    out = []
+    if "fid" in metrics:
+        out.append(EvalSpec(("fid",), tuple(budget.steps), tuple(variant.samplers), budget.num_samples, budget.seeds))
+    if "probe" in metrics:
+        out.append(EvalSpec(("probe",), (), (), None, None))
+    return tuple(out)
+
+
+EVAL_SIZE_KEYS = ("steps", "num_samples", "seeds", "pixelsnail_epochs")
+
+
+def expand(grid: str, preset: str = "digits", sets: list[str] | dict[str, Any] | None = None, *,
+           eval_sizes: dict[str, Any] | None = None, gpus: int = 0,
+           warn: Callable[[str], None] | None = None) -> list[Cell]:
+    """The cells of ``grid`` on ``preset``; ``sets`` (``key=value`` strings or a dict) apply to every cell.
+
+    :param eval_sizes: replace the budget's evaluation sizes (keys :data:`EVAL_SIZE_KEYS`; T is ``steps``); they
+        change what is evaluated, not what is trained (the cell folders stay the same).
+    :param gpus: GPUs per cell (DDP tasks); 0 on CPU. Raises :class:`GridError` for an unknown grid, preset or key
+    and :class:`dmz.config.ConfigError` for a bad value.
+    """
+    g = get_grid(grid)
+    if preset not in PRESETS:
+        raise GridError(f"unknown preset {preset!r}{_suggest(preset, PRESETS)}; valid presets: {', '.join(PRESETS)}")
+    user = _parse_sets(sets)
+    budget = g.budget(preset)
+    if eval_sizes:
+        bad = sorted(set(eval_sizes) - set(EVAL_SIZE_KEYS))
+        if bad:
+            raise GridError(f"unknown evaluation size {bad[0]!r}; valid: {', '.join(EVAL_SIZE_KEYS)}")
+        sizes = {k: (tuple(v) if k == "steps" else v) for k, v in eval_sizes.items() if k != "pixelsnail_epochs"}
+        if "pixelsnail_epochs" in eval_sizes:
+            sizes["pixelsnail"] = {**budget.pixelsnail, "epochs": eval_sizes["pixelsnail_epochs"]}
+        budget = dataclasses.replace(budget, **sizes)
+    cells, seen = [], {}
+    ignored: set[str] = set()
+    for v in g.variants():
+        axis = {_canonical(k) for k in v.overrides}
+        kept = [(k, val) for k, val in user if _canonical(k) not in axis]
+        ignored |= {k for k, _ in user if _canonical(k) in axis}
+        overrides = tuple({**budget.train, **dict(kept), **v.overrides}.items())
+        cell = Cell(grid=g.name, name=v.name, preset=preset, overrides=overrides, evals=_evals(v, budget),
+                    gpus=gpus, pixelsnail=dict(budget.pixelsnail))
+        try:
+            rid = cell.run_id
+        except ConfigError as e:
+            raise ConfigError(f"grid {grid} cell {v.name}: {e}") from None
+        if rid in seen:
+            raise GridError(f"cells {seen[rid]!r} and {v.name!r} of grid {grid} resolve to the same config ({rid}); "
+                            "a --set overrides what tells them apart")
+        seen[rid] = v.name
+        cells.append(cell)
+    if ignored and warn is not None:
+        warn(f"--set {', '.join(sorted(ignored))}: set by the {grid} grid's axis, ignored for the cells that set it")
+    return cells
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# what a finished cell has
+# ----------------------------------------------------------------------------------------------------------------
+def probe_metrics(dataset: str) -> list[str]:
+    """The rows ``evaluation.run`` writes for ``probe``: AUROC (and accuracy for class labels), 5-fold CV and
+    held-out."""
+    scores = ["acc", "auroc"] if dataset_info(dataset).label_kind == "class" else ["auroc"]
+    return [f"probe_{s}_{p}" for s in scores for p in ("cv", "heldout")]
+
+
+def requested_rows(cell: Cell) -> list[dict[str, Any]]:
+    """The result rows a finished cell must have: one per (FID, T, sampler) and the probe rows."""
+    out = []
+    for e in cell.evals:
+        for metric in e.metrics:
+            if metric == "fid":
+                out += [{"metric": "fid", "T": t, "sampler": s, "N": e.num_samples, "seeds": e.seeds}
+                        for s in e.samplers for t in e.steps]
+            elif metric == "probe":
+                out += [{"metric": m, "T": None, "sampler": None, "N": None, "seeds": None}
+                        for m in probe_metrics(cell.config().data.dataset)]
+            else:
+                out.append({"metric": metric, "T": None, "sampler": None, "N": None, "seeds": None})
+    return out
+
+
+def row_matches(want: dict[str, Any], row: dict[str, Any]) -> bool:
+    """Does result row ``row`` answer request ``want``? ``None`` in ``want`` matches anything."""
+    return all(v is None or row.get(k) == v for k, v in want.items())
+
+
+def missing_rows(cell: Cell, run_dir: Path) -> list[dict[str, Any]]:
+    rows = read_jsonl(run_dir / RESULTS_FILE)
+    return [w for w in requested_rows(cell) if not any(row_matches(w, r) for r in rows)]
+
+
+def train_finished(run_dir: Path) -> bool:
+    try:
+        return bool(json.loads((run_dir / "train_summary.json").read_text()).get("finished"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return False
+
+
+def is_done(cell: Cell, run_dir: Path) -> bool:
+    return train_finished(run_dir) and not missing_rows(cell, run_dir)
+
+
+def default_runs_root() -> Path:
+    return REPO / "results" / "runs"
+
+
+def cell_dir(cell: Cell, root: str | Path | None = None) -> Path:
+    """``<root>/<grid>/<preset>/<cell-name>-<run_id>`` (root default: ``results/runs``)."""
+    return Path(root or default_runs_root()) / cell.grid / cell.preset / cell.dirname
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the command-line arguments that pick cells (shared by run_grid, collect and report)
+# ----------------------------------------------------------------------------------------------------------------
+def add_cell_args(p) -> None:
+    """``--grid --preset --set --T --num-samples --eval-seeds --pixelsnail-epochs --only --out`` on an argparse
+    parser."""
+    p.add_argument("--grid", required=True, help=f"one of: {', '.join(GRIDS)}")
+    p.add_argument("--preset", help="digits (default without GPUs) | cifar10 (default with GPUs) | celeba64")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override applied to every cell (repeatable); changes the cells' run ids")
+    p.add_argument("--T", dest="eval_T", type=int, nargs="+", metavar="T",
+                   help="denoising steps for FID instead of the grid's (evaluation only: same cell folders)")
+    p.add_argument("--num-samples", type=int, help="images per FID instead of the grid's")
+    p.add_argument("--eval-seeds", type=int, help="FID sampling seeds instead of the grid's")
+    p.add_argument("--pixelsnail-epochs", type=int, help="cap on PixelSNAIL epochs instead of the grid's")
+    p.add_argument("--only", help="comma-separated cell names (default: every cell)")
+    p.add_argument("--out", type=Path, default=None, help="root of the cell folders (default results/runs)")
+
+
+def default_preset(gpus_per_node: int = 0) -> tuple[str, str]:
+    """(preset, why): ``cifar10`` when the cluster profile or this machine has GPUs, else ``digits``."""
+    if gpus_per_node > 0:
+        return "cifar10", "the cluster profile has GPUs"
+    import torch
+
+    if torch.cuda.is_available():
+        return "cifar10", "a GPU is visible"
+    return "digits", "no GPU here or in the cluster profile"
+
+
+def cells_from_args(args, *, gpus_per_node: int = 0,
+                    warn: Callable[[str], None] | None = None) -> tuple[str, str, list[Cell]]:
+    """(preset, why that preset, cells) from :func:`add_cell_args`'s arguments."""
+    get_grid(args.grid)
+    preset, why = (args.preset, "--preset") if args.preset else default_preset(gpus_per_node)
+    sizes = {"steps": args.eval_T, "num_samples": args.num_samples, "seeds": args.eval_seeds,
+             "pixelsnail_epochs": args.pixelsnail_epochs}
+    gpus = gpus_per_node if preset != "digits" else min(1, gpus_per_node)
+    cells = expand(args.grid, preset, args.sets, eval_sizes={k: v for k, v in sizes.items() if v is not None},
+                   gpus=gpus, warn=warn)
+    if args.only:
+        names = [n.strip() for n in args.only.split(",") if n.strip()]
+        unknown = [n for n in names if n not in {c.name for c in cells}]
+        if unknown:
+            raise GridError(f"unknown cell {unknown[0]!r}{_suggest(unknown[0], [c.name for c in cells])} in grid "
+                            f"{args.grid}; cells: {', '.join(c.name for c in cells)}")
+        cells = [c for c in cells if c.name in names]
+    return preset, why, cells

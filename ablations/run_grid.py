@@ -1,0 +1,511 @@
+"""Run an ablation grid: one submitit job per cell (train -> fit PixelSNAIL if needed -> evaluate), then the table.
+
+    python ablations/run_grid.py --grid latent_size                     # digits on CPU; slurm if `sinfo` answers
+    python ablations/run_grid.py --grid main --preset cifar10 --cluster a100-8x
+    python ablations/run_grid.py --grid latent_size --dry-run           # cells, their state, the jobs that would run
+    python ablations/run_grid.py --grid latent_size --status            # done / running / failed / pending per cell
+    python ablations/run_grid.py --grid conditioning --executor local --set steps=50
+
+Idempotent: a cell whose training finished and whose requested result rows are all in ``<cell>/results.jsonl`` is
+skipped without submitting; an unfinished one is (re)submitted and resumes from ``<cell>/checkpoint.pt``; a cell
+whose job is still queued or running is left alone. Jobs are ``submitit.helpers.Checkpointable``: on a time limit or
+preemption (USR2) submitit requeues them and the trainer resumes from its last checkpoint. One failing cell does not
+stop the others. Cell folders: ``<out>/<grid>/<preset>/<cell>-<run_id>`` (``--out`` default ``results/runs``);
+submitit logs under ``<out>/<grid>/<preset>/_submitit/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+if __package__ in (None, ""):  # run by path (python ablations/run_grid.py): make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import submitit
+
+from ablations.clusters import ClusterProfile, executor_parameters, load_profile, make_executor
+from ablations.grids import (Cell, GridError, add_cell_args, cell_dir, cells_from_args, default_runs_root, is_done,
+                             missing_rows, pixelsnail_width)
+from dmz.config import ConfigError
+from dmz.runio import METRICS, atomic_write_json, read_jsonl
+
+STATE_FILE = "cell_state.json"  # written by the job in the cell folder: running / failed / done
+SUBMISSIONS = "submissions.jsonl"  # <out>/<grid>/<preset>/: one line per submitted job
+EXECUTORS = ("slurm", "local", "debug")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# what a cell still needs
+# ----------------------------------------------------------------------------------------------------------------
+def train_progress(cell: Cell, run_dir: Path) -> str:
+    rows = read_jsonl(run_dir / METRICS)
+    step = rows[-1].get("step", 0) if rows else 0
+    return f"step {step}/{cell.config().train.steps}"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the job
+# ----------------------------------------------------------------------------------------------------------------
+def _job_env() -> submitit.JobEnvironment | None:
+    try:
+        env = submitit.JobEnvironment()
+        return env if env.activated() else None
+    except Exception:  # not inside a submitit job
+        return None
+
+
+def _log_path(env) -> str | None:
+    """The job's stderr file, where submitit writes it (not for the debug executor, which prints to the console)."""
+    try:
+        path = env.paths.stderr if env is not None and env.cluster != "debug" else None
+    except Exception:
+        return None
+    return None if path is None else str(path)
+
+
+def _write_state(run_dir: Path, state: str, **extra: Any) -> None:
+    atomic_write_json(run_dir / STATE_FILE, {"state": state, "time": time.time(), "host": socket.gethostname(),
+                                             "pid": os.getpid(), **extra})
+
+
+def _evaluate(run_dir: Path, cell: Cell, log: Callable[[str], None]) -> None:
+    from evaluation.run import evaluate
+
+    for e in cell.evals:
+        log(f"evaluate {e.metrics} T={e.steps} samplers={e.samplers} N={e.num_samples} seeds={e.seeds}")
+        kwargs: dict[str, Any] = {"metrics": e.metrics, "progress": False, "log": log}
+        if "fid" in e.metrics:
+            kwargs.update(steps=e.steps, samplers=e.samplers, num_samples=e.num_samples, seeds=e.seeds)
+        evaluate(run_dir, **kwargs)
+
+
+def _fit_pixelsnail(run_dir: Path, cell: Cell, log: Callable[[str], None]) -> None:
+    from dmz.prior import fit_prior
+
+    kwargs = {"width": pixelsnail_width(cell.config().model.latent_dim), **cell.pixelsnail}
+    fit_prior(run_dir, log=log, **kwargs)
+
+
+def run_cell(cell: Cell, run_dir: str | os.PathLike, *, threads: int | None = None,
+             log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Train (resuming), fit PixelSNAIL when a sampler needs it, evaluate. Rank 0 of a DDP job does the last two.
+
+    Returns ``{"cell", "run_dir", "rank", "train": summary, "timings": {phase: {"wall_s", "cpu_s"}}}``; the
+    timings of a finished cell are also in ``<run_dir>/cell_state.json``.
+    """
+    import torch
+
+    from dmz.train import train
+
+    run_dir = Path(run_dir)
+    say = log or (lambda m: print(f"[{time.strftime('%H:%M:%S')} {cell.grid}/{cell.name}] {m}", flush=True))
+    env = _job_env()
+    if env is not None and env.num_tasks > 1:  # DDP through submitit tasks: RANK, WORLD_SIZE, MASTER_ADDR, ...
+        submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+    rank = int(os.environ.get("RANK", "0"))
+    if threads is None and os.environ.get("SLURM_CPUS_PER_TASK"):
+        threads = int(os.environ["SLURM_CPUS_PER_TASK"])
+    if threads:
+        torch.set_num_threads(threads)
+    cfg = cell.config()
+    if cfg.run_id() not in run_dir.name:
+        raise ConfigError(f"{run_dir} does not belong to cell {cell.name} ({cfg.run_id()})")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    job = {"job_id": env.job_id if env is not None else None, "log": _log_path(env),
+           "restart": int(os.environ.get("SLURM_RESTART_COUNT", "0"))}
+    timings: dict[str, dict[str, float]] = {}  # this attempt's wall and process-CPU seconds per phase
+
+    def phase(name: str, fn: Callable, *args):
+        if rank == 0:
+            _write_state(run_dir, "running", phase=name, **job)
+        t, c = time.perf_counter(), time.process_time()
+        out = fn(*args)
+        timings[name] = {"wall_s": round(time.perf_counter() - t, 1), "cpu_s": round(time.process_time() - c, 1)}
+        return out
+
+    try:
+        say(f"train {cfg.run_id()} -> {run_dir} ({cfg.train.steps} steps, {torch.get_num_threads()} threads)")
+        summary = phase("train", lambda: train(cfg, run_dir, progress=False))
+        if torch.distributed.is_initialized():
+            torch.distributed.barrier()
+            torch.distributed.destroy_process_group()
+        result = {"cell": cell.name, "run_dir": str(run_dir), "rank": rank, "train": summary, "timings": timings}
+        if rank != 0:
+            return result
+        if not summary.get("finished"):
+            raise RuntimeError(f"training stopped at step {summary.get('step')} of {cfg.train.steps}")
+        if cell.needs_pixelsnail:
+            phase("pixelsnail", _fit_pixelsnail, run_dir, cell, say)
+        phase("evaluate", _evaluate, run_dir, cell, say)
+        missing = missing_rows(cell, run_dir)
+        if missing:
+            raise RuntimeError(f"evaluation finished but {len(missing)} requested rows are missing: {missing[:3]}")
+        _write_state(run_dir, "done", timings=timings, **job)
+        say("done: " + ", ".join(f"{k} {v['wall_s']:.0f} s (cpu {v['cpu_s']:.0f} s)" for k, v in timings.items()))
+        return result
+    except Exception as e:  # SystemExit from submitit's requeue passes through untouched
+        if rank == 0:
+            _write_state(run_dir, "failed", error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc(),
+                         timings=timings, **job)
+        raise
+
+
+class CellJob(submitit.helpers.Checkpointable):
+    """The submitit callable. Arguments are plain data (``Cell.to_dict()``), so the pickle does not depend on
+    how the launcher was started. The default ``checkpoint`` resubmits the same call; the trainer resumes from
+    ``<run_dir>/checkpoint.pt`` and evaluation skips rows already written."""
+
+    def __call__(self, cell: dict[str, Any], run_dir: str, threads: int | None = None) -> dict[str, Any]:
+        return run_cell(Cell.from_dict(cell), run_dir, threads=threads)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# status
+# ----------------------------------------------------------------------------------------------------------------
+@dataclass
+class CellStatus:
+    cell: Cell
+    run_dir: Path
+    state: str  # done | running | failed | pending
+    detail: str = ""
+    log: str | None = None
+    job_id: str | None = None
+    live: bool = False  # its job is queued or running: don't submit another
+
+
+def submissions_file(root: Path, grid: str, preset: str) -> Path:
+    return Path(root) / grid / preset / SUBMISSIONS
+
+
+def last_submissions(root: Path, grid: str, preset: str) -> dict[str, dict[str, Any]]:
+    """run-dir name -> the latest submission record for it."""
+    out: dict[str, dict[str, Any]] = {}
+    for rec in read_jsonl(submissions_file(root, grid, preset)):
+        out[rec["run_dir_name"]] = rec
+    return out
+
+
+def _slurm_states(job_ids: Iterable[str]) -> dict[str, str] | None:
+    """squeue state per queued/running job id (absent = no longer in the queue); None if SLURM does not answer.
+
+    Lists this user's jobs rather than asking for the ids: squeue rejects the whole list when one id is unknown
+    (ids are forgotten a few minutes after a job ends)."""
+    ids = set(job_ids)
+    if not ids:
+        return {}
+    try:
+        proc = subprocess.run(["squeue", "-h", "-r", "-u", getpass.getuser(), "-o", "%i %T"], capture_output=True,
+                              text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if proc.returncode != 0:
+        return None
+    states = dict(line.split(None, 1) for line in proc.stdout.splitlines() if len(line.split()) == 2)
+    return {i: st.strip() for i, st in states.items() if i in ids}
+
+
+def _pid_alive(rec: dict[str, Any]) -> bool:
+    if rec.get("host") != socket.gethostname():
+        return False
+    try:
+        pid = int(rec["job_id"])
+        os.kill(pid, 0)
+        return "submitit" in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except (ValueError, ProcessLookupError, PermissionError, FileNotFoundError):
+        return False
+
+
+_RUNNING = {"RUNNING", "COMPLETING", "CONFIGURING", "STAGE_OUT", "SIGNALING"}
+
+
+def cell_statuses(cells: list[Cell], root: str | os.PathLike | None = None) -> list[CellStatus]:
+    """State of every cell: ``done`` (trained, all rows present), ``running`` (its job runs), ``failed`` (its last
+    job ended without finishing the cell; ``log`` = that job's stderr), ``pending`` (queued or not submitted)."""
+    root = Path(root or default_runs_root())
+    out: list[CellStatus] = []
+    by_grid: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
+    for c in cells:
+        by_grid.setdefault((c.grid, c.preset), last_submissions(root, c.grid, c.preset))
+    recs = {c.dirname: by_grid[(c.grid, c.preset)].get(c.dirname) for c in cells}
+    slurm_ids = [r["job_id"] for r in recs.values() if r and r.get("executor") == "slurm"]
+    squeue = _slurm_states(slurm_ids)
+    for c in cells:
+        d = cell_dir(c, root)
+        rec = recs[c.dirname]
+        if is_done(c, d):
+            out.append(CellStatus(c, d, "done", "trained, all result rows present"))
+            continue
+        try:
+            marker = json.loads((d / STATE_FILE).read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            marker = None
+        job_id = rec.get("job_id") if rec else None
+        same_job = marker is not None and (rec is None or str(marker.get("job_id")) == str(job_id))
+        log = (marker or {}).get("log") if same_job else (rec or {}).get("stderr")
+        progress = train_progress(c, d)
+        alive: str | None = None  # a live job's scheduler state; "" = ended; None = unknown
+        if rec is not None:
+            if rec["executor"] == "slurm":
+                alive = None if squeue is None else squeue.get(str(job_id), "")
+            elif rec["executor"] == "local":
+                alive = "RUNNING" if _pid_alive(rec) else ""
+            else:
+                alive = ""
+        if alive in _RUNNING:
+            phase = (marker or {}).get("phase", "starting") if (marker or {}).get("state") == "running" else "starting"
+            out.append(CellStatus(c, d, "running", f"job {job_id}: {phase}, {progress}", log, job_id, live=True))
+        elif alive:  # PENDING, REQUEUED, ...
+            out.append(CellStatus(c, d, "pending", f"job {job_id} {alive.lower()}, {progress}", log, job_id,
+                                  live=True))
+        elif same_job and marker.get("state") == "failed":
+            out.append(CellStatus(c, d, "failed", marker.get("error", ""), log, job_id))
+        elif alive == "":
+            out.append(CellStatus(c, d, "failed", f"job {job_id} ended before the cell finished ({progress})", log,
+                                  job_id))
+        elif alive is None and rec is not None:
+            out.append(CellStatus(c, d, "pending", f"job {job_id}: scheduler not answering, {progress}", log, job_id))
+        else:
+            started = (d / METRICS).exists()
+            out.append(CellStatus(c, d, "pending", "not submitted" + (f" ({progress}, resumes)" if started else "")))
+    return out
+
+
+def format_statuses(statuses: list[CellStatus]) -> str:
+    from tabulate import tabulate
+
+    rows = [[s.cell.name, s.state, s.detail, str(s.run_dir) if s.state != "failed" else f"log: {s.log or '-'}"]
+            for s in statuses]
+    counts = {k: sum(s.state == k for s in statuses) for k in ("done", "running", "failed", "pending")}
+    return tabulate(rows, headers=["cell", "state", "detail", "folder / log"], tablefmt="simple") + \
+        "\n" + ", ".join(f"{v} {k}" for k, v in counts.items())
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# executors
+# ----------------------------------------------------------------------------------------------------------------
+def sinfo_answers(timeout_s: float = 10.0) -> bool:
+    if shutil.which("sinfo") is None:
+        return False
+    try:
+        return subprocess.run(["sinfo", "-h"], capture_output=True, timeout=timeout_s).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def choose_executor(requested: str | None) -> tuple[str, str]:
+    """(executor, why)."""
+    if requested:
+        if requested not in EXECUTORS:
+            raise GridError(f"unknown executor {requested!r}; valid: {', '.join(EXECUTORS)}")
+        return requested, "--executor"
+    if sinfo_answers():
+        return "slurm", "`sinfo` answers"
+    return "local", "`sinfo` does not answer"
+
+
+def make_grid_executor(kind: str, folder: Path, profile: ClusterProfile, *, job_name: str, gpus: int):
+    """A submitit executor for ``kind``; slurm and local take their sizes from the cluster profile."""
+    if kind == "slurm":
+        return make_executor(profile, folder, job_name=job_name, gpus=gpus)
+    params = executor_parameters(profile, job_name=job_name, gpus=gpus)
+    if kind == "local":
+        ex = submitit.LocalExecutor(folder=folder)
+        ex.update_parameters(timeout_min=params["timeout_min"], tasks_per_node=params["tasks_per_node"],
+                             gpus_per_node=params.get("gpus_per_node", 0),
+                             signal_delay_s=params["slurm_signal_delay_s"])
+    elif kind == "debug":
+        ex = submitit.DebugExecutor(folder=folder)
+    else:
+        raise GridError(f"unknown executor {kind!r}; valid: {', '.join(EXECUTORS)}")
+    return ex
+
+
+def default_local_parallel(profile: ClusterProfile) -> int:
+    """Cells the local executor runs at once: the profile's ``array_parallelism`` (``local``: 2), at most one per core.
+    On 2 cores, 2 cells with 1 thread each beat 1 cell with 2 threads (ablations/README.md)."""
+    return max(1, min(profile.array_parallelism, os.cpu_count() or 1))
+
+
+@dataclass
+class Outcome:
+    cell: Cell
+    job_id: str | None
+    ok: bool
+    error: str = ""
+    log: str | None = None
+
+
+def _log_file(job, kind: str) -> str | None:
+    """submitit's stderr file of the job (None for the debug executor: it prints to this console)."""
+    return None if kind == "debug" else str(job.paths.stderr)
+
+
+def _record(root: Path, cell: Cell, kind: str, job) -> None:
+    from dmz.runio import append_jsonl
+
+    path = submissions_file(root, cell.grid, cell.preset)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    append_jsonl(path, {
+        "cell": cell.name, "run_dir_name": cell.dirname, "executor": kind, "job_id": str(job.job_id),
+        "host": socket.gethostname(), "time": time.time(),
+        "stdout": None if kind == "debug" else str(job.paths.stdout), "stderr": _log_file(job, kind)})
+
+
+def _outcome(cell: Cell, job, kind: str) -> Outcome:
+    log = _log_file(job, kind)
+    saved = dict(os.environ)
+    if kind == "debug":  # DebugJob.results() would set this and drop into pdb on an error; exception() does not
+        os.environ.update(job.environ)
+    try:
+        exc = job.exception()  # the debug executor runs the job here, in this process
+    except Exception as e:  # UncompletedJobError: killed, cancelled, timed out too often
+        exc = e
+    finally:
+        if kind == "debug":
+            os.environ.clear()
+            os.environ.update(saved)
+    if exc is None:
+        return Outcome(cell, str(job.job_id), True, log=log)
+    msg = str(exc).strip().splitlines()
+    return Outcome(cell, str(job.job_id), False, (msg[-1] if msg else type(exc).__name__)[:300], log)
+
+
+def launch(cells: list[Cell], *, kind: str, profile: ClusterProfile, root: Path, parallel: int = 1,
+           threads: int | None = None, poll_s: float = 2.0, say: Callable[[str], None] = print) -> list[Outcome]:
+    """Submit ``cells`` (already filtered to the ones that need work) and wait for all of them.
+
+    slurm: one job array (the profile's ``array_parallelism`` throttles it). local: at most ``parallel`` jobs at
+    once, each a subprocess. debug: in this process, one after the other.
+    """
+    if not cells:
+        return []
+    grid, preset = cells[0].grid, cells[0].preset
+    ex = make_grid_executor(kind, root / grid / preset / "_submitit" / "%j", profile, job_name=f"dmz-{grid}",
+                            gpus=cells[0].gpus)
+    if kind == "local" and threads is None:  # share this machine's cores between the cells and their tasks
+        tasks = executor_parameters(profile, job_name="x", gpus=cells[0].gpus)["tasks_per_node"]
+        threads = max(1, (os.cpu_count() or 1) // (max(1, parallel) * tasks))
+    queue = [(c, (c.to_dict(), str(cell_dir(c, root)), threads)) for c in cells]
+    outcomes: list[Outcome] = []
+
+    def finish(c: Cell, j) -> None:
+        o = _outcome(c, j, kind)
+        outcomes.append(o)
+        say(f"{c.name}: done" if o.ok else f"{c.name}: FAILED: {o.error} (log: {o.log})")
+
+    if kind == "slurm":
+        jobs = ex.map_array(CellJob(), *zip(*(a for _, a in queue)))
+        queue, running = [], list(zip(cells, jobs))
+        for c, j in running:
+            _record(root, c, kind, j)
+        say(f"submitted array {jobs[0].job_id.split('_')[0]} ({len(jobs)} cells) to partition {profile.partition} "
+            f"of cluster profile {profile.name}")
+    else:
+        running = []
+        parallel = 1 if kind == "debug" else max(1, parallel)
+    while queue or running:
+        while queue and len(running) < parallel:
+            c, a = queue.pop(0)
+            j = ex.submit(CellJob(), *a)
+            _record(root, c, kind, j)
+            say(f"started {c.name} as {kind} job {j.job_id}" + (f" (log: {j.paths.stdout})" if kind == "local" else ""))
+            running.append((c, j))
+        done = [(c, j) for c, j in running if kind == "debug" or j.done()]  # debug: runs in finish()
+        for c, j in done:
+            running.remove((c, j))
+            finish(c, j)
+        if not done:
+            time.sleep(poll_s)
+    return outcomes
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# CLI
+# ----------------------------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    from ablations.grids import GRIDS
+
+    p = argparse.ArgumentParser(prog="python ablations/run_grid.py", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="grids: " + "; ".join(f"{g.name}: {g.description}" for g in GRIDS.values()))
+    add_cell_args(p)
+    p.add_argument("--executor", choices=EXECUTORS, help="default: slurm when `sinfo` answers, else local")
+    p.add_argument("--cluster", default="local", help="cluster profile name or JSON path (slurm/clusters/)")
+    p.add_argument("--results-dir", type=Path, default=None, help="where tables go (default results/)")
+    p.add_argument("--parallel", type=int, default=None,
+                   help="local executor: cells at once (default: the profile's array_parallelism, at most the cores)")
+    p.add_argument("--status", action="store_true", help="print each cell's state and exit")
+    p.add_argument("--dry-run", action="store_true", help="list the cells and the jobs that would run, then exit")
+    p.add_argument("--no-report", action="store_true", help="don't collect results and print the table at the end")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    say = lambda m: print(m, flush=True)  # noqa: E731
+    try:
+        profile = load_profile(args.cluster)
+        preset, why, cells = cells_from_args(args, gpus_per_node=profile.gpus_per_node,
+                                             warn=lambda m: say(f"warning: {m}"))
+    except (GridError, ConfigError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    root = args.out or default_runs_root()
+    say(f"grid {args.grid} on preset {preset} ({why}): {len(cells)} cells under {root / args.grid / preset}")
+    statuses = cell_statuses(cells, root)
+    if args.status:
+        say(format_statuses(statuses))
+        return 0
+    todo = [s.cell for s in statuses if s.state != "done" and not s.live]
+    try:
+        kind, how = choose_executor(args.executor)
+    except GridError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    parallel = args.parallel or default_local_parallel(profile)
+    say(f"executor: {kind} ({how}); cluster profile {profile.name}"
+        + (f"; {parallel} cell(s) at a time" if kind == "local" else ""))
+    for s in statuses:
+        if s.cell not in todo:
+            say(f"  skip {s.cell.name}: {s.state} ({s.detail})")
+    if args.dry_run:
+        for c in todo:
+            e = "; ".join(f"{'+'.join(v.metrics)} T={list(v.steps)} z={list(v.samplers)} N={v.num_samples}"
+                          for v in c.evals)
+            say(f"  would run {c.name}: {cell_dir(c, root)}\n      train {c.config().train.steps} steps"
+                f"{', fit PixelSNAIL' if c.needs_pixelsnail else ''}; evaluate {e}")
+        say(f"{len(todo)} job(s) would be submitted to {kind}")
+        return 0
+    outcomes = launch(todo, kind=kind, profile=profile, root=root, parallel=parallel, say=say)
+    failed = [o for o in outcomes if not o.ok]
+    if not args.no_report:
+        from ablations.report import report
+
+        try:
+            paths = report(args.grid, preset, cells=cells, runs_root=root, results_dir=args.results_dir, say=say)
+            say(paths["markdown_text"])
+        except Exception as e:  # a report problem must not hide the grid's outcome
+            say(f"report failed: {type(e).__name__}: {e}")
+    if failed:
+        say(f"{len(failed)} cell(s) failed: " + ", ".join(f"{o.cell.name} (log: {o.log})" for o in failed))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    # Re-import as ablations.run_grid so jobs pickle CellJob by module name, not as __main__.CellJob.
+    from ablations.run_grid import main as _main
+
+    raise SystemExit(_main())

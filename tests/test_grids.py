@@ -1,0 +1,161 @@
+"""ablations.grids: grid expansion, sizes, errors, and what a finished cell must have (no training here)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+
+from ablations import grids
+from ablations.grids import (GRIDS, Cell, EvalSpec, GridError, add_cell_args, cell_dir, cells_from_args, expand,
+                             is_done, missing_rows, pixelsnail_width, requested_rows)
+from dmz.config import ConfigError, resolve
+
+TINY = ["base_channels=8", "latent_dim=4", "attention_head_dim=2", "batch_size=16", "steps=3"]
+
+
+def test_every_grid_expands_on_every_preset_with_distinct_run_ids():
+    for name in GRIDS:
+        for preset in ("digits", "cifar10", "celeba64"):
+            cells = expand(name, preset)
+            assert cells, (name, preset)
+            assert len({c.run_id for c in cells}) == len(cells)
+            assert len({c.name for c in cells}) == len(cells)
+            assert all(c.grid == name and c.preset == preset for c in cells)
+
+
+def test_main_grid_is_ddpm_vs_dmz_at_paper_T():
+    cells = expand("main", "cifar10")
+    assert [c.name for c in cells] == ["ddpm", "dmz"]
+    assert [c.config().model.prior for c in cells] == ["none", "bernoulli"]
+    for c in cells:
+        (spec,) = c.evals
+        assert spec.metrics == ("fid",) and spec.steps == (10, 20, 50, 100) and spec.samplers == ("prior",)
+        assert spec.num_samples is None  # paper presets: evaluation's default (10k)
+        assert c.config().train.steps == resolve("cifar10").train.steps  # trained as released
+
+
+def test_latent_type_and_conditioning_axes():
+    lt = {c.name: c.config() for c in expand("latent_type", "digits")}
+    assert {k: v.model.prior for k, v in lt.items()} == {
+        "bernoulli": "bernoulli", "normal": "normal", "categorical": "categorical", "none": "none"}
+    none_cell = [c for c in expand("latent_type", "digits") if c.name == "none"][0]
+    assert all("probe" not in e.metrics for e in none_cell.evals)  # nothing to probe without a latent
+    cond = {c.name: c.config().model.conditioning for c in expand("conditioning", "digits")}
+    assert cond == {"cross_attention": "cross_attention", "concat": "concat", "add": "add",
+                    "cross_attention_add": "cross_attention+add"}
+
+
+def test_latent_size_samplers_are_evaluations_of_one_training():
+    cells = expand("latent_size", "cifar10")
+    plain = [c for c in cells if c.config().model.prior_matching == 0]
+    assert [c.config().model.latent_dim for c in plain] == list(grids.LATENT_SIZES)
+    pm = [c for c in cells if c.config().model.prior_matching > 0]
+    assert [c.config().model.latent_dim for c in pm] == list(grids.PRIOR_MATCHING_SIZES)
+    assert len(cells) == len(grids.LATENT_SIZES) + len(grids.PRIOR_MATCHING_SIZES)  # no cell per sampler
+    for c in cells:
+        samplers = {s for e in c.evals if "fid" in e.metrics for s in e.samplers}
+        assert samplers == set(grids.ZSAMPLERS_ALL)
+        assert c.needs_pixelsnail
+        fid_T = {t for e in c.evals if "fid" in e.metrics for t in e.steps}
+        assert fid_T == {10, 20, 50, 100}
+
+
+def test_digits_budgets_live_in_the_grid_not_the_preset():
+    size = expand("latent_size", "digits")
+    b = grids.DIGITS_LATENT_SIZE
+    assert all(c.config().train.steps == b.train["steps"] for c in size)
+    assert resolve("digits").train.steps != b.train["steps"]  # the preset itself is untouched
+    rows = requested_rows(size[0])
+    fid = [r for r in rows if r["metric"] == "fid"]
+    assert {r["N"] for r in fid} == {b.num_samples} and {r["seeds"] for r in fid} == {b.seeds}
+    assert {(r["sampler"], r["T"]) for r in fid} == {(s, t) for s in grids.ZSAMPLERS_ALL for t in b.steps}
+    assert size[0].pixelsnail == b.pixelsnail
+
+
+def test_user_sets_apply_to_every_cell_but_not_the_grid_axis():
+    warnings = []
+    cells = expand("latent_size", "digits", TINY, warn=warnings.append)
+    assert [c.config().model.latent_dim for c in cells[:5]] == list(grids.LATENT_SIZES)  # axis wins over --set
+    assert all(c.config().model.base_channels == 8 and c.config().train.steps == 3 for c in cells)
+    assert warnings and "latent_dim" in warnings[0]
+    # a --set changes the config, hence the run id and the folder
+    assert cells[0].run_id != expand("latent_size", "digits")[0].run_id
+    # dict form and section-qualified keys work too, last one wins over the budget
+    c = expand("main", "digits", {"train.steps": 7})[0]
+    assert c.config().train.steps == 7
+
+
+def test_unknown_grid_preset_key_and_bad_value_errors_suggest():
+    with pytest.raises(GridError, match=r"unknown grid 'latent_sise' \(did you mean 'latent_size'\?\).*main"):
+        expand("latent_sise", "digits")
+    with pytest.raises(GridError, match=r"did you mean 'digits'.*celeba64"):
+        expand("main", "digit")
+    with pytest.raises(GridError, match=r"unknown config key 'base_chanels' \(did you mean 'base_channels'\?\)"):
+        expand("main", "digits", ["base_chanels=8"])
+    with pytest.raises(ConfigError, match="bad value"):
+        expand("main", "digits", ["steps=many"])
+    with pytest.raises(GridError, match="unknown evaluation size"):
+        expand("main", "digits", eval_sizes={"T": [2]})
+
+
+def test_eval_sizes_change_evaluations_not_folders():
+    a = expand("main", "digits", TINY)
+    b = expand("main", "digits", TINY, eval_sizes={"steps": [2], "num_samples": 20, "seeds": 1})
+    assert [c.dirname for c in a] == [c.dirname for c in b]
+    assert b[0].evals == (EvalSpec(("fid",), (2,), ("prior",), 20, 1),)
+
+
+def test_cell_dict_round_trip_is_plain_data():
+    for c in expand("latent_size", "digits", TINY):
+        d = c.to_dict()
+        assert json.loads(json.dumps(d))["run_id"] == c.run_id  # JSON-able: nothing of ours inside
+        assert Cell.from_dict(json.loads(json.dumps(d))) == c
+
+
+def test_pixelsnail_width_divides_latent_dim():
+    assert pixelsnail_width(16) == 8 and pixelsnail_width(256) == 8
+    assert pixelsnail_width(4) == 4 and pixelsnail_width(6) == 6 and pixelsnail_width(7) == 7
+    assert pixelsnail_width(9) == 3
+
+
+def test_cells_from_args_only_and_errors():
+    p = argparse.ArgumentParser()
+    add_cell_args(p)
+    preset, why, cells = cells_from_args(p.parse_args(["--grid", "latent_size", "--preset", "digits", "--only",
+                                                       "z16,z64", "--T", "2", "--num-samples", "10"]))
+    assert preset == "digits" and why == "--preset" and [c.name for c in cells] == ["z16", "z64"]
+    assert {t for e in cells[0].evals for t in e.steps} == {2}
+    with pytest.raises(GridError, match="did you mean 'z64'"):
+        cells_from_args(p.parse_args(["--grid", "latent_size", "--preset", "digits", "--only", "z46"]))
+    preset, why, _ = cells_from_args(p.parse_args(["--grid", "main"]), gpus_per_node=8)
+    assert preset == "cifar10" and "GPUs" in why
+
+
+def _write_rows(run_dir, rows):
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / "results.jsonl", "a") as f:
+        for r in rows:
+            f.write(json.dumps(r) + "\n")
+
+
+def test_done_needs_finished_training_and_every_requested_row(tmp_path):
+    cell = expand("latent_type", "digits", TINY, eval_sizes={"steps": [2, 4], "num_samples": 20, "seeds": 1})[0]
+    d = cell_dir(cell, tmp_path)
+    assert d == tmp_path / "latent_type" / "digits" / f"bernoulli-{cell.run_id}"
+    assert not is_done(cell, d)
+    want = requested_rows(cell)
+    assert len(want) == 2 + 4  # FID at T=2, 4 + four probe rows (accuracy/AUROC x CV/held-out) on class labels
+    _write_rows(d, [{"metric": "fid", "T": 2, "sampler": "prior", "N": 20, "seeds": 1, "value": 1.0},
+                    {"metric": "fid", "T": 4, "sampler": "prior", "N": 50, "seeds": 1, "value": 1.0}])  # wrong N
+    _write_rows(d, [{"metric": m, "T": None, "sampler": None, "N": 360, "seeds": None, "value": 0.5}
+                    for m in ("probe_acc_cv", "probe_acc_heldout", "probe_auroc_cv", "probe_auroc_heldout")])
+    assert [(r["metric"], r["T"]) for r in missing_rows(cell, d)] == [("fid", 4)]
+    _write_rows(d, [{"metric": "fid", "T": 4, "sampler": "prior", "N": 20, "seeds": 1, "value": 1.0}])
+    assert missing_rows(cell, d) == []
+    assert not is_done(cell, d)  # rows alone are not enough: training must have finished
+    (d / "train_summary.json").write_text(json.dumps({"finished": False, "step": 2}))
+    assert not is_done(cell, d)
+    (d / "train_summary.json").write_text(json.dumps({"finished": True, "step": 3}))
+    assert is_done(cell, d)
