@@ -58,9 +58,10 @@ def train_speed(cfg, device, iters: int, warmup: int) -> float:
 def sample_speed(cfg, device, steps: int, n: int, batch: int) -> float:
     model = build_model(cfg).to(device).eval()
     run = LoadedRun(Path("."), cfg, model, 0, device)
-    generate(run, steps=2, seeds=range(min(n, batch)), batch_size=batch)  # warm-up
+    kw = dict(batch_size=batch, micro_batch=min(n, batch))  # denoiser calls of the full batch, no padding
+    generate(run, steps=2, seeds=range(min(n, batch)), **kw)  # warm-up
     t0 = time.perf_counter()
-    generate(run, steps=steps, seeds=range(n), batch_size=batch, amp=device.type == "cuda")
+    generate(run, steps=steps, seeds=range(n), amp=device.type == "cuda", **kw)
     return n / (time.perf_counter() - t0)
 
 
