@@ -706,6 +706,15 @@ class GaussianDiffusion:
             return rng.randn(*shape[1:]).to(device)
         return torch.randn(shape, device=device)
 
+    def _run_loop(self, step, model, shape, noise, rng, device, progress) -> torch.Tensor:
+        """x_T, then ``step(x, t)["sample"]`` for t = T-1 ... 0 (shared by the DDPM and DDIM loops)."""
+        dev = _resolve_device(model, noise, device)
+        x = self._initial_noise(shape, noise, rng, dev)
+        for i in _progress(list(range(self.num_timesteps))[::-1], progress):
+            t = torch.full((x.shape[0],), i, dtype=torch.long, device=dev)
+            x = step(x, t)["sample"]
+        return x
+
     @torch.no_grad()
     def p_sample_loop(
         self,
@@ -728,12 +737,8 @@ class GaussianDiffusion:
         :param device: device (default: noise's, else the model's parameters', else CPU).
         :return: samples x_0 (B, C, H, W).
         """
-        dev = _resolve_device(model, noise, device)
-        x = self._initial_noise(shape, noise, rng, dev)
-        for i in _progress(list(range(self.num_timesteps))[::-1], progress):
-            t = torch.full((x.shape[0],), i, dtype=torch.long, device=dev)
-            x = self.p_sample(model, x, t, model_kwargs, clip_denoised, rng)["sample"]
-        return x
+        step = lambda x, t: self.p_sample(model, x, t, model_kwargs, clip_denoised, rng)  # noqa: E731
+        return self._run_loop(step, model, shape, noise, rng, device, progress)
 
     # -- DDIM ----------------------------------------------------------------------------------------------------------
 
@@ -790,12 +795,8 @@ class GaussianDiffusion:
         :param device: device (default as :meth:`p_sample_loop`).
         :return: samples x_0.
         """
-        dev = _resolve_device(model, noise, device)
-        x = self._initial_noise(shape, noise, rng, dev)
-        for i in _progress(list(range(self.num_timesteps))[::-1], progress):
-            t = torch.full((x.shape[0],), i, dtype=torch.long, device=dev)
-            x = self.ddim_sample(model, x, t, model_kwargs, clip_denoised, eta, rng)["sample"]
-        return x
+        step = lambda x, t: self.ddim_sample(model, x, t, model_kwargs, clip_denoised, eta, rng)  # noqa: E731
+        return self._run_loop(step, model, shape, noise, rng, device, progress)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
