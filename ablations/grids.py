@@ -4,9 +4,9 @@ A **cell** is one resolved training config (a preset plus overrides) and the eva
 Samplers and step counts T are evaluation options, never separate trainings: one checkpoint serves every z-sampler
 and every T.
 
-    >>> cells = expand("latent_size", "digits")                      # 7 cells: |z| x 5, prior matching x 2
+    >>> cells = expand("latent_size", "digits")          # 6 cells: |z| in {16, 64, 128}, with and without prior matching
     >>> [c.name for c in cells][:2]
-    ['z16', 'z32']
+    ['z16', 'z64']
     >>> cells[0].config().model.latent_dim, cells[0].evals[0].samplers
     (16, ('prior', 'empirical', 'dataset', 'pixelsnail'))
 
@@ -40,14 +40,16 @@ RESULTS_FILE = "results.jsonl"  # evaluation.run appends one row per metric / T 
 __all__ = ["Budget", "EvalSpec", "Variant", "Cell", "GridDef", "GRIDS", "GridError", "expand", "get_grid",
            "requested_rows", "row_matches", "missing_rows", "is_done", "default_runs_root", "cell_dir",
            "pixelsnail_width", "add_cell_args", "cells_from_args", "LATENT_SIZES", "ZSAMPLERS_ALL",
-           "PRIOR_MATCHING_WEIGHT", "PRIOR_MATCHING_SIZES"]
+           "PRIOR_MATCHING_WEIGHT", "PRIOR_MATCHING_SIZES", "CODE_SAMPLERS", "DIGITS_LATENT_SIZES"]
 
 REPO = Path(__file__).resolve().parent.parent
 PAPER_T = (10, 20, 50, 100)  # Table 1's step counts (PAPER.md 2.2)
 LATENT_SIZES = (16, 32, 64, 128, 256)  # |z| axis of the size ablation
 ZSAMPLERS_ALL = ("prior", "empirical", "dataset", "pixelsnail")  # PAPER.md 1.5
+CODE_SAMPLERS = ("prior", "empirical", "pixelsnail")  # the z-samplers with a likelihood (bits per held-out code)
 PRIOR_MATCHING_WEIGHT = 0.1  # beyond the paper: the aux penalty of dmz.priors.bernoulli.prior_matching_penalty
-PRIOR_MATCHING_SIZES = (16, 128)  # the released CIFAR |z| and the paper's large |z| (FID 17.23 at 128)
+PRIOR_MATCHING_SIZES = (16, 64, 128)  # the released CIFAR |z| up to the paper's large |z| (FID 17.23 at 128)
+DIGITS_LATENT_SIZES = (16, 64, 128)  # the |z| scaling study on digits (issue 5): with and without prior matching
 REPRESENTATION_SIZES = (16, 64, 256)
 REPRESENTATION_PRIORS = ("bernoulli", "normal", "categorical")
 
@@ -90,6 +92,7 @@ class Budget:
     :param pixelsnail: keyword arguments of ``dmz.prior.fit_prior`` (``epochs``, ``batch_size``, ``model_kwargs``, ...);
         empty = the released PixelSNAIL and dmz.prior's defaults (<= 500 epochs, early stopping).
     :param metrics: the metric groups this budget evaluates, of those a variant asks for (None = all of them).
+    :param variants: the grid's variants this budget runs, by name (None = all of them).
     """
 
     train: dict[str, Any] = field(default_factory=dict)
@@ -98,6 +101,7 @@ class Budget:
     seeds: int | None = None
     pixelsnail: dict[str, Any] = field(default_factory=dict)
     metrics: tuple[str, ...] | None = None
+    variants: tuple[str, ...] | None = None
 
 
 #: Paper presets: as released (the preset's training length), evaluation at the paper's sizes.
@@ -118,11 +122,17 @@ DIGITS_PIXELSNAIL = {"epochs": 30, "batch_size": 32,
 DIGITS_MAIN = Budget(train={"steps": 600}, steps=PAPER_T, num_samples=300, seeds=1)
 #: latent_type / conditioning: 4 cells (2 rounds of 2); FID at T in {10, 50} plus the probe.
 DIGITS_FOUR_CELLS = Budget(train={"steps": 400}, steps=(10, 50), num_samples=300, seeds=1)
-#: latent_size: 7 trainings (|z| x 5 + 2 prior-matching cells; 4 rounds of 2), each scored with all 4 z-samplers at
-#: T=10 (the samplers are the axis here; FID vs T is the main grid's). No probe: its 12 logistic-regression fits cost
-#: more than the 4 FIDs (~115 s at |z|=64); probe vs |z| is the representation grid's.
-DIGITS_LATENT_SIZE = Budget(train={"steps": 250}, steps=(10,), num_samples=250, seeds=1, pixelsnail=DIGITS_PIXELSNAIL,
-                            metrics=("fid",))
+#: latent_size (issue 5's |z| scaling study): 6 trainings, |z| in {16, 64, 128} with and without prior matching
+#: (3 rounds of 2), each trained 1,000 steps and scored with all 4 z-samplers at T=10 and T=100 on N=500 samples, plus
+#: the code diagnostics (bits per held-out code under each sampler). About 20 min per cell on one thread, an hour for
+#: the grid (measured: ablations/README.md). PixelSNAIL: lr 1e-3, up to 150 epochs with held-out early stopping (the
+#: released 1e-4 was far from converged in 30 epochs; 1e-3 for 100 epochs gave 103 instead of 124 bits per held-out
+#: code at |z|=128, against 121 for independent bits). No probe: its 12 logistic-regression fits cost more than the
+#: 4 FIDs (~115 s at |z|=64); probe vs |z| is the representation grid's.
+DIGITS_LATENT_SIZE = Budget(train={"steps": 1000}, steps=(10, 100), num_samples=500, seeds=1,
+                            pixelsnail={**DIGITS_PIXELSNAIL, "epochs": 150, "lr": 1e-3}, metrics=("fid", "codes"),
+                            variants=tuple(n for L in DIGITS_LATENT_SIZES
+                                           for n in (f"z{L}", f"z{L}-pm{PRIOR_MATCHING_WEIGHT:g}")))
 #: representation: 9 trainings (5 rounds of 2), probe only (no sampling); the probe costs ~1-2 min per cell.
 DIGITS_REPRESENTATION = Budget(train={"steps": 150})
 
@@ -158,7 +168,7 @@ class Cell:
 
     @property
     def needs_pixelsnail(self) -> bool:
-        return any("pixelsnail" in e.samplers and "fid" in e.metrics for e in self.evals)
+        return any("pixelsnail" in e.samplers and {"fid", "codes"} & set(e.metrics) for e in self.evals)
 
     @property
     def dirname(self) -> str:
@@ -216,10 +226,10 @@ def _conditioning() -> list[Variant]:
 
 def _latent_size() -> list[Variant]:
     out = [Variant(f"z{L}", {"prior": "bernoulli", "latent_dim": L, "prior_matching": 0.0},
-                   metrics=("fid", "probe"), samplers=ZSAMPLERS_ALL) for L in LATENT_SIZES]
+                   metrics=("fid", "probe", "codes"), samplers=ZSAMPLERS_ALL) for L in LATENT_SIZES]
     out += [Variant(f"z{L}-pm{PRIOR_MATCHING_WEIGHT:g}",
                     {"prior": "bernoulli", "latent_dim": L, "prior_matching": PRIOR_MATCHING_WEIGHT},
-                    metrics=("fid", "probe"), samplers=ZSAMPLERS_ALL) for L in PRIOR_MATCHING_SIZES]
+                    metrics=("fid", "probe", "codes"), samplers=ZSAMPLERS_ALL) for L in PRIOR_MATCHING_SIZES]
     return out
 
 
@@ -281,6 +291,8 @@ def _evals(variant: Variant, budget: Budget) -> tuple[EvalSpec, ...]:
         out.append(EvalSpec(("fid",), tuple(budget.steps), tuple(variant.samplers), budget.num_samples, budget.seeds))
     if "probe" in metrics:
         out.append(EvalSpec(("probe",), (), (), None, None))
+    if "codes" in metrics:  # bits per held-out code under each learned/prior sampler the cell scores
+        out.append(EvalSpec(("codes",), (), tuple(s for s in variant.samplers if s in CODE_SAMPLERS), None, None))
     return tuple(out)
 
 
@@ -312,7 +324,10 @@ def expand(grid: str, preset: str = "digits", sets: list[str] | dict[str, Any] |
         budget = dataclasses.replace(budget, **sizes)
     cells, seen = [], {}
     ignored: set[str] = set()
-    for v in g.variants():
+    variants = g.variants()
+    if budget.variants is not None:
+        variants = [v for v in variants if v.name in budget.variants]
+    for v in variants:
         axis = {_canonical(k) for k in v.overrides}
         kept = [(k, val) for k, val in user if _canonical(k) not in axis]
         ignored |= {k for k, _ in user if _canonical(k) in axis}
@@ -354,6 +369,10 @@ def requested_rows(cell: Cell) -> list[dict[str, Any]]:
             elif metric == "probe":
                 out += [{"metric": m, "T": None, "sampler": None, "N": None, "seeds": None}
                         for m in probe_metrics(cell.config().data.dataset)]
+            elif metric == "codes":
+                out += [{"metric": "bits_per_code", "T": None, "sampler": s, "N": None, "seeds": None}
+                        for s in e.samplers]
+                out.append({"metric": "heldout_dup_frac", "T": None, "sampler": None, "N": None, "seeds": None})
             else:
                 out.append({"metric": metric, "T": None, "sampler": None, "N": None, "seeds": None})
     return out

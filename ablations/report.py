@@ -32,6 +32,9 @@ REPO = Path(__file__).resolve().parent.parent
 PAPER_NUMBERS = REPO / "results" / "paper_numbers.csv"
 PAPER_EXTRACTOR = "Inception"  # the paper's FIDs: pytorch-fid's Inception (PAPER.md 3.3)
 PROBE_LABELS = {"acc": "accuracy", "auroc": "AUROC", "cv": "5-fold CV", "heldout": "held-out"}
+#: code diagnostics (evaluation ``codes``): labels and decimals
+CODE_LABELS = {"bits_per_code": "bits per held-out code", "heldout_dup_frac": "held-out codes seen in train"}
+DECIMALS = {"fid": 2, "bits_per_code": 1, "heldout_dup_frac": 2}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -43,6 +46,8 @@ def metric_label(metric: str, extractor: Any = None) -> str:
         if not isinstance(extractor, str) or not extractor:
             raise ValueError("a FID row without feature_extractor cannot be labelled")
         return f"FID [{extractor}]"
+    if metric in CODE_LABELS:
+        return CODE_LABELS[metric]
     parts = metric.split("_")
     if len(parts) == 3 and parts[0] == "probe":
         return f"probe {PROBE_LABELS.get(parts[1], parts[1])} ({PROBE_LABELS.get(parts[2], parts[2])})"
@@ -59,7 +64,7 @@ def _missing(v: Any) -> bool:
 
 
 def _digits(metric: str) -> int:
-    return 2 if metric == "fid" else 3
+    return DECIMALS.get(metric, 3)
 
 
 def mean_sd(group: pd.DataFrame) -> tuple[float, float | None]:

@@ -62,6 +62,7 @@ __all__ = [
 PIXELSNAIL_FILE = "pixelsnail.pt"
 PIXELSNAIL_JSON = "pixelsnail.json"
 DIAGNOSTICS_FILE = "code_diagnostics.json"
+RELEASED_LR = 1e-4  # PixelSNAIL's Adam learning rate as released
 FIT_HINT = "run `python -m dmz.prior fit --run {run}`"
 
 
@@ -110,10 +111,14 @@ def holdout_split(n: int, val_fraction: float, seed: int = 0) -> tuple[torch.Ten
 # fit
 # ---------------------------------------------------------------------------------------------------------------
 
-def _settings(*, width, epochs, patience, released_patience, val_fraction, batch_size, seed, model_kwargs) -> dict:
-    return dict(width=int(width), epochs=int(epochs), patience=int(patience),
+def _settings(*, width, epochs, patience, released_patience, val_fraction, batch_size, seed, model_kwargs,
+              lr=RELEASED_LR) -> dict:
+    out = dict(width=int(width), epochs=int(epochs), patience=int(patience),
                 released_patience=int(released_patience), val_fraction=float(val_fraction),
                 batch_size=int(batch_size), seed=int(seed), model_kwargs=dict(sorted((model_kwargs or {}).items())))
+    if float(lr) != RELEASED_LR:  # only a non-released lr enters the settings, so fits made before the option stay valid
+        out["lr"] = float(lr)
+    return out
 
 
 def _read_meta(path: Path) -> dict | None:
@@ -125,7 +130,7 @@ def _read_meta(path: Path) -> dict | None:
 
 def fit_prior(run: LoadedRun | str | os.PathLike, *, width: int = 8, epochs: int = 500, patience: int = 10,
               released_patience: int = 10, val_fraction: float = 0.1, batch_size: int = 64, seed: int = 0,
-              force: bool = False, device: str = "auto", progress: bool = False,
+              lr: float = RELEASED_LR, force: bool = False, device: str = "auto", progress: bool = False,
               model_kwargs: dict | None = None, log=None) -> dict:
     """Fit (or keep) ``<run>/pixelsnail.pt`` for the run's training codes.
 
@@ -142,7 +147,7 @@ def fit_prior(run: LoadedRun | str | os.PathLike, *, width: int = 8, epochs: int
     except ValueError as e:
         raise PriorError(f"{e} (|z| = {L}; pass --width W with W dividing {L})") from None
     settings = _settings(width=width, epochs=epochs, patience=patience, released_patience=released_patience,
-                         val_fraction=val_fraction, batch_size=batch_size, seed=seed, model_kwargs=model_kwargs)
+                         val_fraction=val_fraction, batch_size=batch_size, seed=seed, model_kwargs=model_kwargs, lr=lr)
     path = run.path / PIXELSNAIL_FILE
     codes = encode_split(run, "train")[0]
     fp = codes_fingerprint(codes)
@@ -169,7 +174,7 @@ def fit_prior(run: LoadedRun | str | os.PathLike, *, width: int = 8, epochs: int
     t0 = time.time()
     model, hist = fit_pixelsnail(
         codes[fit_idx], codes[val_idx] if len(val_idx) else None, width=width, epochs=epochs,
-        batch_size=batch_size, patience=patience, released_patience=released_patience, seed=seed,
+        batch_size=batch_size, patience=patience, released_patience=released_patience, seed=seed, lr=lr,
         device=run.device, progress=progress, n_class=n_class, **(model_kwargs or {}))
     meta = {
         "run": str(run.path), "checkpoint_step": run.step, "prior": run.model.prior.name, "L": L,
@@ -360,6 +365,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="patience of the released rule (training accuracy); recorded, or used with --val-fraction 0")
     f.add_argument("--val-fraction", type=float, default=0.1, help="share of training codes held out (0: released rule)")
     f.add_argument("--batch-size", type=int, default=64)
+    f.add_argument("--lr", type=float, default=RELEASED_LR, help="Adam learning rate (released: 1e-4)")
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--device", default="auto")
     f.add_argument("--force", action="store_true", help="refit even if pixelsnail.pt is up to date")
@@ -374,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "fit":
             res = fit_prior(args.run, width=args.width, epochs=args.epochs, patience=args.patience,
                             released_patience=args.released_patience, val_fraction=args.val_fraction,
-                            batch_size=args.batch_size, seed=args.seed, force=args.force, device=args.device,
+                            batch_size=args.batch_size, seed=args.seed, lr=args.lr, force=args.force, device=args.device,
                             progress=not args.no_progress, log=err)
             print(json.dumps({k: res[k] for k in ("refit", "reason", "path")}))
         else:

@@ -157,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--run", required=True, help="run folder written by dmz.train")
     p.add_argument("--steps", type=int, default=100, help="denoising steps T (respaced; any T <= 1000)")
     p.add_argument("--num", type=int, default=64, help="number of images")
-    p.add_argument("--z", default="prior", help=f"z-sampler: {', '.join(sorted(ZSAMPLERS))}")
+    p.add_argument("--z", default="prior", help=f"z-sampler: {', '.join(sorted(ZSAMPLERS))}; options after a colon, "
+                   "e.g. pixelsnail:temperature=0.8")
     p.add_argument("--out", required=True, help="PATH.png (grid) or PATH.npz (uint8 NHWC, arr_0)")
     p.add_argument("--seed", type=int, default=0, help="sample i uses seed + i")
     p.add_argument("--batch-size", type=int, default=256)

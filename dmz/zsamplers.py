@@ -96,12 +96,46 @@ register_zsampler("dataset")(DatasetZSampler)
 register_zsampler("empirical")(EmpiricalZSampler)
 
 
-def build_zsampler(name: str, run: LoadedRun) -> ZSampler:
+def parse_zsampler(spec: str) -> tuple[str, dict[str, float]]:
+    """``"pixelsnail:temperature=0.8"`` -> ``("pixelsnail", {"temperature": 0.8})``; a bare name has no options.
+
+    The whole spec string is the sampler's name in result rows, so each temperature is its own row."""
+    name, _, opts = str(spec).partition(":")
+    kwargs: dict[str, float] = {}
+    for item in filter(None, (o.strip() for o in opts.split(","))):
+        key, eq, value = item.partition("=")
+        try:
+            kwargs[key.strip()] = float(value)
+        except ValueError:
+            eq = ""
+        if not eq or not key.strip():
+            raise ValueError(f"bad z-sampler option {item!r} in {spec!r}; write NAME:KEY=NUMBER[,KEY=NUMBER], "
+                             "e.g. pixelsnail:temperature=0.8")
+    return name.strip(), kwargs
+
+
+def check_zsampler(spec: str) -> None:
+    """Raise ValueError for an unknown sampler name, malformed options or options the sampler does not take."""
+    import inspect
+
+    name, kwargs = parse_zsampler(spec)
     if name not in ZSAMPLERS:
         raise ValueError(f"unknown z-sampler {name!r}; valid: {', '.join(sorted(ZSAMPLERS))}")
+    params = inspect.signature(ZSAMPLERS[name]).parameters
+    takes = [p for p in list(params)[1:] if params[p].kind is inspect.Parameter.POSITIONAL_OR_KEYWORD]
+    bad = [k for k in kwargs if k not in takes]
+    if bad:
+        raise ValueError(f"z-sampler {name!r} has no option {bad[0]!r}; "
+                         + (f"its options: {', '.join(takes)}" if takes else "it takes no options"))
+
+
+def build_zsampler(spec: str, run: LoadedRun) -> ZSampler:
+    """The z-sampler named by ``spec`` (``NAME`` or ``NAME:KEY=VALUE,...``, see :func:`parse_zsampler`)."""
+    check_zsampler(spec)
+    name, kwargs = parse_zsampler(spec)
     if name != "prior" and run.model.prior.code_dim == 0:
         raise ValueError(f"run {run.path} has no latent (prior=none): only --z prior applies")
-    return ZSAMPLERS[name](run)
+    return ZSAMPLERS[name](run, **kwargs)
 
 
 from dmz import prior as _prior  # noqa: E402,F401  (registers the ``pixelsnail`` z-sampler; after the definitions it uses)

@@ -33,10 +33,10 @@ from dmz.data import DatasetNotFoundError, dataset_info, to_uint8
 from dmz.run import LoadedRun, load_run, representations
 from dmz.runio import CheckpointError, append_jsonl, read_jsonl
 from dmz.sample import default_micro_batch, generate, save_samples
-from dmz.zsamplers import ZSAMPLERS, build_zsampler
+from dmz.zsamplers import ZSAMPLERS, build_zsampler, check_zsampler
 
 RESULTS = "results.jsonl"
-METRIC_GROUPS = ("fid", "probe", "recon")
+METRIC_GROUPS = ("fid", "probe", "recon", "codes")
 SEED_STRIDE = 1_000_000  # image i of sampling seed k uses sample seed k * SEED_STRIDE + i
 DEFAULT_STEPS = (10, 20, 50, 100)
 DATASET_DEFAULTS = {  # (num_samples, seeds): released protocol for the paper datasets, smaller N for digits
@@ -141,9 +141,11 @@ def _validate(metrics, samplers, steps, seeds, num_samples, solver) -> None:
     bad = [m for m in metrics if m not in METRIC_GROUPS]
     if bad:
         raise EvaluationError(f"unknown metric {bad[0]!r}; valid: {', '.join(METRIC_GROUPS)}")
-    bad = [s for s in samplers if s not in ZSAMPLERS]
-    if bad:
-        raise EvaluationError(f"unknown sampler {bad[0]!r}; valid: {', '.join(sorted(ZSAMPLERS))}")
+    for s in samplers:
+        try:
+            check_zsampler(s)
+        except ValueError as e:
+            raise EvaluationError(str(e)) from None
     if any(int(t) < 1 for t in steps):
         raise EvaluationError(f"--steps must be >= 1, got {list(steps)}")
     if seeds is not None and seeds < 1:
@@ -159,7 +161,7 @@ def evaluate(
     *,
     steps: Sequence[int] = DEFAULT_STEPS,  # denoising steps T (respaced); one checkpoint serves all
     num_samples: int | None = None,  # N generated images per (T, sampler, seed); None = dataset default
-    metrics: Sequence[str] = ("fid", "probe"),  # any of fid | probe | recon
+    metrics: Sequence[str] = ("fid", "probe"),  # any of fid | probe | recon | codes
     samplers: Sequence[str] = ("prior",),  # z-samplers (dmz.zsamplers): prior | dataset | empirical | pixelsnail
     seeds: int | None = None,  # K sampling seeds (offsets k * 1_000_000); None = dataset default
     feature_extractor: str | None = None,  # None = digits-classifier-v1 for digits, inception-v3-compat otherwise
@@ -214,6 +216,11 @@ def evaluate(
             _probe(run, plan, log, repr_mode=repr_mode or default_repr(run))
         else:
             log(f"probe: skipped, run {run.path.name} has no latent (prior={cfg.model.prior})")
+    if "codes" in metrics:
+        if has_latent and run.model.prior.discrete:
+            _codes(run, plan, log)
+        else:
+            log(f"codes: skipped, run {run.path.name} has no discrete latent (prior={cfg.model.prior})")
     if "recon" in metrics:
         if has_latent:
             _recon(run, plan, log, steps=steps, images=recon_images, decodes=recon_decodes, gen_kw=gen_kw)
@@ -326,6 +333,46 @@ def _probe(run, plan: _Plan, log, *, repr_mode: str) -> None:
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# code diagnostics (dmz.prior.diagnose) as rows
+
+#: diagnose()'s sampler names -> z-sampler names (``uniform`` is the latent's own prior, Bernoulli(0.5) / uniform)
+CODE_SAMPLERS = {"uniform": "prior", "empirical": "empirical", "pixelsnail": "pixelsnail"}
+
+
+def _codes(run, plan: _Plan, log, split: str = "test") -> None:
+    """``bits_per_code`` per z-sampler (NLL of held-out codes, bits) and ``heldout_dup_frac`` (share of held-out
+    codes equal to some training code: what the ``dataset`` sampler can reproduce). Also writes
+    ``<run>/code_diagnostics.json``. The PixelSNAIL row is there only once ``pixelsnail.pt`` is fitted; rows are keyed
+    by the checkpoint step, so a PixelSNAIL refit needs ``--force`` to be re-scored."""
+    from dmz.prior import diagnose
+
+    common = {"T": None, "solver": None, "seeds": None, "feature_extractor": None,
+              "feature_extractor_weights_sha256": None, "reference": None, "repr": "hard"}
+    n_held = len(run.dataset(split))
+    has_ps = (run.path / "pixelsnail.pt").exists()
+    names = [v for k, v in CODE_SAMPLERS.items() if k != "pixelsnail" or has_ps]
+    keys = [plan.key(metric="bits_per_code", sampler=s, N=n_held, **common) for s in names]
+    keys.append(plan.key(metric="heldout_dup_frac", sampler=None, N=n_held, **common))
+    if plan.done(keys):
+        log("codes: present, skipped")
+        return
+    t0 = time.perf_counter()
+    d = diagnose(run, split=split)
+    secs = time.perf_counter() - t0
+    extra = {"split": split, "uniform_bits": d["uniform_bits"], "n_train": d["n_train"], "eval_seconds": secs}
+    for k, v in d["bits_per_code"].items():
+        plan.add(metric="bits_per_code", sampler=CODE_SAMPLERS.get(k, k), N=d["n_heldout"], value=v, sd=None,
+                 gap_bits=d["gap_bits"][k], pixelsnail=d["pixelsnail"] if k == "pixelsnail" else None,
+                 **common, **extra)
+    plan.add(metric="heldout_dup_frac", sampler=None, N=d["n_heldout"], value=d["heldout_duplicate_fraction"],
+             sd=None, n_unique_heldout=d["n_unique_heldout"], n_unique_train=d["n_unique_train"],
+             n_unbalanced_bits=d.get("n_unbalanced_bits"), **common, **extra)
+    log("codes: bits per held-out code " + ", ".join(f"{CODE_SAMPLERS.get(k, k)} {v:.2f}"
+                                                        for k, v in d["bits_per_code"].items())
+        + f" (|z| code: {d['uniform_bits']:g} bits); held-out duplicates {d['heldout_duplicate_fraction']:.3f}")
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # reconstruction
 
 
@@ -378,7 +425,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="generated images per (T, sampler, seed); default 10000 (cifar10, celeba64), 1000 (digits)")
     p.add_argument("--metrics", nargs="+", default=["fid", "probe"], help=f"any of {', '.join(METRIC_GROUPS)}")
     p.add_argument("--sampler", nargs="+", default=["prior"], dest="samplers",
-                   help="z-samplers: prior | empirical | dataset | pixelsnail")
+                   help="z-samplers: prior | empirical | dataset | pixelsnail; options after a colon, e.g. "
+                        "pixelsnail:temperature=0.8 (the whole spec names the result row)")
     p.add_argument("--seeds", type=int, default=None, help="sampling seeds K (mean +- sd); default 3 digits, else 1")
     p.add_argument("--feature-extractor", default=None,
                    help="inception-v3-compat | digits-classifier-v1 (default: by dataset)")

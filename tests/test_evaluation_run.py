@@ -243,7 +243,7 @@ def test_cli_errors(tmp_path, run_dir, capsys):
     assert "not a run folder" in capsys.readouterr().err
     assert ev.main(["--run", str(run_dir), "--sampler", "bogus"]) != 0
     err = capsys.readouterr().err
-    assert "unknown sampler 'bogus'" in err and "prior" in err and "empirical" in err
+    assert "unknown z-sampler 'bogus'" in err and "prior" in err and "empirical" in err
     assert ev.main(["--run", str(run_dir), "--metrics", "lpips"]) != 0
     assert "unknown metric 'lpips'" in capsys.readouterr().err
 

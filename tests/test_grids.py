@@ -72,12 +72,18 @@ def test_digits_budgets_live_in_the_grid_not_the_preset():
     assert {r["N"] for r in fid} == {b.num_samples} and {r["seeds"] for r in fid} == {b.seeds}
     assert {(r["sampler"], r["T"]) for r in fid} == {(s, t) for s in grids.ZSAMPLERS_ALL for t in b.steps}
     assert size[0].pixelsnail == b.pixelsnail
+    # the digits study runs the budget's variants only: |z| in {16, 64, 128}, each with and without prior matching
+    assert sorted(c.name for c in size) == sorted(b.variants)
+    assert sorted((c.config().model.latent_dim, c.config().model.prior_matching > 0) for c in size) == sorted(
+        (L, pm) for L in grids.DIGITS_LATENT_SIZES for pm in (False, True))
+    codes = [r for r in rows if r["metric"] in ("bits_per_code", "heldout_dup_frac")]
+    assert {r["sampler"] for r in codes} == {"prior", "empirical", "pixelsnail", None}  # no likelihood for dataset
 
 
 def test_user_sets_apply_to_every_cell_but_not_the_grid_axis():
     warnings = []
     cells = expand("latent_size", "digits", TINY, warn=warnings.append)
-    assert [c.config().model.latent_dim for c in cells[:5]] == list(grids.LATENT_SIZES)  # axis wins over --set
+    assert [c.config().model.latent_dim for c in cells[:3]] == list(grids.DIGITS_LATENT_SIZES)  # axis wins over --set
     assert all(c.config().model.base_channels == 8 and c.config().train.steps == 3 for c in cells)
     assert warnings and "latent_dim" in warnings[0]
     # a --set changes the config, hence the run id and the folder

@@ -29,7 +29,7 @@ from dmz.run import encode_split, load_run
 from dmz.runio import read_jsonl
 from dmz.sample import generate
 from dmz.sample import main as sample_main
-from dmz.zsamplers import ZSAMPLERS, build_zsampler
+from dmz.zsamplers import ZSAMPLERS, build_zsampler, check_zsampler, parse_zsampler
 
 torch.set_num_threads(1)
 
@@ -193,6 +193,40 @@ def test_pixelsnail_zsampler_missing_fit_is_a_clear_error(fitted, tmp_path, caps
     rc = sample_main(["--run", str(run_dir), "--z", "pixelsnail", "--steps", "2", "--num", "2",
                       "--out", str(tmp_path / "g.png"), "--device", "cpu"])
     assert rc == 2 and "python -m dmz.prior fit --run" in capsys.readouterr().err
+
+
+def test_zsampler_spec_options_reach_the_sampler_and_bad_specs_say_how(fitted):
+    run = load_run(fitted[0], device="cpu")
+    assert parse_zsampler("pixelsnail") == ("pixelsnail", {})
+    assert parse_zsampler("pixelsnail:temperature=0.5") == ("pixelsnail", {"temperature": 0.5})
+    zs = build_zsampler("pixelsnail:temperature=1e-4", run)
+    assert zs.temperature == 1e-4
+    cold = zs.sample(4, PerSampleRNG(range(4)), "cpu")
+    assert (cold == cold[0]).all()  # the option is used: near-greedy decoding gives one code for every seed
+    with pytest.raises(ValueError, match="has no option 'temprature'.*temperature"):
+        build_zsampler("pixelsnail:temprature=0.5", run)
+    with pytest.raises(ValueError, match="takes no options"):
+        check_zsampler("empirical:temperature=0.5")
+    with pytest.raises(ValueError, match="NAME:KEY=NUMBER"):
+        check_zsampler("pixelsnail:temperature=warm")
+    with pytest.raises(ValueError, match="unknown z-sampler 'pixelsnial'"):
+        check_zsampler("pixelsnial")
+
+
+def test_evaluation_codes_rows_match_diagnose_and_are_not_recomputed(fitted, tmp_path):
+    import evaluation.run as ev
+
+    run_dir = _copy_run(fitted[0], tmp_path / "run")
+    rows = ev.evaluate(run_dir, metrics=("codes",), device="cpu", log=lambda m: None)
+    d = json.loads((run_dir / DIAGNOSTICS_FILE).read_text())
+    bits = {r["sampler"]: r["value"] for r in rows if r["metric"] == "bits_per_code"}
+    assert bits == {"prior": d["bits_per_code"]["uniform"], "empirical": d["bits_per_code"]["empirical"],
+                    "pixelsnail": d["bits_per_code"]["pixelsnail"]}
+    assert bits["prior"] == 8.0  # Bernoulli(0.5) over |z| = 8 bits
+    dup = [r for r in rows if r["metric"] == "heldout_dup_frac"]
+    assert len(dup) == 1 and dup[0]["value"] == d["heldout_duplicate_fraction"] and dup[0]["N"] == 360
+    again = ev.evaluate(run_dir, metrics=("codes",), device="cpu", log=lambda m: None)
+    assert len(read_jsonl(run_dir / "results.jsonl")) == len(rows) == len(again) == 4  # second call: all present
 
 
 # ------------------------------------------------------------------------------------------------ diagnose

@@ -29,6 +29,13 @@ def probe_rows(acc, auroc=0.9):
             for s, v in (("acc", acc), ("auroc", auroc)) for p in ("cv", "heldout")]
 
 
+def code_rows(bits: dict, dup: float, N=360):
+    common = {"T": None, "N": N, "seeds": None, "sd": None, "feature_extractor": None, "repr": "hard",
+              "checkpoint_step": 3, "weights": "ema"}
+    return ([{"metric": "bits_per_code", "sampler": s, "value": v, **common} for s, v in bits.items()]
+            + [{"metric": "heldout_dup_frac", "sampler": None, "value": dup, **common}])
+
+
 def write(cell, root, rows):
     d = cell_dir(cell, root)
     d.mkdir(parents=True, exist_ok=True)
@@ -118,7 +125,9 @@ def test_latent_size_table_joins_by_z_and_sampler_and_broadcasts_probe(tmp_path)
     for name in ("z16", "z128"):
         write(by[name], tmp_path, [fid_row(100, s, 10.0 + i, 0.5, N=10000, extractor=INCEPTION)
                                    for i, s in enumerate(("prior", "empirical", "dataset", "pixelsnail"))]
-              + probe_rows(0.7 if name == "z16" else 0.8))
+              + probe_rows(0.7 if name == "z16" else 0.8)
+              + code_rows({"prior": float(name[1:]), "empirical": 0.9 * float(name[1:]), "pixelsnail": 7.25},
+                          0.5 if name == "z16" else 0.0))
     table, _ = build_table(collect(cells, tmp_path), "latent_size", load_paper_numbers())
     paper = "paper FID [Inception] T=100"
     got = {(r["variant"], r["sampler"]): r[paper] for _, r in table.iterrows()}
@@ -128,6 +137,12 @@ def test_latent_size_table_joins_by_z_and_sampler_and_broadcasts_probe(tmp_path)
     probe = {(r["variant"], r["sampler"]): r["probe accuracy (5-fold CV)"] for _, r in table.iterrows()}
     assert probe[("z16", "pixelsnail")] == "0.700 ± 0.010" and probe[("z128", "prior")] == "0.800 ± 0.010"
     assert set(table["latent_dim"]) == {16, 128}
+    # code diagnostics: bits per held-out code in each sampler's row (none for dataset), duplicates per cell
+    bits = {(r["variant"], r["sampler"]): r["bits per held-out code"] for _, r in table.iterrows()}
+    assert bits[("z16", "prior")] == "16.0" and bits[("z128", "empirical")] == "115.2"
+    assert bits[("z128", "pixelsnail")] == "7.2" and bits[("z16", "dataset")] == "–"
+    dup = {(r["variant"], r["sampler"]): r["held-out codes seen in train"] for _, r in table.iterrows()}
+    assert dup[("z16", "dataset")] == dup[("z16", "prior")] == "0.50" and dup[("z128", "pixelsnail")] == "0.00"
 
 
 def test_paper_numbers_only_join_their_dataset(tmp_path):
@@ -175,7 +190,7 @@ def test_report_writes_csv_tables_and_plots(tmp_path):
     assert out["markdown"] == folder / "table.md" and out["latex"] == folder / "table.tex"
     md = (folder / "table.md").read_text()
     assert "FID [digits-classifier-v1] T=4" in md and "Inception]" not in md
-    assert "3 of 7 cells have results" in md and "N=20 samples" in md
+    assert "3 of 6 cells have results" in md and "N=20 samples" in md
     assert r"\begin{tabular}" in (folder / "table.tex").read_text()
     assert {p.name for p in out["plots"]} == {"fid_vs_T.png", "fid_vs_z.png"}
     assert all(p.stat().st_size > 1000 for p in out["plots"])
