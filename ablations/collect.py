@@ -10,7 +10,6 @@ too when pyarrow is installed.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -93,18 +92,12 @@ def save(df: pd.DataFrame, grid: str, preset: str, results_dir: str | Path | Non
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ablations.grids import GridError, add_cell_args, cells_from_args
-    from dmz.config import ConfigError
+    from ablations.grids import cell_parser, parse_cells
 
-    p = argparse.ArgumentParser(prog="python -m ablations.collect", description=__doc__.split("\n\n")[0])
-    add_cell_args(p)
-    p.add_argument("--results-dir", type=Path, default=None, help="default results/")
-    args = p.parse_args(argv)
-    try:
-        preset, _, cells = cells_from_args(args)
-    except (GridError, ConfigError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    parsed = parse_cells(cell_parser("python -m ablations.collect", __doc__.split("\n\n")[0]), argv)
+    if parsed is None:
         return 2
+    args, preset, cells = parsed
     df = collect(cells, args.out)
     paths = save(df, args.grid, preset, args.results_dir)
     print(f"{len(df)} rows from {df['variant'].nunique()} of {len(cells)} cells -> {paths['csv']}")

@@ -4,7 +4,7 @@ A **cell** is one resolved training config (a preset plus overrides) and the eva
 Samplers and step counts T are evaluation options, never separate trainings: one checkpoint serves every z-sampler
 and every T.
 
-    >>> cells = expand("latent_size", "digits")          # 6 cells: |z| in {16, 64, 128}, with and without prior matching
+    >>> cells = expand("latent_size", "digits")    # 6 cells: |z| in {16, 64, 128}, with and without prior matching
     >>> [c.name for c in cells][:2]
     ['z16', 'z64']
     >>> cells[0].config().model.latent_dim, cells[0].evals[0].samplers
@@ -39,8 +39,8 @@ RESULTS_FILE = "results.jsonl"  # evaluation.run appends one row per metric / T 
 
 __all__ = ["Budget", "EvalSpec", "Variant", "Cell", "GridDef", "GRIDS", "GridError", "expand", "get_grid",
            "requested_rows", "row_matches", "missing_rows", "is_done", "default_runs_root", "cell_dir",
-           "pixelsnail_width", "add_cell_args", "cells_from_args", "LATENT_SIZES", "ZSAMPLERS_ALL",
-           "PRIOR_MATCHING_WEIGHT", "PRIOR_MATCHING_SIZES", "CODE_SAMPLERS", "DIGITS_LATENT_SIZES"]
+           "pixelsnail_width", "add_cell_args", "cells_from_args", "cell_parser", "parse_cells", "LATENT_SIZES",
+           "ZSAMPLERS_ALL", "PRIOR_MATCHING_WEIGHT", "PRIOR_MATCHING_SIZES", "CODE_SAMPLERS", "DIGITS_LATENT_SIZES"]
 
 REPO = Path(__file__).resolve().parent.parent
 PAPER_T = (10, 20, 50, 100)  # Table 1's step counts (PAPER.md 2.2)
@@ -425,6 +425,30 @@ def add_cell_args(p) -> None:
     p.add_argument("--pixelsnail-epochs", type=int, help="cap on PixelSNAIL epochs instead of the grid's")
     p.add_argument("--only", help="comma-separated cell names (default: every cell)")
     p.add_argument("--out", type=Path, default=None, help="root of the cell folders (default results/runs)")
+
+
+def cell_parser(prog: str, description: str, *, results_help: str = "default results/"):
+    """An argparse parser with :func:`add_cell_args` and ``--results-dir`` (collect.py and report.py)."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog=prog, description=description)
+    add_cell_args(p)
+    p.add_argument("--results-dir", type=Path, default=None, help=results_help)
+    return p
+
+
+def parse_cells(parser, argv: list[str] | None = None):
+    """``(args, preset, cells)`` from the command line, or ``None`` after printing ``error: ...`` for an unknown
+    grid, preset, key or cell (the caller exits with 2)."""
+    import sys
+
+    args = parser.parse_args(argv)
+    try:
+        preset, _, cells = cells_from_args(args)
+    except (GridError, ConfigError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return None
+    return args, preset, cells
 
 
 def default_preset(gpus_per_node: int = 0) -> tuple[str, str]:

@@ -13,7 +13,6 @@ metric and T.
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 from pathlib import Path
@@ -25,7 +24,7 @@ if __package__ in (None, ""):  # run by path
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ablations.collect import collect, results_folder, save
-from ablations.grids import Cell, add_cell_args, cells_from_args, get_grid
+from ablations.grids import Cell, get_grid
 from evaluation.features import INCEPTION_NAME
 
 REPO = Path(__file__).resolve().parent.parent
@@ -292,19 +291,15 @@ def report(grid: str, preset: str, *, cells: list[Cell], runs_root: str | Path |
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ablations.grids import GridError
-    from dmz.config import ConfigError
+    from ablations.grids import cell_parser, parse_cells
 
-    p = argparse.ArgumentParser(prog="python ablations/report.py", description=__doc__.split("\n\n")[0])
-    add_cell_args(p)
-    p.add_argument("--results-dir", type=Path, default=None, help="where tables go (default results/)")
+    p = cell_parser("python ablations/report.py", __doc__.split("\n\n")[0],
+                    results_help="where tables go (default results/)")
     p.add_argument("--no-plots", action="store_true")
-    args = p.parse_args(argv)
-    try:
-        preset, _, cells = cells_from_args(args)
-    except (GridError, ConfigError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    parsed = parse_cells(p, argv)
+    if parsed is None:
         return 2
+    args, preset, cells = parsed
     out = report(args.grid, preset, cells=cells, runs_root=args.out, results_dir=args.results_dir,
                  plots=not args.no_plots, say=print)
     print(out["markdown_text"])

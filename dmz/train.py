@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import math
 import os
 import sys
 import time
@@ -31,7 +30,7 @@ import dmz
 from dmz.config import EXECUTION_FIELDS, Config, ConfigError, resolve
 from dmz.data import build_dataset, from_uint8
 from dmz.diffusion import create_diffusion, create_named_schedule_sampler
-from dmz.distributed import DistInfo, all_reduce_mean, barrier, init_distributed
+from dmz.distributed import all_reduce_mean, barrier, init_distributed
 from dmz.model import DMZModel, build_model
 from dmz.runio import (CHECKPOINT, CONFIG, METRICS, CheckpointError, append_jsonl, atomic_write_json, load_checkpoint,
                        save_checkpoint)

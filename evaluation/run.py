@@ -33,7 +33,7 @@ from dmz.data import DatasetNotFoundError, dataset_info, to_uint8
 from dmz.run import LoadedRun, load_run, representations
 from dmz.runio import CheckpointError, append_jsonl, read_jsonl
 from dmz.sample import default_micro_batch, generate, save_samples
-from dmz.zsamplers import ZSAMPLERS, build_zsampler, check_zsampler
+from dmz.zsamplers import build_zsampler, check_zsampler
 
 RESULTS = "results.jsonl"
 METRIC_GROUPS = ("fid", "probe", "recon", "codes")

@@ -51,32 +51,9 @@ exec 9>"$BASE/.lock"
 flock -w 120 9 || die "another start/stop holds $BASE/.lock"
 
 # ---------------------------------------------------------------- pid bookkeeping
-# Allowed executable basenames per component (Debian installs slurmctld/slurmd through
-# alternatives as *-wlm).
-exe_names() {
-  case "$1" in
-    munged) echo "munged" ;;
-    mariadbd) echo "mariadbd mysqld" ;;
-    slurmdbd) echo "slurmdbd slurmdbd-wlm" ;;
-    slurmctld) echo "slurmctld slurmctld-wlm" ;;
-    slurmd) echo "slurmd slurmd-wlm" ;;
-  esac
-}
-pid_exe_is() {  # pid_exe_is <pid> <component>
-  local exe n
-  exe="$(readlink "/proc/$1/exe" 2>/dev/null)" || return 1
-  exe="$(basename "${exe% (deleted)}")"
-  for n in $(exe_names "$2"); do [[ "$exe" == "$n" ]] && return 0; done
-  return 1
-}
-our_pid() {  # prints the recorded pid of <component> if it is alive and still that program
-  local f="$PIDS/$1.pid" pid
-  [[ -f "$f" ]] || return 1
-  pid="$(cat "$f" 2>/dev/null)"
-  if [[ "$pid" =~ ^[0-9]+$ ]] && pid_exe_is "$pid" "$1"; then echo "$pid"; return 0; fi
-  rm -f "$f"
-  return 1
-}
+# shellcheck source=slurm/pids.sh
+source "$SCRIPT_DIR/pids.sh"   # exe_names, pid_exe_is, our_pid
+
 running_pids_of() {  # all running pids whose executable is <component>
   local p pid
   for p in /proc/[0-9]*; do

@@ -25,31 +25,8 @@ PIDS="$BASE/pids"
 exec 9>"$BASE/.lock"
 flock -w 120 9 || { log "ERROR: another start/stop holds $BASE/.lock"; exit 1; }
 
-exe_names() {
-  case "$1" in
-    munged) echo "munged" ;;
-    mariadbd) echo "mariadbd mysqld" ;;
-    slurmdbd) echo "slurmdbd slurmdbd-wlm" ;;
-    slurmctld) echo "slurmctld slurmctld-wlm" ;;
-    slurmd) echo "slurmd slurmd-wlm" ;;
-  esac
-}
-pid_exe_is() {
-  local exe n
-  exe="$(readlink "/proc/$1/exe" 2>/dev/null)" || return 1
-  exe="$(basename "${exe% (deleted)}")"
-  for n in $(exe_names "$2"); do [[ "$exe" == "$n" ]] && return 0; done
-  return 1
-}
-our_pid() {
-  local f="$PIDS/$1.pid" pid
-  [[ -f "$f" ]] || return 1
-  pid="$(cat "$f" 2>/dev/null)"
-  if [[ "$pid" =~ ^[0-9]+$ ]] && pid_exe_is "$pid" "$1"; then echo "$pid"; return 0; fi
-  [[ -n "$pid" ]] && log "$1: recorded pid $pid is gone or no longer $1; dropping its pid file"
-  rm -f "$f"
-  return 1
-}
+# shellcheck source=slurm/pids.sh
+source "$SCRIPT_DIR/pids.sh"   # exe_names, pid_exe_is, our_pid
 
 # Signal a group of our components together, wait (bounded) for all of them, SIGKILL stragglers.
 stop_group() {

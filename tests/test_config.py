@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from dmz.config import Config, ConfigError, apply_overrides, get_preset, resolve, valid_keys
+from dmz.config import Config, ConfigError, get_preset, resolve, valid_keys
 
 
 def test_overrides_are_typed_and_resolve_bare_and_dotted_keys():
