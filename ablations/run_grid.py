@@ -107,6 +107,7 @@ def run_cell(cell: Cell, run_dir: str | os.PathLike, *, threads: int | None = No
     """
     import torch
 
+    from dmz.threads import limit_threads
     from dmz.train import train
 
     run_dir = Path(run_dir)
@@ -118,7 +119,7 @@ def run_cell(cell: Cell, run_dir: str | os.PathLike, *, threads: int | None = No
     if threads is None and os.environ.get("SLURM_CPUS_PER_TASK"):
         threads = int(os.environ["SLURM_CPUS_PER_TASK"])
     if threads:
-        torch.set_num_threads(threads)
+        limit_threads(threads)  # torch and the BLAS / OpenMP pools of the FID statistics and probes
     cfg = cell.config()
     if cfg.run_id() not in run_dir.name:
         raise ConfigError(f"{run_dir} does not belong to cell {cell.name} ({cfg.run_id()})")

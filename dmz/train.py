@@ -34,6 +34,7 @@ from dmz.distributed import all_reduce_mean, barrier, init_distributed
 from dmz.model import DMZModel, build_model
 from dmz.runio import (CHECKPOINT, CONFIG, METRICS, CheckpointError, append_jsonl, atomic_write_json, load_checkpoint,
                        save_checkpoint)
+from dmz.threads import limit_threads
 
 # fields that may differ between the run that wrote a checkpoint and the one that resumes it
 RUNTIME_FIELDS = {"train.steps", *EXECUTION_FIELDS}
@@ -89,7 +90,7 @@ class Trainer:
         self.progress = progress
         self.dist, self.device = init_distributed(cfg.train.device)
         if cfg.train.threads > 0:
-            torch.set_num_threads(cfg.train.threads)
+            limit_threads(cfg.train.threads)
         tc = cfg.train
         if tc.batch_size % self.dist.world_size:
             raise ConfigError(f"train.batch_size={tc.batch_size} is not divisible by the {self.dist.world_size} processes")
