@@ -14,6 +14,8 @@ class).
   Attributes (or, for macro AUROC, classes) that are constant within a fold's train or test part are
   skipped for that fold and counted in ``n_skipped`` / ``skipped``.
 * :func:`probe_heldout` -- the same classifier fit on a train split and scored on a test split.
+* :func:`probe_cv_all` / :func:`probe_heldout_all` -- several metrics (accuracy and AUROC) from the same fitted
+  classifiers, with the same results as one call per metric at half the fits (what ``evaluation.run`` uses).
 """
 
 from __future__ import annotations
@@ -50,13 +52,21 @@ def _check(features, labels):
     return x, y
 
 
-def _score_classes(xtr, ytr, xte, yte, metric, max_iter):
-    """(score, n_skipped) for one multi-class problem; n_skipped counts classes left out of macro AUROC."""
+def _score_classes(xtr, ytr, xte, yte, metrics, max_iter) -> dict:
+    """{metric: (score, n_skipped)} for one multi-class problem, all from one fitted classifier; n_skipped counts
+    classes left out of macro AUROC."""
     if np.unique(ytr).size < 2:
-        return None, 1
+        return {m: (None, 1) for m in metrics}
     clf = make_probe(max_iter).fit(xtr, ytr)
-    if metric == "accuracy":
-        return float(accuracy_score(yte, clf.predict(xte))), 0
+    out = {}
+    if "accuracy" in metrics:
+        out["accuracy"] = (float(accuracy_score(yte, clf.predict(xte))), 0)
+    if "auroc" in metrics:
+        out["auroc"] = _macro_auroc(clf, xte, yte)
+    return out
+
+
+def _macro_auroc(clf, xte, yte):
     proba = clf.predict_proba(xte)
     classes = clf.classes_
     if classes.size == 2:
@@ -74,103 +84,124 @@ def _score_classes(xtr, ytr, xte, yte, metric, max_iter):
     return (float(np.mean(aucs)) if aucs else None), skipped
 
 
-def _score_attributes(xtr, ytr, xte, yte, metric, max_iter):
-    """Per-attribute scores (NaN where skipped) for (N, A) binary labels."""
-    scores = np.full(ytr.shape[1], np.nan)
+def _score_attributes(xtr, ytr, xte, yte, metrics, max_iter) -> dict:
+    """{metric: per-attribute scores (NaN where skipped)} for (N, A) binary labels; one classifier per attribute."""
+    scores = {m: np.full(ytr.shape[1], np.nan) for m in metrics}
     for a in range(ytr.shape[1]):
         tr, te = ytr[:, a], yte[:, a]
         if np.unique(tr).size < 2 or np.unique(te).size < 2:
             continue
         clf = make_probe(max_iter).fit(xtr, tr)
-        if metric == "auroc":
-            scores[a] = roc_auc_score(te, clf.predict_proba(xte)[:, 1])
-        else:
-            scores[a] = accuracy_score(te, clf.predict(xte))
+        if "auroc" in metrics:
+            scores["auroc"][a] = roc_auc_score(te, clf.predict_proba(xte)[:, 1])
+        if "accuracy" in metrics:
+            scores["accuracy"][a] = accuracy_score(te, clf.predict(xte))
     return scores
 
 
-def _score_split(xtr, ytr, xte, yte, metric, max_iter) -> dict:
-    if metric not in METRICS:
-        raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+def _check_metrics(metrics) -> tuple[str, ...]:
+    metrics = tuple(metrics)
+    bad = [m for m in metrics if m not in METRICS]
+    if bad or not metrics:
+        raise ValueError(f"metric must be one of {METRICS}, got {bad[0] if bad else metrics!r}")
+    return metrics
+
+
+def _score_split(xtr, ytr, xte, yte, metrics, max_iter) -> dict:
+    """{metric: {"value", "n_skipped", "per_attribute"}}: every metric from the same fitted classifier(s)."""
     if ytr.ndim == 1:
-        value, skipped = _score_classes(xtr, ytr, xte, yte, metric, max_iter)
-        return {"value": value, "n_skipped": skipped, "per_attribute": None}
-    per_attr = _score_attributes(xtr, ytr, xte, yte, metric, max_iter)
-    ok = ~np.isnan(per_attr)
-    return {
-        "value": float(per_attr[ok].mean()) if ok.any() else None,
-        "n_skipped": int((~ok).sum()),
-        "per_attribute": per_attr,
-    }
+        return {m: {"value": v, "n_skipped": k, "per_attribute": None}
+                for m, (v, k) in _score_classes(xtr, ytr, xte, yte, metrics, max_iter).items()}
+    out = {}
+    for m, per_attr in _score_attributes(xtr, ytr, xte, yte, metrics, max_iter).items():
+        ok = ~np.isnan(per_attr)
+        out[m] = {"value": float(per_attr[ok].mean()) if ok.any() else None, "n_skipped": int((~ok).sum()),
+                  "per_attribute": per_attr}
+    return out
 
 
-def probe_cv(
-    features,
-    labels,
-    *,
-    metric: str = "accuracy",
-    folds: int = 5,
-    seed: int = 0,
-    max_iter: int = DEFAULT_MAX_ITER,
-) -> dict:
+def probe_cv(features, labels, *, metric: str = "accuracy", folds: int = 5, seed: int = 0,
+             max_iter: int = DEFAULT_MAX_ITER) -> dict:
     """K-fold linear probe over pooled features (released protocol: 5 folds, shuffle, random_state 0).
 
     Returns ``{"mean", "std", "per_fold", "metric", "folds", "n", "label_kind", "n_skipped", "skipped",
     "per_attribute" (attributes only: mean over the folds where evaluated), "classifier"}``.
     """
+    return probe_cv_all(features, labels, metrics=(metric,), folds=folds, seed=seed, max_iter=max_iter)[metric]
+
+
+def probe_cv_all(features, labels, *, metrics=METRICS, folds: int = 5, seed: int = 0,
+                 max_iter: int = DEFAULT_MAX_ITER) -> dict[str, dict]:
+    """:func:`probe_cv` for several metrics from the same fitted classifiers: ``{metric: probe_cv result}``
+    (accuracy and AUROC of one fold's classifier, so half the fits of two :func:`probe_cv` calls)."""
     x, y = _check(features, labels)
-    if metric not in METRICS:
-        raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+    metrics = _check_metrics(metrics)
     kf = KFold(n_splits=folds, shuffle=True, random_state=seed)
-    per_fold, skipped, attr_rows = [], [], []
+    per_fold = {m: [] for m in metrics}
+    skipped = {m: [] for m in metrics}
+    attr_rows = {m: [] for m in metrics}
     for k, (tr, te) in enumerate(kf.split(x)):
-        r = _score_split(x[tr], y[tr], x[te], y[te], metric, max_iter)
-        if r["per_attribute"] is not None:
-            attr_rows.append(r["per_attribute"])
-            skipped += [(k, int(a)) for a in np.flatnonzero(np.isnan(r["per_attribute"]))]
-        elif r["n_skipped"]:
-            skipped += [(k, None)] * r["n_skipped"]
-        if r["value"] is not None:
-            per_fold.append(r["value"])
-    if not per_fold:
-        raise ValueError("no fold could be scored (labels constant?)")
-    out = {
-        "mean": float(np.mean(per_fold)),
-        "std": float(np.std(per_fold)),
-        "per_fold": [float(v) for v in per_fold],
-        "metric": metric,
-        "folds": folds,
-        "seed": seed,
-        "n": int(x.shape[0]),
-        "label_kind": "attributes" if y.ndim == 2 else "class",
-        "n_skipped": len(skipped),
-        "skipped": skipped,
-        "per_attribute": None,
-        "classifier": probe_description(max_iter),
-    }
-    if attr_rows:
-        rows = np.vstack(attr_rows)
-        with np.errstate(all="ignore"):
-            cnt = (~np.isnan(rows)).sum(0)
-            out["per_attribute"] = [float(np.nanmean(rows[:, a])) if cnt[a] else None for a in range(rows.shape[1])]
+        for m, r in _score_split(x[tr], y[tr], x[te], y[te], metrics, max_iter).items():
+            if r["per_attribute"] is not None:
+                attr_rows[m].append(r["per_attribute"])
+                skipped[m] += [(k, int(a)) for a in np.flatnonzero(np.isnan(r["per_attribute"]))]
+            elif r["n_skipped"]:
+                skipped[m] += [(k, None)] * r["n_skipped"]
+            if r["value"] is not None:
+                per_fold[m].append(r["value"])
+    out = {}
+    for m in metrics:
+        if not per_fold[m]:
+            raise ValueError("no fold could be scored (labels constant?)")
+        res = {
+            "mean": float(np.mean(per_fold[m])),
+            "std": float(np.std(per_fold[m])),
+            "per_fold": [float(v) for v in per_fold[m]],
+            "metric": m,
+            "folds": folds,
+            "seed": seed,
+            "n": int(x.shape[0]),
+            "label_kind": "attributes" if y.ndim == 2 else "class",
+            "n_skipped": len(skipped[m]),
+            "skipped": skipped[m],
+            "per_attribute": None,
+            "classifier": probe_description(max_iter),
+        }
+        if attr_rows[m]:
+            rows = np.vstack(attr_rows[m])
+            with np.errstate(all="ignore"):
+                cnt = (~np.isnan(rows)).sum(0)
+                res["per_attribute"] = [float(np.nanmean(rows[:, a])) if cnt[a] else None
+                                        for a in range(rows.shape[1])]
+        out[m] = res
     return out
 
 
-def probe_heldout(train_x, train_y, test_x, test_y, *, metric: str = "accuracy", max_iter: int = DEFAULT_MAX_ITER) -> dict:
+def probe_heldout(train_x, train_y, test_x, test_y, *, metric: str = "accuracy",
+                  max_iter: int = DEFAULT_MAX_ITER) -> dict:
     """Fit on (train_x, train_y), score on (test_x, test_y). Returns ``{"value", "metric", "n_train",
     "n_test", "n_skipped", "per_attribute", "classifier"}``."""
+    return probe_heldout_all(train_x, train_y, test_x, test_y, metrics=(metric,), max_iter=max_iter)[metric]
+
+
+def probe_heldout_all(train_x, train_y, test_x, test_y, *, metrics=METRICS,
+                      max_iter: int = DEFAULT_MAX_ITER) -> dict[str, dict]:
+    """:func:`probe_heldout` for several metrics from the same fitted classifier(s): ``{metric: result}``."""
     xtr, ytr = _check(train_x, train_y)
     xte, yte = _check(test_x, test_y)
+    metrics = _check_metrics(metrics)
     if ytr.ndim != yte.ndim or xtr.shape[1] != xte.shape[1]:
         raise ValueError("train and test features/labels have incompatible shapes")
-    r = _score_split(xtr, ytr, xte, yte, metric, max_iter)
-    pa = r["per_attribute"]
-    return {
-        "value": r["value"],
-        "metric": metric,
-        "n_train": int(xtr.shape[0]),
-        "n_test": int(xte.shape[0]),
-        "n_skipped": r["n_skipped"],
-        "per_attribute": None if pa is None else [None if np.isnan(v) else float(v) for v in pa],
-        "classifier": probe_description(max_iter),
-    }
+    out = {}
+    for m, r in _score_split(xtr, ytr, xte, yte, metrics, max_iter).items():
+        pa = r["per_attribute"]
+        out[m] = {
+            "value": r["value"],
+            "metric": m,
+            "n_train": int(xtr.shape[0]),
+            "n_test": int(xte.shape[0]),
+            "n_skipped": r["n_skipped"],
+            "per_attribute": None if pa is None else [None if np.isnan(v) else float(v) for v in pa],
+            "classifier": probe_description(max_iter),
+        }
+    return out

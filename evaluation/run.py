@@ -295,7 +295,7 @@ def _fid(run, plan: _Plan, log, *, steps, n, k_seeds, samplers, extractor_name, 
 
 
 def _probe(run, plan: _Plan, log, *, repr_mode: str) -> None:
-    from evaluation.probe import probe_cv, probe_heldout
+    from evaluation.probe import probe_cv_all, probe_heldout_all
 
     d = run.cfg.data
     run.model.prior.check_mode(repr_mode)
@@ -318,17 +318,21 @@ def _probe(run, plan: _Plan, log, *, repr_mode: str) -> None:
     feats_s = time.perf_counter() - t0
     x_all, y_all = np.concatenate([xtr, xte]), np.concatenate([ytr, yte])
     extra = {"label_kind": info.label_kind, "test_split": test_split, "features_dim": int(xtr.shape[1])}
+    metric_names = tuple(score)
+    tc = time.perf_counter()
+    cvs = probe_cv_all(x_all, y_all, metrics=metric_names)  # accuracy and AUROC from the same fitted classifiers
+    cv_s = time.perf_counter() - tc
+    tc = time.perf_counter()
+    hos = probe_heldout_all(xtr, ytr, xte, yte, metrics=metric_names)
+    ho_s = time.perf_counter() - tc
     for s in score:
-        tc = time.perf_counter()
-        cv = probe_cv(x_all, y_all, metric=s)
+        cv, ho = cvs[s], hos[s]
         plan.add(metric=f"probe_{short[s]}_cv", N=len(x_all), value=cv["mean"], sd=cv["std"], values=cv["per_fold"],
                  folds=cv["folds"], n_skipped=cv["n_skipped"], per_attribute=cv["per_attribute"],
-                 classifier=cv["classifier"], eval_seconds=feats_s + time.perf_counter() - tc, **common, **extra)
-        tc = time.perf_counter()
-        ho = probe_heldout(xtr, ytr, xte, yte, metric=s)
+                 classifier=cv["classifier"], eval_seconds=feats_s + cv_s, **common, **extra)
         plan.add(metric=f"probe_{short[s]}_heldout", N=ho["n_test"], n_train=ho["n_train"], value=ho["value"],
                  sd=None, values=None, n_skipped=ho["n_skipped"], per_attribute=ho["per_attribute"],
-                 classifier=ho["classifier"], eval_seconds=feats_s + time.perf_counter() - tc, **common, **extra)
+                 classifier=ho["classifier"], eval_seconds=feats_s + ho_s, **common, **extra)
         log(f"probe {s} ({repr_mode}): cv {cv['mean']:.4f} +- {cv['std']:.4f}, held-out {ho['value']}")
 
 

@@ -116,3 +116,26 @@ def test_bad_arguments():
         probe_cv(x, np.zeros(10), metric="f1")
     with pytest.raises(ValueError):
         probe_cv(x, np.zeros(9))
+
+
+@pytest.mark.parametrize("kind", ["class", "attributes"])
+def test_all_metrics_from_one_fit_equal_separate_calls_with_half_the_fits(kind, monkeypatch):
+    import evaluation.probe as probe
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(200, 5))
+    if kind == "class":
+        y = (x[:, 0] + 0.5 * x[:, 1] + rng.normal(size=200) > 0).astype(int) + (x[:, 2] > 1)
+    else:
+        y = np.stack([(x[:, a] + rng.normal(size=200) > 0).astype(int) for a in range(3)], 1)
+    fits = []
+    real = probe.make_probe
+    monkeypatch.setattr(probe, "make_probe", lambda *a, **k: fits.append(1) or real(*a, **k))
+    both = probe.probe_cv_all(x, y, metrics=("accuracy", "auroc"))
+    n_both = len(fits)
+    separate = {m: probe.probe_cv(x, y, metric=m) for m in ("accuracy", "auroc")}
+    assert both == separate
+    assert n_both * 2 == len(fits) - n_both  # one classifier per fold (and attribute) serves both metrics
+    ho = probe.probe_heldout_all(x[:150], y[:150], x[150:], y[150:])
+    assert ho == {m: probe.probe_heldout(x[:150], y[:150], x[150:], y[150:], metric=m) for m in ("accuracy", "auroc")}
+    assert ho["accuracy"]["value"] != ho["auroc"]["value"]
