@@ -1,7 +1,8 @@
-"""Evaluate a run folder: FID across T, linear probes (accuracy / AUROC), reconstruction MSE -> result rows.
+"""Evaluate a run folder: FID across T, linear probes (accuracy / AUROC), reconstruction MSE, code diagnostics -> rows.
 
     python -m evaluation.run --run runs/digits-dmz                          # FID at T=10,20,50,100 + probes
     python -m evaluation.run --run runs/digits-dmz --metrics fid probe recon --sampler prior empirical --kid
+    python -m evaluation.run --run runs/digits-dmz --metrics fid codes --sampler pixelsnail pixelsnail:temperature=0.8
     python -m evaluation.run --run runs/cifar10-dmz --steps 100 --device cuda --feature-extractor inception-v3-compat
 
 One checkpoint (EMA weights) serves every T. Every image has its own seed: image i of sampling seed k uses sample
@@ -16,6 +17,9 @@ at small N) against the whole digits train split with ``digits-classifier-v1`` (
 comparable to other digits-FIDs). Probes: released soft features, 5-fold CV over pooled train+test (the released
 protocol) and held-out (fit train, score test). Reconstruction: 10 test images x 5 decodes (released), MSE in [-1, 1]
 units, plus the same with shuffled codes as a control. LPIPS is not computed (its weights are downloaded at run time).
+Codes (discrete latents): ``bits_per_code`` per z-sampler with a likelihood (prior, empirical, pixelsnail once fitted)
+on the test split's codes, and ``heldout_dup_frac``, from :func:`dmz.prior.diagnose`. A z-sampler takes options after a
+colon (``pixelsnail:temperature=0.8``); the whole spec is the row's ``sampler``.
 """
 
 from __future__ import annotations
