@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pickle
@@ -217,3 +218,27 @@ def test_script_runs_by_path_from_anywhere(tmp_path):
     proc = subprocess.run([sys.executable, str(REPO / "ablations" / "run_grid.py"), "--grid", "mian"], cwd=tmp_path,
                           capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 2 and "did you mean 'main'" in proc.stderr
+
+
+# ---------------------------------------------------------------------------------------------------- latent_size cell
+def test_latent_size_cell_fits_pixelsnail_and_writes_code_rows(tmp_path):
+    """A whole latent_size cell (train -> PixelSNAIL -> FID with 4 z-samplers -> code diagnostics), tiny sizes."""
+    from ablations.grids import is_done, missing_rows
+    from dmz.runio import read_jsonl
+
+    cells = expand("latent_size", "digits", TINY + ["warmup_steps=0"], eval_sizes={**SIZES, "pixelsnail_epochs": 2})
+    cell = next(c for c in cells if c.name == "z16")
+    cell = dataclasses.replace(cell, pixelsnail={**cell.pixelsnail, "model_kwargs": {
+        "channel": 8, "res_channel": 8, "n_block": 1, "n_res_block": 1, "attention": False}})
+    d = cell_dir(cell, tmp_path)
+    assert missing_rows(cell, d)  # nothing yet
+    out = run_grid.run_cell(cell, d, threads=1, log=lambda m: None)
+    assert set(out["timings"]) == {"train", "pixelsnail", "evaluate"}
+    assert is_done(cell, d) and (d / "pixelsnail.pt").exists()
+    rows = read_jsonl(d / "results.jsonl")
+    bits = {r["sampler"]: r["value"] for r in rows if r["metric"] == "bits_per_code"}
+    assert set(bits) == {"prior", "empirical", "pixelsnail"} and bits["prior"] == 16.0  # Bernoulli(0.5): |z| bits
+    assert 0 < bits["empirical"] <= 16.0 and bits["pixelsnail"] > 0
+    fids = {(r["sampler"], r["T"]) for r in rows if r["metric"] == "fid"}
+    assert fids == {(s, 2) for s in ("prior", "empirical", "dataset", "pixelsnail")}
+    assert json.loads((d / "code_diagnostics.json").read_text())["bits_per_code"]["uniform"] == 16.0
