@@ -245,8 +245,8 @@ GRIDS: dict[str, GridDef] = {g.name: g for g in [
             "ablation: latent type", _latent_type, {"digits": DIGITS_FOUR_CELLS}),
     GridDef("conditioning", "how z enters the UNet: cross_attention / concat / add / cross_attention+add",
             "ablation: conditioning", _conditioning, {"digits": DIGITS_FOUR_CELLS}),
-    GridDef("latent_size", "|z| in {16..256} x z-sampler {prior, empirical, dataset, pixelsnail}, plus prior "
-            "matching at some |z|", "ablation: |z| size x z-sampler", _latent_size, {"digits": DIGITS_LATENT_SIZE},
+    GridDef("latent_size", "|z| in {16..256} (digits: 16, 64, 128) x z-sampler {prior, empirical, dataset, "
+            "pixelsnail}, plus prior matching (0.1) at |z| 16, 64, 128; bits per held-out code per sampler", "ablation: |z| size x z-sampler", _latent_size, {"digits": DIGITS_LATENT_SIZE},
             index=("variant", "latent_dim", "prior_matching", "sampler")),
     GridDef("representation", "linear-probe accuracy / AUROC across priors and |z|",
             "Table 2 (guess): representation quality", _representation, {"digits": DIGITS_REPRESENTATION},

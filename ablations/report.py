@@ -119,8 +119,11 @@ def build_table(df: pd.DataFrame, grid: str, paper: pd.DataFrame | None = None) 
 
     if not gen.empty and "sampler" in index:
         table = pivot(gen, index)
-        if not rep.empty:
-            table = table.merge(pivot(rep, rep_index), on=rep_index, how="outer", sort=False)
+        if not rep.empty:  # per-cell columns (probe, code duplicates) beside every sampler row, in the grid's order
+            per_cell = pivot(rep, rep_index)
+            table = table.merge(per_cell, on=rep_index, how="left", sort=False)
+            keys = lambda t: pd.MultiIndex.from_frame(t[rep_index].astype(str))  # noqa: E731
+            table = pd.concat([table, per_cell[~keys(per_cell).isin(keys(table))]], ignore_index=True)
     else:
         table = pivot(rep if not rep.empty else gen, rep_index)
     table = table[index + [c for c in order if c in table.columns]]

@@ -134,6 +134,7 @@ def test_latent_size_table_joins_by_z_and_sampler_and_broadcasts_probe(tmp_path)
     assert got[("z16", "prior")] == "4.79" and got[("z128", "prior")] == "17.23"
     assert got[("z16", "pixelsnail")] == "–" and got[("z128", "dataset")] == "–"
     assert len(table) == 8  # 2 |z| x 4 samplers; the probe does not add rows
+    assert table["variant"].tolist() == ["z16"] * 4 + ["z128"] * 4  # the grid's order, not sorted as strings
     probe = {(r["variant"], r["sampler"]): r["probe accuracy (5-fold CV)"] for _, r in table.iterrows()}
     assert probe[("z16", "pixelsnail")] == "0.700 ± 0.010" and probe[("z128", "prior")] == "0.800 ± 0.010"
     assert set(table["latent_dim"]) == {16, 128}
