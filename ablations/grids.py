@@ -300,14 +300,18 @@ EVAL_SIZE_KEYS = ("steps", "num_samples", "seeds", "pixelsnail_epochs")
 
 
 def expand(grid: str, preset: str = "digits", sets: list[str] | dict[str, Any] | None = None, *,
-           eval_sizes: dict[str, Any] | None = None, gpus: int = 0,
+           eval_sizes: dict[str, Any] | None = None, gpus: int = 0, only: list[str] | None = None,
            warn: Callable[[str], None] | None = None) -> list[Cell]:
     """The cells of ``grid`` on ``preset``; ``sets`` (``key=value`` strings or a dict) apply to every cell.
 
     :param eval_sizes: replace the budget's evaluation sizes (keys :data:`EVAL_SIZE_KEYS`; T is ``steps``); they
         change what is evaluated, not what is trained (the cell folders stay the same).
-    :param gpus: GPUs per cell (DDP tasks); 0 on CPU. Raises :class:`GridError` for an unknown grid, preset or key
-    and :class:`dmz.config.ConfigError` for a bad value.
+    :param gpus: GPUs per cell (DDP tasks); 0 on CPU.
+    :param only: cell names to keep, chosen from all the grid's variants (also those a budget leaves out, e.g.
+        ``z32`` of ``latent_size`` on digits); None = the budget's cells.
+
+    Raises :class:`GridError` for an unknown grid, preset, key or cell and :class:`dmz.config.ConfigError` for a bad
+    value.
     """
     g = get_grid(grid)
     if preset not in PRESETS:
@@ -325,7 +329,14 @@ def expand(grid: str, preset: str = "digits", sets: list[str] | dict[str, Any] |
     cells, seen = [], {}
     ignored: set[str] = set()
     variants = g.variants()
-    if budget.variants is not None:
+    if only:
+        names = [v.name for v in variants]
+        unknown = [n for n in only if n not in names]
+        if unknown:
+            raise GridError(f"unknown cell {unknown[0]!r}{_suggest(unknown[0], names)} in grid {grid}; cells: "
+                            f"{', '.join(names)}")
+        variants = [v for v in variants if v.name in only]
+    elif budget.variants is not None:
         variants = [v for v in variants if v.name in budget.variants]
     for v in variants:
         axis = {_canonical(k) for k in v.overrides}
@@ -423,7 +434,8 @@ def add_cell_args(p) -> None:
     p.add_argument("--num-samples", type=int, help="images per FID instead of the grid's")
     p.add_argument("--eval-seeds", type=int, help="FID sampling seeds instead of the grid's")
     p.add_argument("--pixelsnail-epochs", type=int, help="cap on PixelSNAIL epochs instead of the grid's")
-    p.add_argument("--only", help="comma-separated cell names (default: every cell)")
+    p.add_argument("--only", help="comma-separated cell names (default: the grid's cells for this preset; --only can "
+                   "also pick cells a digits budget leaves out, e.g. z32)")
     p.add_argument("--out", type=Path, default=None, help="root of the cell folders (default results/runs)")
 
 
@@ -470,13 +482,7 @@ def cells_from_args(args, *, gpus_per_node: int = 0,
     sizes = {"steps": args.eval_T, "num_samples": args.num_samples, "seeds": args.eval_seeds,
              "pixelsnail_epochs": args.pixelsnail_epochs}
     gpus = gpus_per_node if preset != "digits" else min(1, gpus_per_node)
+    only = [n.strip() for n in args.only.split(",") if n.strip()] if args.only else None
     cells = expand(args.grid, preset, args.sets, eval_sizes={k: v for k, v in sizes.items() if v is not None},
-                   gpus=gpus, warn=warn)
-    if args.only:
-        names = [n.strip() for n in args.only.split(",") if n.strip()]
-        unknown = [n for n in names if n not in {c.name for c in cells}]
-        if unknown:
-            raise GridError(f"unknown cell {unknown[0]!r}{_suggest(unknown[0], [c.name for c in cells])} in grid "
-                            f"{args.grid}; cells: {', '.join(c.name for c in cells)}")
-        cells = [c for c in cells if c.name in names]
+                   gpus=gpus, only=only, warn=warn)
     return preset, why, cells

@@ -133,6 +133,10 @@ def test_cells_from_args_only_and_errors():
                                                        "z16,z64", "--T", "2", "--num-samples", "10"]))
     assert preset == "digits" and why == "--preset" and [c.name for c in cells] == ["z16", "z64"]
     assert {t for e in cells[0].evals for t in e.steps} == {2}
+    # --only may pick a cell the digits budget leaves out; it gets the digits budget
+    _, _, extra = cells_from_args(p.parse_args(["--grid", "latent_size", "--preset", "digits", "--only", "z32"]))
+    assert [c.name for c in extra] == ["z32"] and extra[0].config().model.latent_dim == 32
+    assert extra[0].config().train.steps == grids.DIGITS_LATENT_SIZE.train["steps"]
     with pytest.raises(GridError, match="did you mean 'z64'"):
         cells_from_args(p.parse_args(["--grid", "latent_size", "--preset", "digits", "--only", "z46"]))
     preset, why, _ = cells_from_args(p.parse_args(["--grid", "main"]), gpus_per_node=8)
