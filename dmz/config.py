@@ -29,6 +29,7 @@ class ModelConfig:
     tau: float = 1.0  # Gumbel-softmax temperature (released: 1)
     kl_weight: float = 0.0  # normal: weight of KL(q(z|x) || N(0, I)); categorical: KL to uniform
     prior_matching: float = 0.0  # bernoulli: pull aggregate posterior towards Bernoulli(0.5) (0 = as released)
+    prior_confidence: float = 0.0  # bernoulli: penalise each image's per-bit posterior entropy (0 = as released)
     conditioning: str = "cross_attention"  # '+'-joined methods: cross_attention | concat | add
     encoder_channels: tuple[int, ...] | None = None  # None = released rule: halve to 2x2 starting at 32 channels
     base_channels: int = 128  # UNet base width
@@ -127,11 +128,16 @@ class Config:
 
     # -- identity -----------------------------------------------------------------------------------------------
     def digest(self) -> str:
-        """Hash of the resolved config (sorted JSON), less the fields that only say how to execute it."""
+        """Hash of the resolved config (sorted JSON), less the fields that only say how to execute it and the
+        fields added later that still hold their default (so adding a field keeps every existing run id)."""
         d = self.to_dict()
         for key in EXECUTION_FIELDS:
             section, name = key.split(".")
             d[section].pop(name, None)
+        for key, default in LATER_FIELDS.items():
+            section, name = key.split(".")
+            if d[section].get(name) == default:
+                d[section].pop(name)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
 
     def run_id(self) -> str:
@@ -143,6 +149,10 @@ class Config:
 # fields that change how a run executes, not what it computes: left out of the run id
 EXECUTION_FIELDS = ("train.device", "train.threads", "train.log_every", "train.ckpt_every", "train.ckpt_minutes",
                     "train.keep_checkpoints", "train.compile", "data.num_workers", "data.data_root", "data.download")
+
+
+# fields added after run ids were first published, with their defaults: at the default they stay out of the digest
+LATER_FIELDS = {"model.prior_confidence": 0.0}
 
 
 class ConfigError(ValueError):
@@ -276,6 +286,9 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"attention_levels {bad} outside 0..{len(m.channel_mult) - 1} (one per channel_mult entry)")
     if m.cross_attention_levels is not None and not set(m.cross_attention_levels) <= set(m.attention_levels):
         raise ConfigError("cross_attention_levels must be a subset of attention_levels")
+    for name in ("prior_matching", "prior_confidence", "kl_weight"):
+        if getattr(m, name) < 0:
+            raise ConfigError(f"model.{name} must be >= 0, got {getattr(m, name)}")
     if cfg.train.batch_size < 1 or cfg.train.steps < 0:
         raise ConfigError("train.batch_size must be >= 1 and train.steps >= 0")
     if cfg.diffusion.loss == "hybrid" and not m.learn_sigma:

@@ -66,11 +66,30 @@ def test_run_id_depends_on_every_field():
     assert resolve("digits", ["threads=1", "device=cpu", "log_every=7"]).run_id() == a.run_id()
 
 
+def test_fields_added_later_keep_existing_run_ids_at_their_default():
+    import hashlib
+    import json
+
+    from dmz.config import EXECUTION_FIELDS, LATER_FIELDS
+
+    a = resolve("digits")
+    d = a.to_dict()  # what a config looked like before the later fields existed
+    for key in (*EXECUTION_FIELDS, *LATER_FIELDS):
+        section, name = key.split(".")
+        d[section].pop(name, None)
+    assert a.digest() == hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
+    assert Config.from_dict(d).run_id() == a.run_id()  # an old config.json loads with the default: same run
+    assert resolve("digits", ["prior_confidence=0.1"]).run_id() != a.run_id()  # set, it is part of the identity
+    with pytest.raises(ConfigError, match="prior_confidence must be >= 0"):
+        resolve("digits", ["prior_confidence=-1"])
+
+
 def test_paper_presets_match_release():
     c = get_preset("cifar10")
     assert (c.model.base_channels, c.model.channel_mult, c.model.layers_per_block) == (128, (1, 2, 2, 2), 3)
     assert (c.model.dropout, c.diffusion.input_perturbation, c.model.latent_dim) == (0.3, 0.15, 16)
-    assert c.model.prior_matching == 0 and c.model.estimator == "relaxed" and c.model.tau == 1.0
+    assert c.model.prior_matching == 0 and c.model.prior_confidence == 0
+    assert c.model.estimator == "relaxed" and c.model.tau == 1.0
     assert (c.train.lr, c.train.ema_rate, c.train.batch_size, c.train.weight_decay) == (1e-4, 0.9999, 128, 0.0)
     assert c.diffusion.schedule_sampler == "loss-second-moment" and c.diffusion.loss == "hybrid"
     e = get_preset("celeba64")

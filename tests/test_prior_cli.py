@@ -326,6 +326,29 @@ def test_prior_matching_gradient_pushes_marginals_to_half():
     assert devs[-1].max() < 0.1
 
 
+def test_prior_confidence_adds_mean_bit_entropy_and_its_gradient_sharpens_bits():
+    cfg = dmz.config.resolve("digits", {**TINY_RUN, "prior_confidence": 0.5})
+    torch.manual_seed(0)
+    prior = build_prior(cfg.model, 1, 16)
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(32, 1, 16, 16, generator=g) * 2 - 1
+    out = prior(x, torch.rand(32, 8, 2, generator=g))
+    p = prior.logits(x).softmax(-1)[..., 1]
+    ent = -(p * p.log2() + (1 - p) * (1 - p).log2())
+    assert float(out.aux_loss) == pytest.approx(0.5 * float(ent.mean()), rel=1e-5)  # prior_matching is 0 here
+    out.aux_loss.backward()
+    logits = prior.logits(x)  # one descent step on the encoder's weights
+    enc = [q for q in prior.parameters() if q.grad is not None]
+    assert enc
+    with torch.no_grad():
+        for q in enc:
+            q -= 0.05 * q.grad
+    p2 = prior.logits(x).softmax(-1)[..., 1]
+    ent2 = -(p2 * p2.log2() + (1 - p2) * (1 - p2).log2())
+    assert float(ent2.mean()) < float(ent.mean())  # bits move away from 0.5 (a negated penalty fails here)
+    assert float((p2 - 0.5).abs().mean()) > float((logits.softmax(-1)[..., 1] - 0.5).abs().mean())
+
+
 def test_prior_matching_default_weight_leaves_released_loss_unchanged(runs):
     cfg0 = dmz.config.resolve("digits", TINY_RUN)
     assert cfg0.model.prior_matching == 0.0
