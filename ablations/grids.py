@@ -23,9 +23,11 @@ grid (with a warning), because it would make cells identical.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import difflib
 import json
+import sys
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -246,7 +248,8 @@ GRIDS: dict[str, GridDef] = {g.name: g for g in [
     GridDef("conditioning", "how z enters the UNet: cross_attention / concat / add / cross_attention+add",
             "ablation: conditioning", _conditioning, {"digits": DIGITS_FOUR_CELLS}),
     GridDef("latent_size", "|z| in {16..256} (digits: 16, 64, 128) x z-sampler {prior, empirical, dataset, "
-            "pixelsnail}, plus prior matching (0.1) at |z| 16, 64, 128; bits per held-out code per sampler", "ablation: |z| size x z-sampler", _latent_size, {"digits": DIGITS_LATENT_SIZE},
+            "pixelsnail}, plus prior matching (0.1) at |z| 16, 64, 128; bits per held-out code per sampler",
+            "ablation: |z| size x z-sampler", _latent_size, {"digits": DIGITS_LATENT_SIZE},
             index=("variant", "latent_dim", "prior_matching", "sampler")),
     GridDef("representation", "linear-probe accuracy / AUROC across priors and |z|",
             "Table 2 (guess): representation quality", _representation, {"digits": DIGITS_REPRESENTATION},
@@ -441,8 +444,6 @@ def add_cell_args(p) -> None:
 
 def cell_parser(prog: str, description: str, *, results_help: str = "default results/"):
     """An argparse parser with :func:`add_cell_args` and ``--results-dir`` (collect.py and report.py)."""
-    import argparse
-
     p = argparse.ArgumentParser(prog=prog, description=description)
     add_cell_args(p)
     p.add_argument("--results-dir", type=Path, default=None, help=results_help)
@@ -452,8 +453,6 @@ def cell_parser(prog: str, description: str, *, results_help: str = "default res
 def parse_cells(parser, argv: list[str] | None = None):
     """``(args, preset, cells)`` from the command line, or ``None`` after printing ``error: ...`` for an unknown
     grid, preset, key or cell (the caller exits with 2)."""
-    import sys
-
     args = parser.parse_args(argv)
     try:
         preset, _, cells = cells_from_args(args)

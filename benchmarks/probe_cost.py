@@ -38,11 +38,10 @@ xa, ya = np.concatenate([xtr, xte]), np.concatenate([ytr, yte])
 t = time.perf_counter(); c = time.process_time()
 if shared:
     cv = probe.probe_cv_all(xa, ya); ho = probe.probe_heldout_all(xtr, ytr, xte, yte)
-    acc = cv["accuracy"]["mean"]
 else:
     cv = {m: probe.probe_cv(xa, ya, metric=m) for m in ("accuracy", "auroc")}
     ho = {m: probe.probe_heldout(xtr, ytr, xte, yte, metric=m) for m in ("accuracy", "auroc")}
-    acc = cv["accuracy"]["mean"]
+acc = cv["accuracy"]["mean"]
 pools = max(p["num_threads"] for p in threadpoolctl.threadpool_info())
 print(json.dumps({"wall_s": time.perf_counter() - t, "cpu_s": time.process_time() - c, "acc_cv": acc,
                   "dim": int(xtr.shape[1]), "max_pool_threads": pools}))

@@ -116,7 +116,7 @@ def _settings(*, width, epochs, patience, released_patience, val_fraction, batch
     out = dict(width=int(width), epochs=int(epochs), patience=int(patience),
                 released_patience=int(released_patience), val_fraction=float(val_fraction),
                 batch_size=int(batch_size), seed=int(seed), model_kwargs=dict(sorted((model_kwargs or {}).items())))
-    if float(lr) != RELEASED_LR:  # only a non-released lr enters the settings, so fits made before the option stay valid
+    if float(lr) != RELEASED_LR:  # only a non-released lr enters the settings: fits made before the option stay valid
         out["lr"] = float(lr)
     return out
 
@@ -380,8 +380,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "fit":
             res = fit_prior(args.run, width=args.width, epochs=args.epochs, patience=args.patience,
                             released_patience=args.released_patience, val_fraction=args.val_fraction,
-                            batch_size=args.batch_size, seed=args.seed, lr=args.lr, force=args.force, device=args.device,
-                            progress=not args.no_progress, log=err)
+                            batch_size=args.batch_size, seed=args.seed, lr=args.lr, force=args.force,
+                            device=args.device, progress=not args.no_progress, log=err)
             print(json.dumps({k: res[k] for k in ("refit", "reason", "path")}))
         else:
             out = diagnose(args.run, split=args.split, device=args.device)

@@ -114,8 +114,9 @@ def parse_zsampler(spec: str) -> tuple[str, dict[str, float]]:
     return name.strip(), kwargs
 
 
-def check_zsampler(spec: str) -> None:
-    """Raise ValueError for an unknown sampler name, malformed options or options the sampler does not take."""
+def check_zsampler(spec: str) -> tuple[str, dict[str, float]]:
+    """``(name, options)`` of ``spec``; ValueError for an unknown sampler name, malformed options or options the
+    sampler does not take."""
     import inspect
 
     name, kwargs = parse_zsampler(spec)
@@ -127,12 +128,12 @@ def check_zsampler(spec: str) -> None:
     if bad:
         raise ValueError(f"z-sampler {name!r} has no option {bad[0]!r}; "
                          + (f"its options: {', '.join(takes)}" if takes else "it takes no options"))
+    return name, kwargs
 
 
 def build_zsampler(spec: str, run: LoadedRun) -> ZSampler:
     """The z-sampler named by ``spec`` (``NAME`` or ``NAME:KEY=VALUE,...``, see :func:`parse_zsampler`)."""
-    check_zsampler(spec)
-    name, kwargs = parse_zsampler(spec)
+    name, kwargs = check_zsampler(spec)
     if name != "prior" and run.model.prior.code_dim == 0:
         raise ValueError(f"run {run.path} has no latent (prior=none): only --z prior applies")
     return ZSAMPLERS[name](run, **kwargs)

@@ -322,12 +322,11 @@ def _probe(run, plan: _Plan, log, *, repr_mode: str) -> None:
     feats_s = time.perf_counter() - t0
     x_all, y_all = np.concatenate([xtr, xte]), np.concatenate([ytr, yte])
     extra = {"label_kind": info.label_kind, "test_split": test_split, "features_dim": int(xtr.shape[1])}
-    metric_names = tuple(score)
     tc = time.perf_counter()
-    cvs = probe_cv_all(x_all, y_all, metrics=metric_names)  # accuracy and AUROC from the same fitted classifiers
+    cvs = probe_cv_all(x_all, y_all, metrics=score)  # accuracy and AUROC from the same fitted classifiers
     cv_s = time.perf_counter() - tc
     tc = time.perf_counter()
-    hos = probe_heldout_all(xtr, ytr, xte, yte, metrics=metric_names)
+    hos = probe_heldout_all(xtr, ytr, xte, yte, metrics=score)
     ho_s = time.perf_counter() - tc
     for s in score:
         cv, ho = cvs[s], hos[s]
@@ -352,12 +351,12 @@ def _codes(run, plan: _Plan, log, split: str = "test") -> None:
     codes equal to some training code: what the ``dataset`` sampler can reproduce). Also writes
     ``<run>/code_diagnostics.json``. The PixelSNAIL row is there only once ``pixelsnail.pt`` is fitted; rows are keyed
     by the checkpoint step, so a PixelSNAIL refit needs ``--force`` to be re-scored."""
-    from dmz.prior import diagnose
+    from dmz.prior import PIXELSNAIL_FILE, diagnose
 
     common = {"T": None, "solver": None, "seeds": None, "feature_extractor": None,
               "feature_extractor_weights_sha256": None, "reference": None, "repr": "hard"}
     n_held = len(run.dataset(split))
-    has_ps = (run.path / "pixelsnail.pt").exists()
+    has_ps = (run.path / PIXELSNAIL_FILE).exists()
     names = [v for k, v in CODE_SAMPLERS.items() if k != "pixelsnail" or has_ps]
     keys = [plan.key(metric="bits_per_code", sampler=s, N=n_held, **common) for s in names]
     keys.append(plan.key(metric="heldout_dup_frac", sampler=None, N=n_held, **common))
