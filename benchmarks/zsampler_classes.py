@@ -28,24 +28,22 @@ from dmz.run import load_run  # noqa: E402
 from dmz.sample import generate  # noqa: E402
 from dmz.threads import limit_threads  # noqa: E402
 from dmz.zsamplers import build_zsampler  # noqa: E402
-from evaluation.features import DigitsCNN, digits_classifier_checkpoint, uint8_to_unit  # noqa: E402
+from evaluation.features import (DIGITS_CLASSIFIER_NAME, DIGITS_LOGITS_LAYER,  # noqa: E402
+                                 DigitsClassifierFeatureExtractor, digits_classifier_checkpoint)
 
 RARE = 0.03  # a class under 3% of the samples (a third of its training share) counts as rare
 
 
-def load_classifier(resolution: int) -> DigitsCNN:
+def load_classifier(resolution: int) -> DigitsClassifierFeatureExtractor:
+    """digits-classifier-v1 as the FID uses it (cached checkpoint), returning logits for uint8 images."""
     path, _ = digits_classifier_checkpoint(resolution=resolution)
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    c = ckpt["config"]
-    net = DigitsCNN(in_channels=int(c["in_channels"]), num_classes=int(c["num_classes"]), width=tuple(c["width"]),
-                    feature_dim=int(c["feature_dim"]))
-    net.load_state_dict(ckpt["state_dict"])
-    return net.eval()
+    return DigitsClassifierFeatureExtractor(DIGITS_CLASSIFIER_NAME, [DIGITS_LOGITS_LAYER],
+                                            feature_extractor_weights_path=str(path))
 
 
 @torch.no_grad()
-def class_shares(net: DigitsCNN, images_uint8: torch.Tensor) -> np.ndarray:
-    logits = net(uint8_to_unit(images_uint8))[1]
+def class_shares(net: DigitsClassifierFeatureExtractor, images_uint8: torch.Tensor) -> np.ndarray:
+    logits = net(images_uint8)[0]
     return np.bincount(logits.argmax(1).numpy(), minlength=10) / len(images_uint8)
 
 
