@@ -213,6 +213,19 @@ def test_zsampler_spec_options_reach_the_sampler_and_bad_specs_say_how(fitted):
         check_zsampler("pixelsnial")
 
 
+def test_evaluation_rows_are_named_by_the_whole_zsampler_spec(fitted, tmp_path):
+    import evaluation.run as ev
+
+    run_dir = _copy_run(fitted[0], tmp_path / "run")
+    specs = ("pixelsnail", "pixelsnail:temperature=0.5")
+    rows = ev.evaluate(run_dir, metrics=("fid",), samplers=specs, steps=(2,), num_samples=8, seeds=1, device="cpu",
+                       log=lambda m: None)
+    assert [r["sampler"] for r in rows] == list(specs)  # one row per temperature, never merged
+    assert rows[0]["value"] != rows[1]["value"]
+    with pytest.raises(ev.EvaluationError, match="has no option 'temp'"):
+        ev.evaluate(run_dir, metrics=("fid",), samplers=("pixelsnail:temp=0.5",), device="cpu")
+
+
 def test_evaluation_codes_rows_match_diagnose_and_are_not_recomputed(fitted, tmp_path):
     import evaluation.run as ev
 
