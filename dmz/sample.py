@@ -74,6 +74,10 @@ class MicroBatched:
         return torch.cat(outs)
 
 
+#: repetition k of image i (FID sampling seed k, reconstruction decode k) uses sample seed k * SEED_STRIDE + i
+SEED_STRIDE = 1_000_000
+
+
 def sample_seeds(seed: int, n: int) -> list[int]:
     return [seed + i for i in range(n)]
 

@@ -26,9 +26,8 @@ import numpy as np
 import torch
 
 from dmz.run import LoadedRun
-from dmz.sample import MicroBatched, default_micro_batch, generate
+from dmz.sample import SEED_STRIDE, MicroBatched, default_micro_batch, generate
 
-SEED_STRIDE = 1_000_000  # decode k of image j uses sample seed k * SEED_STRIDE + j
 
 
 def _test_images(run: LoadedRun, split: str, n: int) -> torch.Tensor:

@@ -36,12 +36,11 @@ import dmz
 from dmz.data import DatasetNotFoundError, dataset_info, to_uint8
 from dmz.run import LoadedRun, load_run, representations
 from dmz.runio import CheckpointError, append_jsonl, read_jsonl
-from dmz.sample import default_micro_batch, generate, save_samples
+from dmz.sample import SEED_STRIDE, default_micro_batch, generate, save_samples
 from dmz.zsamplers import build_zsampler, check_zsampler
 
 RESULTS = "results.jsonl"
 METRIC_GROUPS = ("fid", "probe", "recon", "codes")
-SEED_STRIDE = 1_000_000  # image i of sampling seed k uses sample seed k * SEED_STRIDE + i
 DEFAULT_STEPS = (10, 20, 50, 100)
 DATASET_DEFAULTS = {  # (num_samples, seeds): released protocol for the paper datasets, smaller N for digits
     "cifar10": (10_000, 1),
