@@ -1,4 +1,5 @@
-"""Dataset registry: ``digits`` (embedded), ``cifar10`` and ``celeba64``.
+"""Dataset registry: ``digits`` (embedded), ``cifar10`` and ``celeba64``; the paired translation datasets
+(``digits_edges``, ``edges2handbags``, ``edges2shoes`` and their ``*_edges`` sides) live in :mod:`dmz.paired_data`.
 
 Every dataset yields ``(image, label)`` items:
 
@@ -515,4 +516,12 @@ def dataset_fingerprint(ds) -> str:
             _tensor_bytes(h, ds.labels)
             ds._fingerprint_cache = h.hexdigest()
         return ds._fingerprint_cache
+    if callable(getattr(ds, "fingerprint", None)):  # datasets defined elsewhere (dmz.paired_data) hash themselves
+        return ds.fingerprint()
     raise TypeError(f"dataset_fingerprint: unsupported dataset type {type(ds).__name__}")
+
+
+# paired datasets for translation (digits_edges, edges2handbags(_edges), edges2shoes(_edges)): dmz/paired_data.py
+from dmz import paired_data as _paired_data  # noqa: E402  (after everything it imports from here)
+
+_paired_data.register(DATASETS, DatasetEntry)
