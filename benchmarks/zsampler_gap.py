@@ -2,7 +2,7 @@
 
     python benchmarks/zsampler_gap.py runs/digits-z8 runs/digits-z16 runs/digits-z32 [--json gap.jsonl]
 
-For each trained run (no training or fitting here: fit PixelSNAIL first with ``python -m dmz.prior fit --run DIR``,
+For each trained run (no training or fitting here: fit PixelSNAIL first with ``python -m dmz.zsamplers fit --run DIR``,
 otherwise its column shows "-"), prints |z|, the bits per test code under Bernoulli(0.5) (= |z|), the independent
 empirical fit and PixelSNAIL, the gap uniform - pixelsnail (bits the default sampler wastes per code on a
 mismatched distribution, as far as PixelSNAIL can tell), and the share of test codes that duplicate a training code.
@@ -14,7 +14,7 @@ import argparse
 import json
 import sys
 
-from dmz.prior import PriorError, diagnose
+from dmz.zsamplers.pixelsnail import PriorError, diagnose
 
 
 def main(argv: list[str] | None = None) -> int:

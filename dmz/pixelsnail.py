@@ -69,7 +69,7 @@ __all__ = [
 ]
 
 _LN2 = math.log(2.0)
-REFIT_HINT = "refit it with `python -m dmz.prior fit --run DIR`"
+REFIT_HINT = "refit it with `python -m dmz.zsamplers fit --run DIR`"
 CHECKPOINT_FORMAT = "dmz.pixelsnail"
 CHECKPOINT_VERSION = 1
 

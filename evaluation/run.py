@@ -18,8 +18,8 @@ comparable to other digits-FIDs). Probes: released soft features, 5-fold CV over
 protocol) and held-out (fit train, score test). Reconstruction: 10 test images x 5 decodes (released), MSE in [-1, 1]
 units, plus the same with shuffled codes as a control. LPIPS is not computed (its weights are downloaded at run time).
 Codes (discrete latents): ``bits_per_code`` per z-sampler with a likelihood (prior, empirical, pixelsnail once fitted)
-on the test split's codes, and ``heldout_dup_frac``, from :func:`dmz.prior.diagnose`. A z-sampler takes options after a
-colon (``pixelsnail:temperature=0.8``); the whole spec is the row's ``sampler``.
+on the test split's codes, and ``heldout_dup_frac``, from :func:`dmz.zsamplers.pixelsnail.diagnose`. A z-sampler takes
+options after a colon (``pixelsnail:temperature=0.8``); the whole spec is the row's ``sampler``.
 """
 
 from __future__ import annotations
@@ -339,7 +339,7 @@ def _probe(run, plan: _Plan, log, *, repr_mode: str) -> None:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# code diagnostics (dmz.prior.diagnose) as rows
+# code diagnostics (dmz.zsamplers.pixelsnail.diagnose) as rows
 
 #: diagnose()'s sampler names -> z-sampler names (``uniform`` is the latent's own prior, Bernoulli(0.5) / uniform)
 CODE_SAMPLERS = {"uniform": "prior", "empirical": "empirical", "pixelsnail": "pixelsnail"}
@@ -350,7 +350,7 @@ def _codes(run, plan: _Plan, log, split: str = "test") -> None:
     codes equal to some training code: what the ``dataset`` sampler can reproduce). Also writes
     ``<run>/code_diagnostics.json``. The PixelSNAIL row is there only once ``pixelsnail.pt`` is fitted; rows are keyed
     by the checkpoint step, so a PixelSNAIL refit needs ``--force`` to be re-scored."""
-    from dmz.prior import PIXELSNAIL_FILE, diagnose
+    from dmz.zsamplers.pixelsnail import PIXELSNAIL_FILE, diagnose
 
     common = {"T": None, "solver": None, "seeds": None, "feature_extractor": None,
               "feature_extractor_weights_sha256": None, "reference": None, "repr": "hard"}

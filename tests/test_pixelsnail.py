@@ -331,12 +331,12 @@ def test_save_load_round_trip_and_corrupt_file(tmp_path):
     with pytest.raises(PixelSNAILCheckpointError) as err:
         load_pixelsnail(bad)
     msg = str(err.value)
-    assert str(bad) in msg and "python -m dmz.prior fit --run DIR" in msg
+    assert str(bad) in msg and "python -m dmz.zsamplers fit --run DIR" in msg
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a checkpoint")
     with pytest.raises(PixelSNAILCheckpointError, match="junk.pt"):
         load_pixelsnail(junk)
-    with pytest.raises(FileNotFoundError, match="dmz.prior fit"):
+    with pytest.raises(FileNotFoundError, match="dmz.zsamplers fit"):
         load_pixelsnail(tmp_path / "missing.pt")
 
 

@@ -1,4 +1,4 @@
-"""dmz/prior.py (PixelSNAIL fit / diagnose CLI, the ``pixelsnail`` z-sampler) and the Bernoulli prior-matching
+"""dmz/zsamplers/pixelsnail.py (PixelSNAIL fit / diagnose CLI ``python -m dmz.zsamplers``, the ``pixelsnail`` z-sampler) and the Bernoulli prior-matching
 option, on tiny trained digits runs."""
 
 import json
@@ -11,7 +11,7 @@ import dmz.config
 import dmz.train
 from dmz.diffusion import PerSampleRNG
 from dmz.pixelsnail import load_pixelsnail, nll_bits, save_pixelsnail
-from dmz.prior import (
+from dmz.zsamplers.pixelsnail import (
     DIAGNOSTICS_FILE,
     PIXELSNAIL_FILE,
     PIXELSNAIL_JSON,
@@ -124,7 +124,7 @@ def test_refit_skipped_when_unchanged_redone_with_force_or_new_step(fitted, tmp_
     # a fit made for another checkpoint step is stale: refused by the sampler, refitted by `fit`
     model, meta = load_pixelsnail(pt)
     save_pixelsnail(pt, model, {**meta, "checkpoint_step": 2})
-    with pytest.raises(PriorError, match="step 2.*python -m dmz.prior fit"):
+    with pytest.raises(PriorError, match="step 2.*python -m dmz.zsamplers fit"):
         build_zsampler("pixelsnail", load_run(run_dir, device="cpu"))
     res = fit_prior(run_dir, **FIT)
     assert res["refit"] and "checkpoint step changed (2 -> 3)" in res["reason"]
@@ -188,11 +188,11 @@ def test_pixelsnail_zsampler_codes_valid_and_batch_size_invariant(fitted):
 
 def test_pixelsnail_zsampler_missing_fit_is_a_clear_error(fitted, tmp_path, capsys):
     run_dir = _copy_run(fitted[0], tmp_path / "run", keep_fit=False)
-    with pytest.raises(PriorError, match=r"no fitted PixelSNAIL.*python -m dmz\.prior fit --run"):
+    with pytest.raises(PriorError, match=r"no fitted PixelSNAIL.*python -m dmz\.zsamplers fit --run"):
         build_zsampler("pixelsnail", load_run(run_dir, device="cpu"))
     rc = sample_main(["--run", str(run_dir), "--z", "pixelsnail", "--steps", "2", "--num", "2",
                       "--out", str(tmp_path / "g.png"), "--device", "cpu"])
-    assert rc == 2 and "python -m dmz.prior fit --run" in capsys.readouterr().err
+    assert rc == 2 and "python -m dmz.zsamplers fit --run" in capsys.readouterr().err
 
 
 def test_zsampler_spec_options_reach_the_sampler_and_bad_specs_say_how(fitted):
@@ -386,3 +386,20 @@ def test_prior_matching_default_weight_leaves_released_loss_unchanged(runs):
     # and the trained tiny run (default config) added nothing to the diffusion loss
     rows = read_jsonl(runs["bernoulli"] / "metrics.jsonl")
     assert rows and all(r["aux"] == 0.0 for r in rows)
+
+
+# ------------------------------------------------------------------------------------------------ module name
+
+def test_learned_zsampler_lives_in_zsamplers_and_old_name_is_an_alias():
+    import subprocess
+    import sys
+
+    import dmz.prior
+    import dmz.zsamplers.pixelsnail as ps
+
+    assert ZSAMPLERS["pixelsnail"] is ps.PixelSNAILZSampler
+    assert dmz.prior.fit_prior is ps.fit_prior and dmz.prior.PriorError is ps.PriorError
+    for module in ("dmz.zsamplers", "dmz.prior"):
+        out = subprocess.run([sys.executable, "-W", "error::RuntimeWarning", "-m", module, "--help"],
+                             capture_output=True, text=True)
+        assert out.returncode == 0 and "usage: python -m dmz.zsamplers" in out.stdout, out.stderr

@@ -1,8 +1,11 @@
 """z-samplers: where the codes come from at generation time (PAPER.md 1.5).
 
 ``prior`` (the latent's own prior: Bernoulli(0.5), N(0, I), uniform categories), ``dataset`` (codes of random
-training images), ``empirical`` (independent per-dimension fit to the training codes). Learned samplers fitted after
-training (PixelSNAIL) register here too. Every sampler draws sample i's randomness from its own generator, so a
+training images), ``empirical`` (independent per-dimension fit to the training codes) live here; learned samplers,
+fitted to a run's codes after training, have a file each in this package and register here too:
+:mod:`dmz.zsamplers.pixelsnail` (fit, the ``pixelsnail`` sampler, code diagnostics; CLI ``python -m dmz.zsamplers
+fit|diagnose``, formerly ``python -m dmz.prior``). Not to be confused with :mod:`dmz.priors`, the latent *types*
+(bernoulli, normal, ...) a model is trained with. Every sampler draws sample i's randomness from its own generator, so a
 sample set does not depend on batch size.
 """
 
@@ -139,4 +142,4 @@ def build_zsampler(spec: str, run: LoadedRun) -> ZSampler:
     return ZSAMPLERS[name](run, **kwargs)
 
 
-from dmz import prior as _prior  # noqa: E402,F401  (registers the ``pixelsnail`` z-sampler; after the definitions it uses)
+from dmz.zsamplers import pixelsnail as _pixelsnail  # noqa: E402,F401  (registers ``pixelsnail``; after what it uses)
