@@ -13,6 +13,7 @@ PAPER_COUNTS = [
     ("cifar10", [], 68.58e6, 0.42e6),
     ("cifar10", ["prior=none"], 50.84e6, 0.0),
     ("celeba64", [], 409.08e6, 1.83e6),
+    ("edges64", [], 328.0e6, 2.62e6),  # Edges/Handbags, one cross-attention level, |z| = 256, 1-channel edges
 ]
 
 
