@@ -37,11 +37,13 @@ import submitit
 
 from ablations.clusters import ClusterProfile, executor_parameters, load_profile, make_executor
 from ablations.grids import (Cell, GridError, add_cell_args, cell_dir, cells_from_args, default_runs_root, is_done,
-                             missing_rows, pixelsnail_width)
+                             missing_rows, pixelsnail_width, requested_rows)
 from dmz.config import ConfigError
+from dmz.locks import FileLock, held_by, read_holder
 from dmz.runio import METRICS, atomic_write_json, read_jsonl
 
 STATE_FILE = "cell_state.json"  # written by the job in the cell folder: running / failed / done
+LOCK_FILE = "cell.lock"  # flock held by the job working on the cell (dmz.locks): one process per cell at a time
 SUBMISSIONS = "submissions.jsonl"  # <out>/<grid>/<preset>/: one line per submitted job
 EXECUTORS = ("slurm", "local", "debug")
 
@@ -53,6 +55,22 @@ def train_progress(cell: Cell, run_dir: Path) -> str:
     rows = read_jsonl(run_dir / METRICS)
     step = rows[-1].get("step", 0) if rows else 0
     return f"step {step}/{cell.config().train.steps}"
+
+
+def check_evals(cells: list[Cell]) -> None:
+    """Evaluation sizes every job can run (``--T``, ``--num-samples``, ``--eval-seeds``), checked before submitting
+    so a bad value is one error here rather than a failure in every job."""
+    for c in cells:
+        n_steps = c.config().diffusion.diffusion_steps
+        for e in c.evals:
+            bad = [t for t in e.steps if not 1 <= t <= n_steps] if "fid" in e.metrics else []
+            if bad:
+                raise GridError(f"--T {bad[0]} is out of range: T must be between 1 and {n_steps} (the training "
+                                "diffusion steps)")
+            if e.num_samples is not None and e.num_samples < 2:
+                raise GridError(f"--num-samples must be >= 2 (an FID needs 2 images at least), got {e.num_samples}")
+            if e.seeds is not None and e.seeds < 1:
+                raise GridError(f"--eval-seeds must be >= 1, got {e.seeds}")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -103,12 +121,11 @@ def run_cell(cell: Cell, run_dir: str | os.PathLike, *, threads: int | None = No
     """Train (resuming), fit PixelSNAIL when a sampler needs it, evaluate. Rank 0 of a DDP job does the last two.
 
     Returns ``{"cell", "run_dir", "rank", "train": summary, "timings": {phase: {"wall_s", "cpu_s"}}}``; the
-    timings of a finished cell are also in ``<run_dir>/cell_state.json``.
+    timings of a finished cell are also in ``<run_dir>/cell_state.json``. The job holds ``<run_dir>/cell.lock``
+    throughout: a second job on the same cell (another invocation of the grid) waits for it, then finds the cell
+    done (and returns ``"skipped"``) or resumes what is left.
     """
-    import torch
-
     from dmz.threads import limit_threads
-    from dmz.train import train
 
     run_dir = Path(run_dir)
     say = log or (lambda m: print(f"[{time.strftime('%H:%M:%S')} {cell.grid}/{cell.name}] {m}", flush=True))
@@ -127,6 +144,47 @@ def run_cell(cell: Cell, run_dir: str | os.PathLike, *, threads: int | None = No
     job = {"job_id": env.job_id if env is not None else None, "log": _log_path(env),
            "restart": int(os.environ.get("SLURM_RESTART_COUNT", "0"))}
     timings: dict[str, dict[str, float]] = {}  # this attempt's wall and process-CPU seconds per phase
+    lock = _lock_cell(cell, run_dir, rank, env, job, say)
+    try:
+        if is_done(cell, run_dir):  # finished by another process while this job waited for the cell
+            say(f"already done (by another process: see {run_dir / STATE_FILE}); nothing to do")
+            return {"cell": cell.name, "run_dir": str(run_dir), "rank": rank, "train": None, "timings": timings,
+                    "skipped": "done by another process"}
+        return _run_phases(cell, cfg, run_dir, rank, job, timings, say)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _lock_cell(cell: Cell, run_dir: Path, rank: int, env, job: dict[str, Any],
+               say: Callable[[str], None]) -> FileLock | None:
+    """Rank 0 takes ``<cell>/cell.lock``, waiting while another process (another grid invocation's job) holds it;
+    the other ranks of a multi-task job wait until their rank 0 holds it. Returns rank 0's lock."""
+    path = run_dir / LOCK_FILE
+    job_id = str(job["job_id"]) if job["job_id"] is not None else None
+    if rank != 0:
+        while env is not None and job_id is not None:
+            h = read_holder(path)
+            if h is not None and str(h.info.get("job_id")) == job_id and held_by(path) is not None:
+                break
+            time.sleep(0.5)
+        return None
+    what = f"{cell.grid}/{cell.name}" + (f", job {job_id}" if job_id else "")
+    lock = FileLock(path, what=what, job_id=job_id)
+    previous = lock.acquire(on_wait=lambda h: say(
+        f"waiting: another process works on this cell ({h.describe()}); it holds {path}, released when it ends"))
+    if previous is not None:
+        state = {True: "still running?", False: "no longer running", None: "on another host"}[previous.alive()]
+        say(f"took over {path} from {previous.describe()} ({state}): it ended without releasing it (killed?); "
+            "resuming from the last checkpoint")
+    return lock
+
+
+def _run_phases(cell: Cell, cfg, run_dir: Path, rank: int, job: dict[str, Any],
+                timings: dict[str, dict[str, float]], say: Callable[[str], None]) -> dict[str, Any]:
+    import torch
+
+    from dmz.train import train
 
     def phase(name: str, fn: Callable, *args):
         if rank == 0:
@@ -264,7 +322,11 @@ def cell_statuses(cells: list[Cell], root: str | os.PathLike | None = None) -> l
                 alive = "RUNNING" if _pid_alive(rec) else ""
             else:
                 alive = ""
-        if alive in _RUNNING:
+        holder = held_by(d / LOCK_FILE) if alive not in _RUNNING else None
+        if holder is not None:  # a job of another invocation (or another submissions file) works on it
+            out.append(CellStatus(c, d, "running", f"{LOCK_FILE} held by {holder.describe()}, {progress}", log,
+                                  job_id, live=True))
+        elif alive in _RUNNING:
             phase = (marker or {}).get("phase", "starting") if (marker or {}).get("state") == "running" else "starting"
             out.append(CellStatus(c, d, "running", f"job {job_id}: {phase}, {progress}", log, job_id, live=True))
         elif alive:  # PENDING, REQUEUED, ...
@@ -346,6 +408,7 @@ class Outcome:
     ok: bool
     error: str = ""
     log: str | None = None
+    skipped: str = ""  # not worked on here: another process held or finished the cell (why)
 
 
 def _log_file(job, kind: str) -> str | None:
@@ -378,17 +441,81 @@ def _outcome(cell: Cell, job, kind: str) -> Outcome:
             os.environ.clear()
             os.environ.update(saved)
     if exc is None:
-        return Outcome(cell, str(job.job_id), True, log=log)
+        try:
+            result = job.result()
+        except Exception:  # the result pickle is gone: the job finished, that is what matters here
+            result = None
+        skipped = result.get("skipped", "") if isinstance(result, dict) else ""
+        return Outcome(cell, str(job.job_id), True, log=log, skipped=skipped or "")
     msg = str(exc).strip().splitlines()
     return Outcome(cell, str(job.job_id), False, (msg[-1] if msg else type(exc).__name__)[:300], log)
 
 
+def _duration(seconds: float) -> str:
+    s = max(0, int(round(seconds)))
+    h, rest = divmod(s, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s" if m else f"{s}s"
+
+
+def cell_progress(cell: Cell, run_dir: Path, *, started: float, job_id: str | None = None, now: float | None = None,
+                  track: dict[str, Any] | None = None) -> str:
+    """One progress line for a cell whose job ``job_id`` was started at ``started`` (epoch seconds): its phase,
+    training step out of the total (from ``metrics.jsonl``) or result rows out of the requested ones, the time since
+    the job started and an ETA for the phase (from the rate so far in this job; ``?`` until there is one), or that
+    the job waits for another process's ``cell.lock``. ``track`` keeps what the evaluation's ETA needs between
+    calls (one dict per cell)."""
+    now = time.time() if now is None else now
+    track = {} if track is None else track
+    elapsed = f"elapsed {_duration(now - started)}"
+    holder = held_by(run_dir / LOCK_FILE) if job_id is not None else None
+    if holder is not None and holder.pid is not None and str(holder.info.get("job_id")) != str(job_id):
+        return f"{cell.name}: waiting for {LOCK_FILE} (held by {holder.describe()}) | {elapsed}"
+    try:
+        state = json.loads((run_dir / STATE_FILE).read_text())
+    except (OSError, json.JSONDecodeError):
+        state = {}
+    t_phase = float(state.get("time") or 0)
+    if t_phase < started - 5 or state.get("state") not in ("running", "done", "failed"):  # an earlier job's state
+        return f"{cell.name}: starting | {elapsed}"
+    if state["state"] != "running":
+        return f"{cell.name}: {state['state']} | {elapsed}"
+    phase = state.get("phase", "?")
+    what, eta = phase, None
+    if phase == "train":
+        if "steps" not in track:
+            track["steps"] = cell.config().train.steps
+        total = track["steps"]
+        rows = [r for r in read_jsonl(run_dir / METRICS) if isinstance(r.get("step"), (int, float))]
+        before = [r for r in rows if float(r.get("time") or 0) < t_phase]  # a resumed job: steps of earlier jobs
+        s0 = int(before[-1]["step"]) if before else 0
+        cur = rows[-1] if rows and float(rows[-1].get("time") or 0) >= t_phase else None
+        step = int(cur["step"]) if cur else s0
+        what = f"train step {step}/{total}"
+        if cur is not None and step > s0 and float(cur["time"]) > t_phase:
+            eta = (total - step) * (float(cur["time"]) - t_phase) / (step - s0)
+    elif phase == "evaluate":
+        if "rows" not in track:
+            track["rows"] = len(requested_rows(cell))
+        total, missing = track["rows"], len(missing_rows(cell, run_dir))
+        first = track.setdefault(("evaluate", t_phase), (now, missing))  # (when, missing) at the first look
+        what = f"evaluate rows {total - missing}/{total}"
+        if first[1] > missing:
+            eta = (now - first[0]) / (first[1] - missing) * missing
+    elif phase == "pixelsnail":
+        what = "fit PixelSNAIL"
+    return f"{cell.name}: {what} | {elapsed} | " + (f"ETA {_duration(eta)} ({phase})" if eta is not None else "ETA ?")
+
+
 def launch(cells: list[Cell], *, kind: str, profile: ClusterProfile, root: Path, parallel: int = 1,
-           threads: int | None = None, poll_s: float = 2.0, say: Callable[[str], None] = print) -> list[Outcome]:
+           threads: int | None = None, poll_s: float = 2.0, say: Callable[[str], None] = print,
+           progress_s: float = 0.0) -> list[Outcome]:
     """Submit ``cells`` (already filtered to the ones that need work) and wait for all of them.
 
     slurm: one job array (the profile's ``array_parallelism`` throttles it). local: at most ``parallel`` jobs at
-    once, each a subprocess. debug: in this process, one after the other.
+    once, each a subprocess; a cell that another process took or finished since the to-do list was made is skipped
+    (``Outcome.skipped`` says why). debug: in this process, one after the other. Every ``progress_s`` seconds (0 =
+    never; not for debug) and when a cell changes phase, a :func:`cell_progress` line per running cell.
     """
     if not cells:
         return []
@@ -404,13 +531,62 @@ def launch(cells: list[Cell], *, kind: str, profile: ClusterProfile, root: Path,
     def finish(c: Cell, j) -> None:
         o = _outcome(c, j, kind)
         outcomes.append(o)
-        say(f"{c.name}: done" if o.ok else f"{c.name}: FAILED: {o.error} (log: {o.log})")
+        if o.ok:
+            say(f"{c.name}: done" + (f" ({o.skipped}: this job waited for its {LOCK_FILE})" if o.skipped else ""))
+        else:
+            say(f"{c.name}: FAILED: {o.error} (log: {o.log})")
+
+    def taken(c: Cell) -> bool:
+        """Did another process take or finish ``c`` since the to-do list was made? Then say so and skip it."""
+        d = cell_dir(c, root)
+        holder = held_by(d / LOCK_FILE)
+        if holder is not None:
+            why = f"another process works on it ({holder.describe()})"
+        elif is_done(c, d):
+            why = "another process finished it"
+        else:
+            return False
+        say(f"skip {c.name}: {why} since this grid started")
+        outcomes.append(Outcome(c, None, True, skipped=why))
+        return True
+
+    started: dict[str, float] = {}  # cell name -> when its job was submitted
+    tracks: dict[str, dict[str, Any]] = {}
+    shown: dict[str, str] = {}  # cell name -> phase of its last progress line
+    last_progress = time.monotonic()
+
+    def show_progress(running: list) -> None:
+        nonlocal last_progress
+        if not progress_s or kind == "debug" or not running:
+            return
+        phases = {}
+        for c, _ in running:
+            try:
+                phases[c.name] = json.loads((cell_dir(c, root) / STATE_FILE).read_text()).get("phase", "")
+            except (OSError, json.JSONDecodeError):
+                phases[c.name] = ""
+        if time.monotonic() - last_progress < progress_s and all(shown.get(k) == v for k, v in phases.items()):
+            return
+        last_progress = time.monotonic()
+        done = sum(o.ok for o in outcomes)
+        lines = [f"[{time.strftime('%H:%M:%S')}] {done}/{len(cells)} cell(s) finished, {len(running)} running, "
+                 f"{len(queue)} queued"]
+        for c, j in running:
+            shown[c.name] = phases[c.name]
+            try:
+                line = cell_progress(c, cell_dir(c, root), started=started.get(c.name, time.time()),
+                                     job_id=str(j.job_id), track=tracks.setdefault(c.name, {}))
+            except Exception as e:  # a progress line must never stop the grid
+                line = f"{c.name}: progress unavailable ({type(e).__name__}: {e})"
+            lines.append("  " + line)
+        say("\n".join(lines))
 
     if kind == "slurm":
         jobs = ex.map_array(CellJob(), *zip(*(a for _, a in queue)))
         queue, running = [], list(zip(cells, jobs))
         for c, j in running:
             _record(root, c, kind, j)
+            started[c.name] = time.time()
         say(f"submitted array {jobs[0].job_id.split('_')[0]} ({len(jobs)} cells) to partition {profile.partition} "
             f"of cluster profile {profile.name}")
     else:
@@ -419,8 +595,11 @@ def launch(cells: list[Cell], *, kind: str, profile: ClusterProfile, root: Path,
     while queue or running:
         while queue and len(running) < parallel:
             c, a = queue.pop(0)
+            if taken(c):
+                continue
             j = ex.submit(CellJob(), *a)
             _record(root, c, kind, j)
+            started[c.name] = time.time()
             say(f"started {c.name} as {kind} job {j.job_id}" + (f" (log: {j.paths.stdout})" if kind == "local" else ""))
             running.append((c, j))
         done = [(c, j) for c, j in running if kind == "debug" or j.done()]  # debug: runs in finish()
@@ -428,6 +607,7 @@ def launch(cells: list[Cell], *, kind: str, profile: ClusterProfile, root: Path,
             running.remove((c, j))
             finish(c, j)
         if not done:
+            show_progress(running)
             time.sleep(poll_s)
     return outcomes
 
@@ -447,6 +627,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results-dir", type=Path, default=None, help="where tables go (default results/)")
     p.add_argument("--parallel", type=int, default=None,
                    help="local executor: cells at once (default: the profile's array_parallelism, at most the cores)")
+    p.add_argument("--progress-every", type=float, default=60.0, metavar="SECONDS",
+                   help="local/slurm executors: a progress line per running cell (phase, step/total, elapsed, ETA) "
+                        "this often and at each phase change (0 = off; default 60)")
     p.add_argument("--status", action="store_true", help="print each cell's state and exit")
     p.add_argument("--dry-run", action="store_true", help="list the cells and the jobs that would run, then exit")
     p.add_argument("--no-report", action="store_true", help="don't collect results and print the table at the end")
@@ -460,6 +643,7 @@ def main(argv: list[str] | None = None) -> int:
         profile = load_profile(args.cluster)
         preset, why, cells = cells_from_args(args, gpus_per_node=profile.gpus_per_node,
                                              warn=lambda m: say(f"warning: {m}"))
+        check_evals(cells)
     except (GridError, ConfigError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -489,8 +673,10 @@ def main(argv: list[str] | None = None) -> int:
                 f"{', fit PixelSNAIL' if c.needs_pixelsnail else ''}; evaluate {e}")
         say(f"{len(todo)} job(s) would be submitted to {kind}")
         return 0
-    outcomes = launch(todo, kind=kind, profile=profile, root=root, parallel=parallel, say=say)
+    outcomes = launch(todo, kind=kind, profile=profile, root=root, parallel=parallel, say=say,
+                      progress_s=args.progress_every)
     failed = [o for o in outcomes if not o.ok]
+    skipped = [o for o in outcomes if o.ok and o.skipped and not is_done(o.cell, cell_dir(o.cell, root))]
     if not args.no_report:
         from ablations.report import report
 
@@ -499,6 +685,10 @@ def main(argv: list[str] | None = None) -> int:
             say(paths["markdown_text"])
         except Exception as e:  # a report problem must not hide the grid's outcome
             say(f"report failed: {type(e).__name__}: {e}")
+    if skipped:
+        say(f"{len(skipped)} cell(s) left to the other process that works on them: "
+            + ", ".join(f"{o.cell.name} ({o.skipped})" for o in skipped)
+            + "; run this command again when it has finished for the whole table")
     if failed:
         say(f"{len(failed)} cell(s) failed: " + ", ".join(f"{o.cell.name} (log: {o.log})" for o in failed))
         return 1

@@ -6,6 +6,7 @@ A run folder holds ``config.json`` (the resolved config), ``run.json`` (ids, ver
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import tempfile
@@ -70,9 +71,21 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict[str, An
 
 
 def append_jsonl(path: str | os.PathLike, row: dict[str, Any]) -> None:
-    """Append one JSON line (a single write call, so concurrent appenders never interleave within a line)."""
-    with open(path, "a") as f:
-        f.write(json.dumps(row, sort_keys=True, default=float) + "\n")
+    """Append one JSON line under an exclusive ``flock`` of the file, so appenders in other processes never
+    interleave, however long the line. A line cut short by a killed writer is ended first (``read_jsonl`` skips it),
+    so it cannot swallow the row appended after it."""
+    data = (json.dumps(row, sort_keys=True, default=float) + "\n").encode()
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            data = b"\n" + data
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)  # drops the lock
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
