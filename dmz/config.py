@@ -84,6 +84,8 @@ class TrainConfig:
     keep_checkpoints: int = 0  # also keep checkpoint_<step>.pt every ckpt_every steps (0 = only the latest)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: int = 0  # torch CPU threads (0 = torch default)
+    logger: str = "tensorboard"  # tensorboard (writes <run>/tb/) | none; metrics.jsonl is always written
+    sample_every: int = 0  # steps between EMA sample grids in the logger (fixed seeds, small T; 0 = off)
 
 
 @dataclass
@@ -121,7 +123,22 @@ class Config:
 
     @classmethod
     def load(cls, path: str | Path) -> "Config":
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        """A ``config.json``; a corrupt or foreign file is a :class:`ConfigError` that names it and what to do."""
+        path = Path(path)
+        fix = (f"dmz.train writes it at the start of every run and checkpoint.pt holds the same config: "
+               f"rewrite it with `python -m dmz.run restore-config {path.parent}`")
+        try:
+            d = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{path} is corrupt (not valid JSON: {e}); {fix}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{path} is corrupt (not UTF-8 text); {fix}") from None
+        if not isinstance(d, dict):
+            raise ConfigError(f"{path} is not a DMZ config (a JSON {type(d).__name__}, not an object); {fix}")
+        try:
+            return cls.from_dict(d)
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}") from None
 
     def copy(self) -> "Config":
         return Config.from_dict(self.to_dict())
@@ -148,7 +165,8 @@ class Config:
 
 # fields that change how a run executes, not what it computes: left out of the run id
 EXECUTION_FIELDS = ("train.device", "train.threads", "train.log_every", "train.ckpt_every", "train.ckpt_minutes",
-                    "train.keep_checkpoints", "train.compile", "data.num_workers", "data.data_root", "data.download")
+                    "train.keep_checkpoints", "train.compile", "train.logger", "train.sample_every",
+                    "data.num_workers", "data.data_root", "data.download")
 
 
 # fields added after run ids were first published, with their defaults: at the default they stay out of the digest
@@ -259,6 +277,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "diffusion.loss": ("hybrid", "mse"),
     "diffusion.schedule_sampler": ("uniform", "loss-second-moment"),
     "train.precision": ("fp32", "fp16", "bf16", "auto"),
+    "train.logger": ("tensorboard", "none"),
 }
 
 
@@ -291,6 +310,9 @@ def validate(cfg: Config) -> Config:
             raise ConfigError(f"model.{name} must be >= 0, got {getattr(m, name)}")
     if cfg.train.batch_size < 1 or cfg.train.steps < 0:
         raise ConfigError("train.batch_size must be >= 1 and train.steps >= 0")
+    if cfg.train.sample_every < 0:
+        raise ConfigError(f"train.sample_every must be >= 0 (steps between sample grids; 0 = off), "
+                          f"got {cfg.train.sample_every}")
     if cfg.diffusion.loss == "hybrid" and not m.learn_sigma:
         raise ConfigError("diffusion.loss=hybrid needs model.learn_sigma=true (or use diffusion.loss=mse)")
     return cfg
@@ -307,7 +329,7 @@ def preset_cifar10() -> Config:
                           layers_per_block=3, attention_levels=(1, 2), attention_head_dim=32, dropout=0.3),
         diffusion=DiffusionConfig(noise_schedule="cosine", input_perturbation=0.15),
         data=DataConfig(dataset="cifar10"),
-        train=TrainConfig(batch_size=128, lr=1e-4, ema_rate=0.9999, precision="fp16"),
+        train=TrainConfig(batch_size=128, lr=1e-4, ema_rate=0.9999, precision="fp16", sample_every=10_000),
     )
 
 
@@ -319,7 +341,7 @@ def preset_celeba64() -> Config:
                           layers_per_block=3, attention_levels=(1, 2, 3), attention_head_dim=64, dropout=0.1),
         diffusion=DiffusionConfig(noise_schedule="cosine", input_perturbation=0.1),
         data=DataConfig(dataset="celeba64"),
-        train=TrainConfig(batch_size=256, lr=1e-4, ema_rate=0.9999, precision="fp16"),
+        train=TrainConfig(batch_size=256, lr=1e-4, ema_rate=0.9999, precision="fp16", sample_every=10_000),
     )
 
 
@@ -347,7 +369,8 @@ def preset_digits() -> Config:
         diffusion=DiffusionConfig(noise_schedule="cosine", input_perturbation=0.1),
         data=DataConfig(dataset="digits", flip=False, num_workers=0),
         train=TrainConfig(batch_size=64, lr=1e-3, ema_rate=0.999, ema_warmup=True, steps=1800, precision="auto",
-                          log_every=50, ckpt_every=500, ckpt_minutes=5.0, warmup_steps=100, grad_clip=1.0),
+                          log_every=50, ckpt_every=500, ckpt_minutes=5.0, warmup_steps=100, grad_clip=1.0,
+                          sample_every=300),
     )
 
 

@@ -1,8 +1,13 @@
-"""A trained run, loaded for generation and evaluation: config + EMA weights + cached encodings of its data."""
+"""A trained run, loaded for generation and evaluation: config + EMA weights + cached encodings of its data.
+
+    python -m dmz.run restore-config RUN     # rewrite a damaged RUN/config.json from the config in its checkpoint
+"""
 
 from __future__ import annotations
 
+import argparse
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,7 +17,7 @@ from dmz.config import Config
 from dmz.data import build_dataset, dataset_fingerprint
 from dmz.distributed import resolve_device
 from dmz.model import DMZModel, build_model
-from dmz.runio import CHECKPOINT, CONFIG, CheckpointError, atomic_torch_save, load_checkpoint
+from dmz.runio import CHECKPOINT, CONFIG, CheckpointError, atomic_torch_save, atomic_write_json, load_checkpoint
 
 
 @dataclass
@@ -89,3 +94,34 @@ def representations(run: LoadedRun, split: str, mode: str, *, seed: int = 0,
         feats.append(prior.representation(x.to(run.device), mode, noise=noise).float().cpu())
         labels.append(y)
     return torch.cat(feats), torch.cat(labels)
+
+
+def restore_config(run_dir: str | os.PathLike) -> Path:
+    """Rewrite ``<run>/config.json`` from the config the trainer stored in ``checkpoint.pt``; returns its path."""
+    run_dir = Path(run_dir)
+    state = load_checkpoint(run_dir / CHECKPOINT, map_location="cpu")
+    if not isinstance(state.get("config"), dict):
+        raise CheckpointError(f"{run_dir / CHECKPOINT} holds no config; retrain the run (python -m dmz.train ... "
+                              f"--out {run_dir}) with the settings it was trained with")
+    cfg = Config.from_dict(state["config"])
+    atomic_write_json(run_dir / CONFIG, cfg.to_dict())
+    return run_dir / CONFIG
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m dmz.run", description="Run-folder maintenance.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("restore-config", help="rewrite RUN/config.json from the config stored in RUN/checkpoint.pt")
+    r.add_argument("run", help="run folder")
+    args = p.parse_args(argv)
+    try:
+        path = restore_config(args.run)
+    except (CheckpointError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {path} from {Path(args.run) / CHECKPOINT}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -82,6 +82,21 @@ def sample_seeds(seed: int, n: int) -> list[int]:
     return [seed + i for i in range(n)]
 
 
+def check_steps(steps: int, diffusion_steps: int, sampler: str = "ddpm") -> None:
+    """T must be in 1..the run's training diffusion steps (a respaced sampler keeps T of them); DDIM's fixed
+    integer stride reaches only some T (``len(range(0, diffusion_steps, stride))``)."""
+    if not 1 <= int(steps) <= diffusion_steps:
+        raise ValueError(f"T={steps} denoising steps is out of range: T must be between 1 and {diffusion_steps} "
+                         f"(the run's training diffusion steps)")
+    if sampler == "ddim":
+        reachable = sorted({len(range(0, diffusion_steps, s)) for s in range(1, diffusion_steps)} | {diffusion_steps})
+        if steps not in reachable:
+            near = sorted(reachable, key=lambda t: (abs(t - steps), t))[:2]
+            raise ValueError(f"DDIM cannot take exactly T={steps} steps: it keeps every k-th of the "
+                             f"{diffusion_steps} training steps for an integer k; nearest valid T: "
+                             f"{', '.join(map(str, sorted(near)))} (or use the ddpm sampler, which takes any T)")
+
+
 def respacing(steps: int, sampler: str = "ddpm") -> str:
     if sampler not in ("ddpm", "ddim"):
         raise ValueError(f"unknown sampler {sampler!r}; valid: ddpm, ddim")
@@ -101,6 +116,9 @@ def generate(run: LoadedRun, *, steps: int, seeds: Sequence[int], zsampler: ZSam
     docstring. :param codes: (N, code_dim) codes to decode instead of drawing z (reconstruction).
     """
     model, device = run.model, run.device
+    check_steps(steps, run.cfg.diffusion.diffusion_steps, sampler)
+    if len(seeds) < 1:
+        raise ValueError("nothing to generate: give at least one seed (--num must be >= 1)")
     if codes is not None and len(codes) != len(seeds):
         raise ValueError(f"codes has {len(codes)} rows but {len(seeds)} seeds were given")
     zs = zsampler or (build_zsampler("prior", run) if codes is None else None)
@@ -159,7 +177,8 @@ def save_samples(images: torch.Tensor, path: str | Path, nrow: int | None = None
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m dmz.sample", description=__doc__.split("\n\n")[0])
     p.add_argument("--run", required=True, help="run folder written by dmz.train")
-    p.add_argument("--steps", type=int, default=100, help="denoising steps T (respaced; any T <= 1000)")
+    p.add_argument("--steps", type=int, default=100,
+                   help="denoising steps T (respaced): 1 to the run's training diffusion steps (1000)")
     p.add_argument("--num", type=int, default=64, help="number of images")
     p.add_argument("--z", default="prior", help=f"z-sampler: {', '.join(sorted(ZSAMPLERS))}; options after a colon, "
                    "e.g. pixelsnail:temperature=0.8")
@@ -175,6 +194,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if Path(args.out).suffix not in (".png", ".npz"):
         print(f"error: --out must end in .png or .npz, got {args.out}", file=sys.stderr)
+        return 2
+    if args.num < 1:
+        print(f"error: --num must be >= 1 (the number of images), got {args.num}", file=sys.stderr)
         return 2
     try:
         run = load_run(args.run, device=args.device, weights=args.weights)

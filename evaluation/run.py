@@ -36,7 +36,7 @@ import dmz
 from dmz.data import DatasetNotFoundError, dataset_info, to_uint8
 from dmz.run import LoadedRun, load_run, representations
 from dmz.runio import CheckpointError, append_jsonl, read_jsonl
-from dmz.sample import SEED_STRIDE, default_micro_batch, generate, save_samples
+from dmz.sample import SEED_STRIDE, check_steps, default_micro_batch, generate, save_samples
 from dmz.zsamplers import build_zsampler, check_zsampler
 
 RESULTS = "results.jsonl"
@@ -116,6 +116,7 @@ class _Plan:
         self.path, self.base, self.force = path, base, force
         self.existing = {row_key(r): r for r in read_jsonl(path)}
         self.rows: list[dict] = []
+        self.new: list[dict] = []  # rows computed by this call (what goes to TensorBoard)
         self.computed = 0
 
     def key(self, **fields) -> tuple:
@@ -136,6 +137,7 @@ class _Plan:
         append_jsonl(self.path, row)
         self.existing[row_key(row)] = row
         self.rows.append(row)
+        self.new.append(row)
         self.computed += 1
         return row
 
@@ -150,7 +152,8 @@ def _validate(metrics, samplers, steps, seeds, num_samples, solver) -> None:
         except ValueError as e:
             raise EvaluationError(str(e)) from None
     if any(int(t) < 1 for t in steps):
-        raise EvaluationError(f"--steps must be >= 1, got {list(steps)}")
+        raise EvaluationError(f"--steps (T) must be between 1 and the run's training diffusion steps, "
+                              f"got {list(steps)}")
     if seeds is not None and seeds < 1:
         raise EvaluationError("--seeds must be >= 1")
     if num_samples is not None and not 2 <= num_samples <= SEED_STRIDE:
@@ -197,9 +200,11 @@ def evaluate(
     run = load_run(run_dir, device=device, weights=weights)
     cfg = run.cfg
     dataset = cfg.data.dataset
-    bad_t = [t for t in steps if t > cfg.diffusion.diffusion_steps]
-    if bad_t:
-        raise EvaluationError(f"T={bad_t[0]} > the run's {cfg.diffusion.diffusion_steps} diffusion steps")
+    for t in steps:
+        try:
+            check_steps(t, cfg.diffusion.diffusion_steps, solver)
+        except ValueError as e:
+            raise EvaluationError(str(e)) from None
     d_n, d_k = dataset_defaults(dataset)
     n = int(num_samples or d_n)
     k_seeds = int(seeds or d_k)
@@ -210,6 +215,26 @@ def evaluate(
     plan = _Plan(run.path / RESULTS, base, force)
     gen_kw = dict(batch_size=batch_size, sampler=solver, amp=amp, micro_batch=micro, progress=progress)
 
+    try:
+        _run_metrics(run, plan, log, metrics=metrics, steps=steps, n=n, k_seeds=k_seeds, samplers=samplers,
+                     feature_extractor=feature_extractor, reference_split=reference_split, kid=kid, prc=prc,
+                     keep_samples=keep_samples, cache_dir=cache_dir, allow_download=allow_download,
+                     has_latent=has_latent, gen_kw=gen_kw, repr_mode=repr_mode, recon_images=recon_images,
+                     recon_decodes=recon_decodes)
+    finally:  # rows computed before a failure are in results.jsonl: show them in TensorBoard too
+        if plan.new and cfg.train.logger != "none":
+            from dmz.tblog import log_result_rows
+
+            log_result_rows(run.path, plan.new, log=log)
+    log(f"{plan.computed} new row(s), {len(plan.rows) - plan.computed} already present, "
+        f"{time.perf_counter() - t_start:.1f}s -> {plan.path}")
+    return plan.rows
+
+
+def _run_metrics(run, plan: _Plan, log, *, metrics, steps, n, k_seeds, samplers, feature_extractor,
+                 reference_split, kid, prc, keep_samples, cache_dir, allow_download, has_latent, gen_kw, repr_mode,
+                 recon_images, recon_decodes) -> None:
+    cfg = run.cfg
     if "fid" in metrics:
         _fid(run, plan, log, steps=steps, n=n, k_seeds=k_seeds, samplers=samplers, extractor_name=feature_extractor,
              reference_split=reference_split, kid=kid, prc=prc, keep_samples=keep_samples, cache_dir=cache_dir,
@@ -229,9 +254,6 @@ def evaluate(
             _recon(run, plan, log, steps=steps, images=recon_images, decodes=recon_decodes, gen_kw=gen_kw)
         else:
             log(f"recon: skipped, run {run.path.name} has no latent (prior={cfg.model.prior})")
-    log(f"{plan.computed} new row(s), {len(plan.rows) - plan.computed} already present, "
-        f"{time.perf_counter() - t_start:.1f}s -> {plan.path}")
-    return plan.rows
 
 
 # ----------------------------------------------------------------------------------------------------------------
