@@ -43,9 +43,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--set", dest="overrides", action="append", default=[],
                    help="extra --set for both trainings (e.g. steps=10 for a smoke test)")
     p.add_argument("--pairs", type=int, default=8, help="interpolation pairs")
-    p.add_argument("--T", type=int, default=100, help="denoising steps for interpolation and manipulation")
+    p.add_argument("--T", type=int, default=100, help="denoising steps for interpolation")
+    p.add_argument("--manipulate-T", type=int, default=50,
+                   help="denoising steps for manipulation (decoded from 0.9T; 50 keeps 10 attributes x 7 alphas cheap)")
     p.add_argument("--translate-T", type=int, default=40, help="denoising steps for translation (released: 40)")
-    p.add_argument("--per-class", type=int, default=8, help="manipulation: source images per attribute")
+    p.add_argument("--per-class", type=int, default=4, help="manipulation: source images per other class")
     p.add_argument("--num", type=int, default=None, help="translation: test pairs to translate (default: all 360)")
     args = p.parse_args(argv)
     py = sys.executable
@@ -60,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     times["interpolate"] = sh([py, "-m", "dmz.apps", "interpolate", "--run", str(photo), "--pairs", str(args.pairs),
                                "--T", str(args.T), "--out", str(args.out / "interpolate"), *common], args.threads)
     times["manipulate"] = sh([py, "-m", "dmz.apps", "manipulate", "--run", str(photo), "--attribute", "all",
-                              "--T", str(args.T), "--per-class", str(args.per_class),
+                              "--T", str(args.manipulate_T), "--per-class", str(args.per_class),
                               "--out", str(args.out / "manipulate"), *common], args.threads)
     num = [] if args.num is None else ["--num", str(args.num)]
     times["translate"] = sh([py, "-m", "dmz.apps", "translate", "--source", str(edges), "--target", str(photo),

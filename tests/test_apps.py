@@ -194,7 +194,10 @@ def test_translate_cli_scores_mapped_oracle_and_prior(runs, tmp_path):
     s = json.loads((out / "scores.json").read_text())
     assert (s["source_dataset"], s["target_dataset"], s["n"]) == ("digits_edges", "digits", 8)
     sets = s["sets"]
-    assert set(sets) == {"mapped", "oracle", "prior"} and sets["oracle"]["bit_accuracy"] == 1.0
+    assert set(sets) == {"mapped", "oracle", "prior", "real"} and sets["oracle"]["bit_accuracy"] == 1.0
+    assert sets["real"]["mse_to_paired_target"] == 0 and sets["real"]["bit_accuracy"] is None
+    # the classifier (test accuracy ~0.98) labels the real paired digits as the source's digit
+    assert sets["real"]["labelled_as_source_digit"] > 0.7
     assert sets["mapped"]["bit_accuracy"] == pytest.approx(s["test_bit_accuracy"])
     for v in sets.values():
         assert v["fid"] >= 0 and v["feature_extractor"] == "digits-classifier-v1"

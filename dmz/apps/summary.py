@@ -22,7 +22,8 @@ def interpolate_table(s: dict) -> list[str]:
              "(means over pairs).", "",
              "| method | mean step | max step | max / mean | end-to-end | path / end-to-end |",
              "|---|---:|---:|---:|---:|---:|"]
-    for m, v in s["methods"].items():
+    order = ["index", "random", "smooth", "relaxed", "xt10", "xt30", "xt50", "xt70", "xt90"]  # scores.json is sorted
+    for m, v in sorted(s["methods"].items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else 99):
         lines.append(f"| `{m}` | {_f(v['mean_step'])} | {_f(v['max_step'])} | {_f(v['max_over_mean'], 2)} | "
                      f"{_f(v['endpoint_dist'])} | {_f(v['path_over_endpoint'], 2)} |")
     return lines
@@ -36,7 +37,7 @@ def manipulate_table(s: dict) -> list[str]:
              f"accuracy {min(acc):.2f}-{max(acc):.2f}. Means over attributes.", "",
              "| alpha | P(attribute) | labelled as attribute | code on attribute side | bits changed | "
              "feature dist. to source | to alpha=0 |", "|---:|---:|---:|---:|---:|---:|---:|"]
-    for a, v in s["mean_over_attributes"].items():
+    for a, v in sorted(s["mean_over_attributes"].items(), key=lambda kv: float(kv[0])):
         lines.append(f"| {float(a):+g} | {_f(v.get('p_attribute'))} | {_f(v.get('labelled_attribute'))} | "
                      f"{_f(v['code_has_attribute'])} | {_f(v['bits_changed'])} | {_f(v['dist_to_source'])} | "
                      f"{_f(v.get('dist_to_alpha0'))} |")
@@ -51,8 +52,9 @@ def translate_table(s: dict) -> list[str]:
              "| codes decoded by the target model | FID | labelled as the source's digit | bit accuracy | "
              "pixel MSE to the paired image |", "|---|---:|---:|---:|---:|"]
     names = {"mapped": "mapped from the source codes (translation)",
-             "oracle": "target's own codes of the paired images (oracle)", "prior": "Bernoulli(0.5) (no source)"}
-    for k, v in s["sets"].items():
+             "oracle": "target's own codes of the paired images (oracle)", "prior": "Bernoulli(0.5) (no source)",
+             "real": "the paired target images themselves (no decoding)"}
+    for k, v in sorted(s["sets"].items(), key=lambda kv: list(names).index(kv[0]) if kv[0] in names else 99):
         lines.append(f"| {names.get(k, k)} | {_f(v['fid'], 2)} | {_f(v.get('labelled_as_source_digit'))} | "
                      f"{_f(v['bit_accuracy'])} | {_f(v['mse_to_paired_target'])} |")
     return lines

@@ -10,7 +10,7 @@ pairs (the release stopped on the test pairs); the best weights are kept. Test s
 
 Scores on the test pairs, beside two references decoded the same way: ``oracle`` (the target model's own codes of the
 paired target images: the best a code mapping can do) and ``prior`` (Bernoulli(0.5) codes: no information from the
-source). FID of each set against the target domain's training split in the target run's FID feature space (digits:
+source), and the paired target images themselves (``real``: the floor of each score at this N). FID of each set against the target domain's training split in the target run's FID feature space (digits:
 digits-classifier-v1; few samples, so compare rows, not papers), pixel MSE to the paired target image, bit accuracy of
 the mapped codes, and for digits the share of translations that the digits classifier labels as the source's digit
 (needs no LPIPS weights).
@@ -150,11 +150,11 @@ def translate(source_dir, target_dir, out: Path, *, steps: int = 40, num: int | 
               "mapper": {k: v for k, v in fit.items() if k != "history"}, "mapper_history": fit["history"],
               "test_bit_accuracy": float((mapped == zt_test[:n]).float().mean()), "sets": {}}
     images = {}
-    for name, codes in sets.items():
+    for name, codes in [*sets.items(), ("real", None)]:
         t1 = time.perf_counter()
-        imgs = decode(target, codes, steps=steps, seeds=seeds)
+        imgs = x_tgt[:n] if codes is None else decode(target, codes, steps=steps, seeds=seeds)
         images[name] = imgs
-        row = {"bit_accuracy": float((codes == zt_test[:n]).float().mean()),
+        row = {"bit_accuracy": None if codes is None else float((codes == zt_test[:n]).float().mean()),
                "mse_to_paired_target": float(((imgs - x_tgt[:n]) ** 2).mean())}
         fid = _fid(imgs, target, device)
         row.update(fid=fid["fid"], fid_n_ref=fid["n_ref"], feature_extractor=fid["feature_extractor"],
@@ -165,7 +165,7 @@ def translate(source_dir, target_dir, out: Path, *, steps: int = 40, num: int | 
             row["p_source_digit"] = float(p[np.arange(n), src_labels[:n].numpy()].mean())
         row["seconds"] = time.perf_counter() - t1
         scores["sets"][name] = row
-        log(f"translate {name:7s} FID {row['fid']:.3f}  bit acc {row['bit_accuracy']:.3f}  MSE {row['mse_to_paired_target']:.3f}"
+        log(f"translate {name:7s} FID {row['fid']:.3f}  MSE {row['mse_to_paired_target']:.3f}"
             + (f"  labelled as the source digit {row['labelled_as_source_digit']:.3f}" if "labelled_as_source_digit"
                in row else "") + f"  ({row['seconds']:.0f} s)")
     show = min(n, 16)
