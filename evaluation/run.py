@@ -9,7 +9,8 @@ One checkpoint (EMA weights) serves every T. Every image has its own seed: image
 seed ``k * 1_000_000 + i`` (its z and x_T come from seeds 2s+1 and 2s, see :mod:`dmz.sample`), so the same z and x_T
 are used at every T and a sample set does not depend on the batch size. Rows are appended, one JSON line each, to
 ``<run>/results.jsonl``; a row whose key (:data:`KEY_FIELDS`) is already there is not recomputed unless ``--force``
-(which appends the new row: readers keep the last row per key, :func:`latest_rows`).
+(which appends the new row: readers keep the last row per key, :func:`latest_rows`). New rows also go to the run's
+TensorBoard folder ``<run>/tb/`` (:func:`dmz.tblog.log_result_rows`) unless the run has ``train.logger=none``.
 
 Defaults (PAPER.md 3.3, 3.4): cifar10 / celeba64 score N=10,000 samples against the whole training split with
 Inception (``inception-v3-compat``), one sampling seed; digits scores N=1,000 samples with 3 seeds (the spread is large
