@@ -162,8 +162,8 @@ def _lock_cell(cell: Cell, run_dir: Path, rank: int, env, job: dict[str, Any],
     the other ranks of a multi-task job wait until their rank 0 holds it. Returns rank 0's lock."""
     path = run_dir / LOCK_FILE
     job_id = str(job["job_id"]) if job["job_id"] is not None else None
-    if rank != 0:
-        while env is not None and job_id is not None:
+    if rank != 0:  # until rank 0 holds the lock, or found the cell done and let it go again
+        while env is not None and job_id is not None and not is_done(cell, run_dir):
             h = read_holder(path)
             if h is not None and str(h.info.get("job_id")) == job_id and held_by(path) is not None:
                 break
