@@ -899,33 +899,51 @@ def create_diffusion(
 
 
 class ScheduleSampler:
-    """Distribution over timesteps for training; samples are importance-weighted so the loss stays unbiased."""
+    """Distribution over timesteps for training; samples are importance-weighted so the loss stays unbiased.
+
+    Everything a training step needs stays on the sampler's device (:meth:`to`): timesteps are drawn by inverse-CDF
+    lookup of uniforms that come from a CPU generator, so a step never waits for the device (no host sync) and the
+    draws depend only on the generator and the weights, on any device.
+    """
 
     def __init__(self, diffusion: GaussianDiffusion) -> None:
         """:param diffusion: the process whose timesteps are sampled."""
         self.diffusion = diffusion
         self.num_timesteps = diffusion.num_timesteps
+        self.device = torch.device("cpu")
+
+    def to(self, device: torch.device | str) -> "ScheduleSampler":
+        """Keep the sampler's state on ``device`` (where :meth:`sample` returns its tensors). :return: self."""
+        self.device = torch.device(device)
+        return self
+
+    def weights_tensor(self) -> torch.Tensor:
+        """:return: unnormalised positive float64 weights (num_timesteps,) on the sampler's device."""
+        return torch.ones(self.num_timesteps, dtype=torch.float64, device=self.device)
 
     def weights(self) -> np.ndarray:
-        """:return: unnormalised positive float64 weights (num_timesteps,)."""
-        raise NotImplementedError
+        """:return: :meth:`weights_tensor` as numpy (for inspection; reads the device)."""
+        return self.weights_tensor().cpu().numpy()
 
     def sample(
-        self, batch_size: int, device: torch.device | str, generator: torch.Generator | None = None
+        self, batch_size: int, device: torch.device | str | None = None, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Draw timesteps with probability p ∝ weights().
 
         :param batch_size: number of timesteps.
-        :param device: device of the returned tensors.
-        :param generator: CPU torch generator (global torch RNG if None).
+        :param device: device of the returned tensors (default: the sampler's).
+        :param generator: CPU torch generator for the uniforms (global torch RNG if None).
         :return: (t LongTensor (B,), weights FloatTensor (B,) = 1 / (num_timesteps * p[t])).
         """
-        w = self.weights()
-        p = w / np.sum(w)
-        probs = torch.from_numpy(p)
-        idx = torch.multinomial(probs, batch_size, replacement=True, generator=generator)
-        weights = 1.0 / (len(p) * probs[idx])
-        return idx.to(device=device, dtype=torch.long), weights.to(device=device, dtype=torch.float32)
+        u = torch.rand(batch_size, generator=generator, dtype=torch.float64)
+        w = self.weights_tensor()
+        p = w / w.sum()
+        cdf = torch.cumsum(p, 0)
+        u = u.to(cdf.device, non_blocking=True) * cdf[-1]
+        idx = torch.searchsorted(cdf, u, right=True).clamp_(max=self.num_timesteps - 1)
+        weights = 1.0 / (self.num_timesteps * p[idx])
+        dev = self.device if device is None else torch.device(device)
+        return idx.to(device=dev, dtype=torch.long), weights.to(device=dev, dtype=torch.float32)
 
     def update_with_local_losses(self, t: torch.Tensor, losses: torch.Tensor) -> None:
         """Record per-sample losses (no-op for loss-agnostic samplers).
@@ -946,14 +964,15 @@ class ScheduleSampler:
 class UniformSampler(ScheduleSampler):
     """Uniform over timesteps (all weights 1)."""
 
-    def weights(self) -> np.ndarray:
-        """:return: ones (num_timesteps,)."""
-        return np.ones(self.num_timesteps, dtype=np.float64)
-
 
 class LossSecondMomentResampler(ScheduleSampler):
     """I-DDPM importance sampling: p_t ∝ sqrt(E[L_t^2]) over the last ``history_per_term`` losses of each t, mixed with
-    ``uniform_prob`` of the uniform distribution; uniform until every t has a full history."""
+    ``uniform_prob`` of the uniform distribution; uniform until every t has a full history.
+
+    The history is a ring buffer per timestep on the sampler's device: ``_written[t]`` counts every loss ever
+    recorded for t and the next one goes to slot ``_written[t] % history_per_term``, overwriting the oldest. The weights
+    depend only on which losses are in the buffer, so this keeps the release's "drop the oldest" rule exactly.
+    """
 
     def __init__(self, diffusion: GaussianDiffusion, history_per_term: int = 10, uniform_prob: float = 0.001) -> None:
         """
@@ -964,41 +983,48 @@ class LossSecondMomentResampler(ScheduleSampler):
         super().__init__(diffusion)
         self.history_per_term = int(history_per_term)
         self.uniform_prob = float(uniform_prob)
-        self._loss_history = np.zeros((self.num_timesteps, self.history_per_term), dtype=np.float64)
-        self._loss_counts = np.zeros(self.num_timesteps, dtype=np.int64)
+        # one spare column: where losses go that a batch overwrites again before the step ends (never read)
+        self._history = torch.zeros(self.num_timesteps, self.history_per_term + 1, dtype=torch.float64)
+        self._written = torch.zeros(self.num_timesteps, dtype=torch.int64)
+
+    def to(self, device):
+        super().to(device)
+        self._history, self._written = self._history.to(self.device), self._written.to(self.device)
+        return self
 
     def warmed_up(self) -> bool:
-        """:return: whether every timestep has a full loss history."""
-        return bool((self._loss_counts == self.history_per_term).all())
+        """:return: whether every timestep has a full loss history (reads the device)."""
+        return bool((self._written >= self.history_per_term).all())
 
-    def weights(self) -> np.ndarray:
-        """:return: sampling weights (uniform before warm-up)."""
-        if not self.warmed_up():
-            return np.ones(self.num_timesteps, dtype=np.float64)
-        w = np.sqrt(np.mean(self._loss_history**2, axis=-1))
-        if not np.isfinite(w).all() or w.sum() <= 0:
-            return np.ones(self.num_timesteps, dtype=np.float64)
-        w = w / np.sum(w)
-        w = w * (1.0 - self.uniform_prob) + self.uniform_prob / len(w)
-        return w
+    def weights_tensor(self) -> torch.Tensor:
+        """:return: sampling weights (uniform before warm-up, or if the history is not finite/positive)."""
+        # sorted per row: the weights depend only on which losses are held, not on their slots (so a state restored
+        # in the oldest-first layout gives bit-identical weights)
+        h = self._history[:, : self.history_per_term].sort(dim=-1).values
+        rms = torch.sqrt(torch.mean(h * h, dim=-1))
+        total = rms.sum()
+        w = rms / total * (1.0 - self.uniform_prob) + self.uniform_prob / self.num_timesteps
+        ok = (self._written >= self.history_per_term).all() & torch.isfinite(w).all() & (total > 0)
+        return torch.where(ok, w, torch.ones_like(w))
 
-    def update_with_all_losses(self, ts: Sequence[int], losses: Sequence[float]) -> None:
-        """Record the losses of all processes.
+    def update_with_all_losses(self, ts: torch.Tensor, losses: torch.Tensor) -> None:
+        """Record the losses of all processes, in order (as if one at a time), without leaving the device.
 
-        :param ts: timesteps. :param losses: matching per-sample losses.
+        :param ts: timesteps (N,). :param losses: matching per-sample losses (N,).
         """
-        for t, loss in zip(ts, losses):
-            t = int(t)
-            if self._loss_counts[t] == self.history_per_term:
-                self._loss_history[t, :-1] = self._loss_history[t, 1:]  # drop the oldest
-                self._loss_history[t, -1] = loss
-            else:
-                self._loss_history[t, self._loss_counts[t]] = loss
-                self._loss_counts[t] += 1
+        ts = torch.as_tensor(ts, device=self.device).long().reshape(-1)
+        losses = torch.as_tensor(losses, device=self.device).to(torch.float64).reshape(-1)
+        H = self.history_per_term
+        same = ts[:, None] == ts[None, :]
+        before = torch.tril(same, diagonal=-1).sum(1)  # earlier entries of the same t in this batch
+        after = torch.triu(same, diagonal=1).sum(1)  # later ones: an entry followed by >= H of them is overwritten
+        slot = torch.where(after < H, (self._written[ts] + before) % H, H)
+        self._history.index_put_((ts, slot), losses)  # (t, slot) pairs are unique except in the spare column
+        self._written.index_add_(0, ts, torch.ones_like(ts))
 
     def update_with_local_losses(self, t: torch.Tensor, losses: torch.Tensor) -> None:
         """Gather (t, loss) pairs from all processes (``torch.distributed`` when initialised) in rank order and
-        record them, so every rank keeps the same history.
+        record them, so every rank keeps the same history. Every process must pass the same number of losses.
 
         :param t: local timesteps (B,). :param losses: local per-sample losses (B,), detached here.
         """
@@ -1008,33 +1034,30 @@ class LossSecondMomentResampler(ScheduleSampler):
 
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             world = dist.get_world_size()
-            n = torch.tensor([t.numel()], dtype=torch.long, device=t.device)
-            sizes = [torch.zeros_like(n) for _ in range(world)]
-            dist.all_gather(sizes, n)
-            sizes_i = [int(s.item()) for s in sizes]
-            max_bs = max(sizes_i)
-            t_pad = torch.zeros(max_bs, dtype=torch.long, device=t.device)
-            l_pad = torch.zeros(max_bs, dtype=torch.float32, device=losses.device)
-            t_pad[: t.numel()] = t
-            l_pad[: losses.numel()] = losses
-            t_all = [torch.zeros_like(t_pad) for _ in range(world)]
-            l_all = [torch.zeros_like(l_pad) for _ in range(world)]
-            dist.all_gather(t_all, t_pad)
-            dist.all_gather(l_all, l_pad)
-            ts = [x for tb, bs in zip(t_all, sizes_i) for x in tb[:bs].tolist()]
-            ls = [x for lb, bs in zip(l_all, sizes_i) for x in lb[:bs].tolist()]
-        else:
-            ts, ls = t.tolist(), losses.tolist()
-        self.update_with_all_losses(ts, ls)
+            t_all = [torch.zeros_like(t) for _ in range(world)]
+            l_all = [torch.zeros_like(losses) for _ in range(world)]
+            dist.all_gather(t_all, t)
+            dist.all_gather(l_all, losses)
+            t, losses = torch.cat(t_all), torch.cat(l_all)
+        self.update_with_all_losses(t, losses)
+
+    def _ordered_history(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(num_timesteps, H) oldest-to-newest histories and per-t counts (<= H), the release's layout."""
+        H = self.history_per_term
+        full = self._written >= H
+        shift = torch.where(full, self._written % H, torch.zeros_like(self._written))
+        idx = (torch.arange(H, device=self.device)[None, :] + shift[:, None]) % H
+        return torch.gather(self._history[:, :H], 1, idx), torch.clamp(self._written, max=H)
 
     def state_dict(self) -> dict[str, Any]:
-        """:return: histories as tensors (loadable with ``torch.load(weights_only=True)``)."""
+        """:return: histories as tensors (loadable with ``torch.load(weights_only=True)``), oldest loss first."""
+        hist, counts = self._ordered_history()
         return {
             "num_timesteps": self.num_timesteps,
             "history_per_term": self.history_per_term,
             "uniform_prob": self.uniform_prob,
-            "loss_history": torch.from_numpy(self._loss_history.copy()),
-            "loss_counts": torch.from_numpy(self._loss_counts.copy()),
+            "loss_history": hist.cpu(),
+            "loss_counts": counts.cpu(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -1043,12 +1066,13 @@ class LossSecondMomentResampler(ScheduleSampler):
         if int(state["history_per_term"]) != self.history_per_term:
             raise ValueError("sampler state has a different history_per_term")
         self.uniform_prob = float(state["uniform_prob"])
-        hist = torch.as_tensor(state["loss_history"]).double().cpu().numpy()
-        counts = torch.as_tensor(state["loss_counts"]).long().cpu().numpy()
-        if hist.shape != self._loss_history.shape or counts.shape != self._loss_counts.shape:
+        hist = torch.as_tensor(state["loss_history"]).to(torch.float64)
+        counts = torch.as_tensor(state["loss_counts"]).long()
+        if hist.shape != (self.num_timesteps, self.history_per_term) or counts.shape != (self.num_timesteps,):
             raise ValueError("sampler state has the wrong shape")
-        self._loss_history = hist.copy()
-        self._loss_counts = counts.copy()
+        # oldest first with count c <= H is a ring whose next slot is c % H: written = c continues it exactly
+        self._history = torch.cat([hist, torch.zeros(self.num_timesteps, 1, dtype=torch.float64)], 1).to(self.device)
+        self._written = counts.to(self.device)
 
 
 SCHEDULE_SAMPLERS: dict[str, type[ScheduleSampler]] = {

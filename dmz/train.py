@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import nn
 
 import dmz
@@ -52,20 +53,70 @@ def diffusion_from_config(cfg: Config, timestep_respacing=None):
 
 
 class DiffusionLoss(nn.Module):
-    """One forward = the whole training loss (prior + denoiser), so DDP sees a single forward per step."""
+    """One forward = the whole training loss (prior + denoiser), so DDP sees a single forward per step (and
+    ``train.compile`` one graph)."""
 
-    def __init__(self, model: DMZModel, diffusion, denoiser=None):
+    def __init__(self, model: DMZModel, diffusion):
         super().__init__()
         self.model = model
         self.diffusion = diffusion
-        self.denoiser = denoiser if denoiser is not None else model  # possibly torch.compile'd
 
     def forward(self, x0, t, noise, perturbation, prior_noise):
         out = self.model.prior(x0, noise=prior_noise)
         kwargs = {} if out.cond is None else {"cond": out.cond}
-        losses = self.diffusion.training_losses(self.denoiser, x0, t, model_kwargs=kwargs, noise=noise,
+        losses = self.diffusion.training_losses(self.model, x0, t, model_kwargs=kwargs, noise=noise,
                                                 perturbation=perturbation)
         return losses, out.aux_loss, out.stats
+
+
+def fused_adamw_supported(device: torch.device) -> bool:
+    """AdamW's fused kernel (one kernel for every parameter; torch >= 2.4 has it on CPU too)."""
+    return device.type in ("cuda", "cpu")
+
+
+class StepMeter:
+    """The numbers a training step logs, summed on the device between log steps (no host sync per step), and the
+    first step whose loss was not finite."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.sums: dict[str, torch.Tensor] = {}
+        self.count = 0
+        self._bad_step = torch.full((), -1, dtype=torch.long, device=device)
+        self._bad_value = torch.zeros((), dtype=torch.float32, device=device)
+        self.bad_value: float | None = None
+
+    def add(self, vals: dict[str, torch.Tensor], step: int) -> None:
+        for k, v in vals.items():
+            v = v.detach().float() if torch.is_tensor(v) else torch.tensor(float(v), device=self.device)
+            self.sums[k] = self.sums[k] + v if k in self.sums else v.clone()
+        self.count += 1
+        loss = vals["loss"].detach().float()
+        new_bad = (self._bad_step < 0) & ~torch.isfinite(loss)
+        self._bad_step = torch.where(new_bad, torch.full_like(self._bad_step, step), self._bad_step)
+        self._bad_value = torch.where(new_bad, loss, self._bad_value)
+
+    def first_bad_step(self) -> int | None:
+        """The first step with a non-finite loss on any process since the meter was made, or None (a sync)."""
+        bad = self._bad_step.clone()
+        if dist.is_initialized() and dist.get_world_size() > 1:
+            dist.all_reduce(bad, op=dist.ReduceOp.MAX)
+        bad = int(bad)
+        if bad < 0:
+            return None
+        self.bad_value = float(self._bad_value)
+        return bad
+
+    def means(self) -> dict[str, float]:
+        """Means since the last call (the loss averaged over processes too), then reset."""
+        if not self.count:
+            return {}
+        names = list(self.sums)
+        vals = torch.stack([self.sums[k] for k in names]) / self.count
+        vals[names.index("loss")] = all_reduce_mean(vals[names.index("loss")])
+        out = dict(zip(names, vals.tolist()))
+        self.sums, self.count = {}, 0
+        return out
 
 
 def _diff_config(a: dict, b: dict, prefix: str = "") -> list[str]:
@@ -103,7 +154,7 @@ class Trainer:
         self.model = build_model(cfg).to(self.device)
         self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()
         self.diffusion = diffusion_from_config(cfg)
-        self.sampler = create_named_schedule_sampler(cfg.diffusion.schedule_sampler, self.diffusion)
+        self.sampler = create_named_schedule_sampler(cfg.diffusion.schedule_sampler, self.diffusion).to(self.device)
 
         cuda = self.device.type == "cuda"
         self.amp_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(tc.precision)
@@ -114,12 +165,14 @@ class Trainer:
             self.amp_dtype = None
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay,
-                                     **({"fused": True} if cuda else {}))
-        denoiser = torch.compile(self.model) if tc.compile else None
-        self.loss_module: nn.Module = DiffusionLoss(self.model, self.diffusion, denoiser)
+                                     fused=fused_adamw_supported(self.device))
+        self.loss_module: nn.Module = DiffusionLoss(self.model, self.diffusion)
         if self.dist.enabled:
             self.loss_module = nn.parallel.DistributedDataParallel(
                 self.loss_module, device_ids=[self.device.index] if cuda else None)
+        # train.compile: the whole loss (prior, UNet, hybrid loss) as one graph, forward and backward
+        self.step_module = torch.compile(self.loss_module) if tc.compile else self.loss_module
+        self.meter = StepMeter(self.device)
         self.step = 0
         self._perm_cache: tuple[int, torch.Tensor] | None = None
         self._loader_iter = None
@@ -183,7 +236,7 @@ class Trainer:
         g = torch.Generator().manual_seed(self.cfg.train.seed * 1_000_003 + step + 7_919)
         sl = slice(self.dist.rank * self.local_batch, (self.dist.rank + 1) * self.local_batch)
         out = {"flip": torch.rand(b, generator=g)[sl] < 0.5}
-        t, w = self.sampler.sample(b, "cpu", generator=g)
+        t, w = self.sampler.sample(b, self.device, generator=g)  # on the device: the weights live there
         out["t"], out["weights"] = t[sl], w[sl]
         out["noise"] = torch.randn(b, *shape, generator=g)[sl]
         out["perturbation"] = torch.randn(b, *shape, generator=g)[sl]
@@ -251,6 +304,51 @@ class Trainer:
             torch.cuda.set_rng_state_all([s.cpu() for s in state["rng"]["cuda"]])
 
     # -- the loop -----------------------------------------------------------------------------------------------
+    def autocast(self):
+        return torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype else nullcontext()
+
+    def train_step(self, x0: torch.Tensor, r: dict[str, Any]) -> None:
+        """One optimizer step on the local batch ``x0`` with the step's randomness ``r`` (:meth:`step_randomness`).
+
+        Nothing here reads a value back from the device (no host synchronisation): the numbers to log, the NaN
+        check included, are accumulated on the device in ``self.meter`` and read every ``log_every`` steps and
+        before every checkpoint (:meth:`check_finite`)."""
+        tc = self.cfg.train
+        if self.cfg.data.flip:
+            x0 = torch.where(r["flip"].view(-1, 1, 1, 1), x0.flip(-1), x0)
+        for group in self.opt.param_groups:
+            group["lr"] = self.lr_at(self.step)
+        with self.autocast():
+            losses, aux, stats = self.step_module(x0, r["t"], r["noise"], r["perturbation"], r["prior_noise"])
+        loss = (losses["loss"] * r["weights"]).mean() + aux
+        self.sampler.update_with_local_losses(r["t"], losses["loss"].detach())
+        self.opt.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        vals = {"loss": loss.detach(), "mse": losses["mse"].detach().mean(), "aux": aux.detach(), **stats}
+        if "vb" in losses:
+            vals["vb"] = losses["vb"].detach().mean()
+        if tc.grad_clip > 0:
+            self.scaler.unscale_(self.opt)
+            vals["grad_norm"] = torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip)
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        self.update_ema()
+        self.meter.add(vals, self.step)
+        self.step += 1
+
+    def check_finite(self) -> None:
+        """Raise :class:`NonFiniteLossError` if a loss since the last check was NaN/inf on any process (reads the
+        device: called at log steps and before checkpoints, so the last checkpoint is always a good one)."""
+        bad = self.meter.first_bad_step()
+        if bad is None:
+            return
+        ckpt = self.out / CHECKPOINT
+        good = f"{ckpt} (step {torch.load(ckpt, map_location='cpu', weights_only=False)['step']})" \
+            if ckpt.exists() else "no checkpoint yet"
+        raise NonFiniteLossError(
+            f"loss became {self.meter.bad_value} at step {bad}; stopping. Last good checkpoint kept: "
+            f"{good}. Try a lower train.lr, train.grad_clip=1, or train.precision=fp32.")
+
     def train(self) -> dict[str, Any]:
         cfg, tc = self.cfg, self.cfg.train
         self.out.mkdir(parents=True, exist_ok=True)
@@ -264,7 +362,7 @@ class Trainer:
                 "run_id": cfg.run_id(), "version": dmz.__version__, "torch": torch.__version__,
                 "world_size": self.dist.world_size, "device": str(self.device),
                 "amp": str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else "fp32",
-                **self.model.param_counts()})
+                "compile": bool(tc.compile), **self.model.param_counts()})
         if self.step >= tc.steps:
             self._say(f"already at step {self.step} >= train.steps={tc.steps}; nothing to do")
             return self._summary({})
@@ -275,67 +373,47 @@ class Trainer:
         if self.progress and self.dist.is_main:
             from tqdm.auto import tqdm
             bar = tqdm(total=tc.steps, initial=self.step, desc=f"train {cfg.run_id()}", dynamic_ncols=True)
-        window: dict[str, list[float]] = {}
+        logger = self._logger()
         t_last_log, t_last_ckpt, n_images = time.perf_counter(), time.perf_counter(), 0
         last: dict[str, Any] = {}
         self.model.train()
-        while self.step < tc.steps:
-            x0 = next(batches).to(self.device, non_blocking=True)
-            r = self.step_randomness(self.step, shape)
-            if cfg.data.flip:
-                x0 = torch.where(r["flip"].view(-1, 1, 1, 1), x0.flip(-1), x0)
-            for group in self.opt.param_groups:
-                group["lr"] = self.lr_at(self.step)
-            autocast = (torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype else nullcontext())
-            with autocast:
-                losses, aux, stats = self.loss_module(x0, r["t"], r["noise"], r["perturbation"], r["prior_noise"])
-            loss = (losses["loss"] * r["weights"]).mean() + aux
-            self.sampler.update_with_local_losses(r["t"], losses["loss"].detach())
-            global_loss = all_reduce_mean(loss.detach().float())
-            if not torch.isfinite(global_loss):
-                good = f"{ckpt} (step {torch.load(ckpt, map_location='cpu', weights_only=False)['step']})" \
-                    if ckpt.exists() else "no checkpoint yet"
-                raise NonFiniteLossError(
-                    f"loss became {global_loss.item()} at step {self.step}; stopping. Last good checkpoint kept: "
-                    f"{good}. Try a lower train.lr, train.grad_clip=1, or train.precision=fp32.")
-            self.opt.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
-            grad_norm = None
-            if tc.grad_clip > 0:
-                self.scaler.unscale_(self.opt)
-                grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip))
-            self.scaler.step(self.opt)
-            self.scaler.update()
-            self.update_ema()
-            self.step += 1
-            n_images += tc.batch_size
-
-            vals = {"loss": float(global_loss), "mse": float(losses["mse"].detach().mean()), "aux": float(aux.detach()), **stats}
-            if "vb" in losses:
-                vals["vb"] = float(losses["vb"].detach().mean())
-            if grad_norm is not None:
-                vals["grad_norm"] = grad_norm
-            for k, v in vals.items():
-                window.setdefault(k, []).append(v)
-            if bar is not None:
-                bar.update(1)
-            if self.step % tc.log_every == 0 or self.step == tc.steps:
-                now = time.perf_counter()
-                last = {"step": self.step, **{k: float(np.mean(v)) for k, v in window.items()},
-                        "lr": self.lr_at(self.step - 1), "images_per_s": n_images / max(now - t_last_log, 1e-9),
-                        "time": time.time()}
-                window, t_last_log, n_images = {}, now, 0
-                if self.dist.is_main:
-                    append_jsonl(self.out / METRICS, last)
+        try:
+            while self.step < tc.steps:
+                x0 = next(batches).to(self.device, non_blocking=True)
+                self.train_step(x0, self.step_randomness(self.step, shape))
+                n_images += tc.batch_size
                 if bar is not None:
-                    bar.set_postfix(loss=f"{last['loss']:.4f}", img_s=f"{last['images_per_s']:.0f}")
-            due = self.step % tc.ckpt_every == 0 or time.perf_counter() - t_last_ckpt > 60 * tc.ckpt_minutes
-            if due or self.step == tc.steps:
-                self.save()
-                t_last_ckpt = time.perf_counter()
-        if bar is not None:
-            bar.close()
+                    bar.update(1)
+                if self.step % tc.log_every == 0 or self.step == tc.steps:
+                    self.check_finite()
+                    now = time.perf_counter()
+                    last = {"step": self.step, **self.meter.means(),
+                            "lr": self.lr_at(self.step - 1), "images_per_s": n_images / max(now - t_last_log, 1e-9),
+                            "time": time.time()}
+                    t_last_log, n_images = now, 0
+                    if self.dist.is_main:
+                        append_jsonl(self.out / METRICS, last)
+                        logger.scalars(self.step, {k: v for k, v in last.items() if k not in ("step", "time")})
+                    if bar is not None:
+                        bar.set_postfix(loss=f"{last['loss']:.4f}", img_s=f"{last['images_per_s']:.0f}")
+                if tc.sample_every and self.step % tc.sample_every == 0 and logger.enabled:
+                    from dmz.tblog import sample_grid
+                    logger.images(self.step, "samples/ema", sample_grid(cfg, self.ema, self.device, step=self.step))
+                due = self.step % tc.ckpt_every == 0 or time.perf_counter() - t_last_ckpt > 60 * tc.ckpt_minutes
+                if due or self.step == tc.steps:
+                    self.check_finite()
+                    self.save()
+                    t_last_ckpt = time.perf_counter()
+        finally:
+            logger.close()
+            if bar is not None:
+                bar.close()
         return self._summary(last)
+
+    def _logger(self):
+        """TensorBoard writer of the main process (``train.logger``); a no-op object elsewhere."""
+        from dmz.tblog import RunLogger
+        return RunLogger(self.out, enabled=self.cfg.train.logger == "tensorboard" and self.dist.is_main)
 
     def _summary(self, last: dict[str, Any]) -> dict[str, Any]:
         summary = {"run_id": self.cfg.run_id(), "step": self.step, "finished": self.step >= self.cfg.train.steps,

@@ -641,3 +641,30 @@ def test_loss_second_moment_sampler():
         LossSecondMomentResampler(create_diffusion(steps=20)).load_state_dict(s.state_dict())
     u = UniformSampler(d)
     u.load_state_dict(u.state_dict())
+
+
+def test_loss_second_moment_ring_buffer_equals_the_released_sequential_update():
+    """The device-side update (whole batches at once, repeated timesteps included, more repeats of one t than the
+    history holds) keeps exactly the losses the release's one-at-a-time "drop the oldest" loop keeps."""
+    N, H = 6, 3
+    d = create_diffusion(steps=N)
+    s = LossSecondMomentResampler(d, history_per_term=H, uniform_prob=0.01)
+    hist = {i: [] for i in range(N)}
+    g = torch.Generator().manual_seed(0)
+    for r in range(12):
+        t = torch.randint(0, N, (10,), generator=g)
+        if r == 3:
+            t[:8] = 2  # 8 repeats of one t in a batch: only its last H losses survive
+        losses = torch.rand(10, generator=g) * (t + 1)
+        for ti, li in zip(t.tolist(), losses.tolist()):
+            hist[ti] = (hist[ti] + [li])[-H:]
+        s.update_with_local_losses(t, losses)
+        assert s.warmed_up() == all(len(v) == H for v in hist.values())
+        state = s.state_dict()
+        for i in range(N):  # the checkpoint layout is the release's: oldest first, count <= H
+            assert int(state["loss_counts"][i]) == len(hist[i])
+            np.testing.assert_allclose(state["loss_history"][i, :len(hist[i])].numpy(), hist[i], rtol=1e-6)
+    assert s.warmed_up()
+    rms = np.array([math.sqrt(np.mean(np.square(hist[i]))) for i in range(N)])
+    w = s.weights()
+    np.testing.assert_allclose(w / w.sum(), 0.99 * rms / rms.sum() + 0.01 / N, rtol=1e-6)

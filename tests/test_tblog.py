@@ -134,3 +134,24 @@ def test_evaluation_adds_its_rows_to_the_runs_tensorboard(tmp_path):
     fid3 = next(r["value"] for r in rows if r["T"] == 3)
     assert scalars(events(run), "eval/fid_T3/prior") == [(3, fid3)]  # the new row only (T=2 was already there)
     assert "eval/fid_T2/prior" not in events(run).Tags()["scalars"]
+
+
+def test_trainer_writes_its_metrics_and_ema_sample_grids(tmp_path):
+    from dmz.runio import read_jsonl
+    from dmz.train import train
+
+    out = tmp_path / "r"
+    train(resolve("digits", conftest.tiny_overrides(steps=4, log_every=2, logger="tensorboard", sample_every=2)),
+          out, progress=False)
+    ea = events(out)
+    rows = read_jsonl(out / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [2, 4]
+    for name in ("loss", "mse", "vb", "lr", "images_per_s", "bit_entropy"):  # the same numbers as metrics.jsonl
+        assert scalars(ea, f"train/{name}") == [(r["step"], pytest.approx(r[name], rel=1e-5)) for r in rows], name
+    imgs = ea.Images("samples/ema")
+    assert [i.step for i in imgs] == [2, 4]
+    a, b = (np.array(Image.open(io.BytesIO(i.encoded_image_string))) for i in imgs)
+    assert a.shape == b.shape and a.shape[0] > 16 and not np.array_equal(a, b)  # the EMA moved between frames
+    none = tmp_path / "n"
+    train(resolve("digits", conftest.tiny_overrides(steps=2, sample_every=1)), none, progress=False)  # logger=none
+    assert not (none / TB_DIR).exists()

@@ -30,7 +30,7 @@ def register_prior(name: str):
 class PriorOutput:
     cond: torch.Tensor | None  # what the UNet receives, (B, cond_dim), or None for plain DDPM
     aux_loss: torch.Tensor  # scalar added to the diffusion loss (0 for the released DMZ)
-    stats: dict[str, float] = field(default_factory=dict)  # logged to metrics.jsonl
+    stats: dict[str, torch.Tensor] = field(default_factory=dict)  # scalars logged to metrics.jsonl (kept on the device)
 
 
 @dataclass(frozen=True)

@@ -41,8 +41,7 @@ class BernoulliLatent(LatentPrior):
             aux = aux + self.cfg.prior_confidence * _entropy_bits(probs).mean()
         with torch.no_grad():
             marg = probs.mean(0)
-            stats = {"bit_marginal_dev": float((marg - 0.5).abs().mean()),
-                     "bit_entropy": float(_entropy_bits(probs).mean())}
+            stats = {"bit_marginal_dev": (marg - 0.5).abs().mean(), "bit_entropy": _entropy_bits(probs).mean()}
         return PriorOutput(cond=y.flatten(1), aux_loss=aux, stats=stats)
 
     def encode(self, x0, noise=None):

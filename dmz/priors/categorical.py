@@ -41,7 +41,7 @@ class CategoricalLatent(LatentPrior):
         p = logits.softmax(-1)
         kl = (p * (p.clamp_min(1e-12).log() + math.log(self.k))).sum(-1).sum(-1).mean()
         aux = self.cfg.kl_weight * kl if self.cfg.kl_weight > 0 else kl.new_zeros(())
-        return PriorOutput(cond=y.flatten(1), aux_loss=aux, stats={"kl_uniform": float(kl.detach())})
+        return PriorOutput(cond=y.flatten(1), aux_loss=aux, stats={"kl_uniform": kl.detach()})
 
     def encode(self, x0, noise=None):
         return gumbel_softmax(self.logits(x0), self.cfg.tau, hard=True, uniform=noise).argmax(-1)

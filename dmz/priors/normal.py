@@ -36,7 +36,7 @@ class NormalLatent(LatentPrior):
         z = self._sample(mu, logvar, noise)
         kl = 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(1).mean()
         aux = self.cfg.kl_weight * kl if self.cfg.kl_weight > 0 else kl.new_zeros(())
-        return PriorOutput(cond=z, aux_loss=aux, stats={"kl": float(kl.detach())})
+        return PriorOutput(cond=z, aux_loss=aux, stats={"kl": kl.detach()})
 
     def encode(self, x0, noise=None):
         return self._sample(*self.params(x0), noise)
