@@ -25,7 +25,7 @@ if __package__ in (None, ""):  # run by path
 
 from dmz.data import to_uint8  # noqa: E402
 from dmz.run import load_run  # noqa: E402
-from dmz.sample import generate  # noqa: E402
+from dmz.sampling import generate  # noqa: E402
 from dmz.threads import limit_threads  # noqa: E402
 from dmz.zsamplers import build_zsampler  # noqa: E402
 from evaluation.features import (DIGITS_CLASSIFIER_NAME, DIGITS_LOGITS_LAYER,  # noqa: E402

@@ -13,7 +13,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import torch
 
 CHECKPOINT = "checkpoint.pt"
 CONFIG = "config.json"
@@ -48,6 +47,8 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
+    import torch  # here, not at import: CLIs that only read JSON lines start without torch
+
     _atomic(Path(path), lambda f: torch.save(obj, f))
 
 
@@ -56,6 +57,8 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> None:
 
 
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict[str, Any]:
+    import torch
+
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"no checkpoint at {path}; train the run first (python -m dmz.train ... --out {path.parent})")

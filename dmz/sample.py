@@ -1,177 +1,27 @@
-"""Generate images from a trained run (EMA weights), for any number of denoising steps T.
+"""Generate images from a trained run (EMA weights): the command line of :mod:`dmz.sampling`.
 
     python -m dmz.sample --run runs/digits-dmz --steps 100 --num 64 --z dataset --out grid.png
     python -m dmz.sample --run runs/digits-dmz --steps 10 --num 1000 --out samples.npz   # uint8 NHWC in arr_0
 
-Sample i uses seed ``seed + i``: its z and its x_T come from their own generators, so the same image comes out
-whatever the batch size, and the same (z, x_T) pair is used at every T.
-
-Bit-identical sample sets across batch sizes also need the *arithmetic* to be batch-size independent, and it is
-not: CPU (oneDNN/MKL) GEMM and convolution kernels pick their blocking from the batch dimension (cuBLAS/cuDNN
-choose kernels by shape too), so one sample's output differs in the last bits between a batch of 5 and a batch
-of 12 (the first ``Linear`` of the time embedding already does). For a fixed batch size, however, a row's result
-does not depend on its position or on the other rows. :func:`generate` therefore calls the denoiser on
-micro-batches of exactly ``micro_batch`` samples (the last one padded by repeating a row, padding discarded);
-``batch_size`` only sets how many samples are in flight and is rounded to a multiple of ``micro_batch``. A sample
-set is then a function of (seeds, micro_batch, device, weights), never of ``batch_size`` (tested on CPU,
-tests/test_evaluation_run.py; not yet checked on CUDA). The device, and possibly the CPU thread count, still
-change the last bits.
+torch is imported only after the arguments are parsed (``--help`` answers at once). The library (``generate``,
+``save_samples``, ``MicroBatched``, ...) lives in :mod:`dmz.sampling` and is still reachable from here.
 """
 
 from __future__ import annotations
 
 import argparse
-import io
-import math
 import sys
-from contextlib import nullcontext
 from pathlib import Path
-from typing import Sequence
-
-import numpy as np
-import torch
-
-from dmz.data import to_uint8
-from dmz.diffusion import PerSampleRNG
-from dmz.run import LoadedRun, load_run
-from dmz.runio import CheckpointError, atomic_write_bytes
-from dmz.train import diffusion_from_config
-from dmz.zsamplers import ZSAMPLERS, ZSampler, build_zsampler
 
 
-MICRO_BATCH = {"cpu": 32, "cuda": 256}  # default denoiser call size per device type (CPU saturates near 32)
+def __getattr__(name: str):
+    """``from dmz.sample import generate`` keeps working: library names come from :mod:`dmz.sampling`."""
+    import dmz.sampling
 
-
-def default_micro_batch(device: torch.device | str) -> int:
-    return MICRO_BATCH.get(torch.device(device).type, 256)
-
-
-class MicroBatched:
-    """Call ``fn`` on fixed-size micro-batches: every tensor argument whose first dimension is the batch is cut
-    into pieces of exactly ``size`` rows (the last piece padded by repeating its last row); outputs are
-    concatenated with the padding removed. Makes ``fn``'s per-sample results independent of the caller's batch."""
-
-    def __init__(self, fn, size: int):
-        if size < 1:
-            raise ValueError(f"micro_batch must be >= 1, got {size}")
-        self.fn, self.size = fn, int(size)
-
-    def __call__(self, *args, **kwargs):
-        n = args[0].shape[0]
-
-        def piece(v, s, e):
-            if not (torch.is_tensor(v) and v.dim() > 0 and v.shape[0] == n):
-                return v
-            v = v[s:e]
-            pad = self.size - (e - s)
-            return torch.cat([v, v[-1:].expand(pad, *v.shape[1:])]) if pad else v
-
-        outs = []
-        for s in range(0, n, self.size):
-            e = min(s + self.size, n)
-            out = self.fn(*(piece(a, s, e) for a in args), **{k: piece(v, s, e) for k, v in kwargs.items()})
-            outs.append(out[: e - s])
-        return torch.cat(outs)
-
-
-#: repetition k of image i (FID sampling seed k, reconstruction decode k) uses sample seed k * SEED_STRIDE + i
-SEED_STRIDE = 1_000_000
-
-
-def sample_seeds(seed: int, n: int) -> list[int]:
-    return [seed + i for i in range(n)]
-
-
-def check_steps(steps: int, diffusion_steps: int, sampler: str = "ddpm") -> None:
-    """T must be in 1..the run's training diffusion steps (a respaced sampler keeps T of them); DDIM's fixed
-    integer stride reaches only some T (``len(range(0, diffusion_steps, stride))``)."""
-    if not 1 <= int(steps) <= diffusion_steps:
-        raise ValueError(f"T={steps} denoising steps is out of range: T must be between 1 and {diffusion_steps} "
-                         f"(the run's training diffusion steps)")
-    if sampler == "ddim":
-        reachable = sorted({len(range(0, diffusion_steps, s)) for s in range(1, diffusion_steps)} | {diffusion_steps})
-        if steps not in reachable:
-            near = sorted(reachable, key=lambda t: (abs(t - steps), t))[:2]
-            raise ValueError(f"DDIM cannot take exactly T={steps} steps: it keeps every k-th of the "
-                             f"{diffusion_steps} training steps for an integer k; nearest valid T: "
-                             f"{', '.join(map(str, sorted(near)))} (or use the ddpm sampler, which takes any T)")
-
-
-def respacing(steps: int, sampler: str = "ddpm") -> str:
-    if sampler not in ("ddpm", "ddim"):
-        raise ValueError(f"unknown sampler {sampler!r}; valid: ddpm, ddim")
-    return f"ddim{steps}" if sampler == "ddim" else str(steps)
-
-
-@torch.no_grad()
-def generate(run: LoadedRun, *, steps: int, seeds: Sequence[int], zsampler: ZSampler | None = None,
-             batch_size: int = 256, sampler: str = "ddpm", progress: bool = False,
-             amp: bool = False, micro_batch: int | None = None,
-             codes: torch.Tensor | None = None) -> torch.Tensor:
-    """Images (N, C, H, W) in [-1, 1] on the CPU, one per seed.
-
-    :param zsampler: where z comes from (the prior when None). :param sampler: ``ddpm`` (ancestral, I-DDPM
-    respacing) or ``ddim`` (eta=0, ``ddimN`` spacing). :param amp: bf16 autocast on CUDA.
-    :param micro_batch: rows per denoiser call (default :data:`MICRO_BATCH` for the device); see the module
-    docstring. :param codes: (N, code_dim) codes to decode instead of drawing z (reconstruction).
-    """
-    model, device = run.model, run.device
-    check_steps(steps, run.cfg.diffusion.diffusion_steps, sampler)
-    if len(seeds) < 1:
-        raise ValueError("nothing to generate: give at least one seed (--num must be >= 1)")
-    if codes is not None and len(codes) != len(seeds):
-        raise ValueError(f"codes has {len(codes)} rows but {len(seeds)} seeds were given")
-    zs = zsampler or (build_zsampler("prior", run) if codes is None else None)
-    micro = micro_batch or default_micro_batch(device)
-    batch_size = max(micro, batch_size // micro * micro)
-    denoiser = MicroBatched(model, micro)
-    diffusion = diffusion_from_config(run.cfg, timestep_respacing=respacing(steps, sampler))
-    shape = (model.channels, model.resolution, model.resolution)
-    loop = diffusion.ddim_sample_loop if sampler == "ddim" else diffusion.p_sample_loop
-    ctx = torch.autocast("cuda", dtype=torch.bfloat16) if amp and device.type == "cuda" else nullcontext()
-    out = []
-    chunks = [(i, list(seeds[i:i + batch_size])) for i in range(0, len(seeds), batch_size)]
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=len(seeds), desc=f"sample T={steps}", unit="img", dynamic_ncols=True)
-    for start, chunk in chunks:
-        z_rng = PerSampleRNG([2 * s + 1 for s in chunk])
-        x_rng = PerSampleRNG([2 * s for s in chunk], device=device)
-        if codes is None:
-            z = zs.sample(len(chunk), z_rng, device)
-        else:
-            z = codes[start:start + len(chunk)].to(device)
-        cond = model.prior.code_to_cond(z)
-        kwargs = {} if cond is None else {"cond": cond}
-        with ctx:
-            x = loop(denoiser, (len(chunk), *shape), model_kwargs=kwargs, rng=x_rng, device=device)
-        out.append(x.float().clamp(-1, 1).cpu())
-        if bar is not None:
-            bar.update(len(chunk))
-    if bar is not None:
-        bar.close()
-    return torch.cat(out)
-
-
-def save_samples(images: torch.Tensor, path: str | Path, nrow: int | None = None) -> None:
-    """``.png``: a grid; ``.npz``: uint8 NHWC in ``arr_0`` (improved-diffusion's format)."""
-    path = Path(path)
-    u8 = to_uint8(images)
-    if path.suffix == ".npz":
-        buf = io.BytesIO()
-        np.savez(buf, arr_0=u8.permute(0, 2, 3, 1).numpy())
-        atomic_write_bytes(path, buf.getvalue())
-    elif path.suffix == ".png":
-        from PIL import Image
-        from torchvision.utils import make_grid
-        nrow = nrow or max(1, int(math.ceil(math.sqrt(len(u8)))))
-        grid = make_grid(u8, nrow=nrow, padding=1, pad_value=255)  # 3 channels, also for greyscale
-        buf = io.BytesIO()
-        Image.fromarray(grid.permute(1, 2, 0).numpy()).save(buf, format="PNG")
-        atomic_write_bytes(path, buf.getvalue())
-    else:
-        raise ValueError(f"--out must end in .png (grid) or .npz (raw uint8 samples), not {path.name!r}")
+    try:
+        return getattr(dmz.sampling, name)
+    except AttributeError:
+        raise AttributeError(f"module 'dmz.sample' has no attribute {name!r}") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -180,8 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=100,
                    help="denoising steps T (respaced): 1 to the run's training diffusion steps (1000)")
     p.add_argument("--num", type=int, default=64, help="number of images")
-    p.add_argument("--z", default="prior", help=f"z-sampler: {', '.join(sorted(ZSAMPLERS))}; options after a colon, "
-                   "e.g. pixelsnail:temperature=0.8")
+    p.add_argument("--z", default="prior", help="z-sampler (dmz.zsamplers): prior | empirical | dataset | pixelsnail; "
+                   "options after a colon, e.g. pixelsnail:temperature=0.8")
     p.add_argument("--out", required=True, help="PATH.png (grid) or PATH.npz (uint8 NHWC, arr_0)")
     p.add_argument("--seed", type=int, default=0, help="sample i uses seed + i")
     p.add_argument("--batch-size", type=int, default=256)
@@ -191,6 +41,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sampler", default="ddpm", choices=["ddpm", "ddim"])
     p.add_argument("--device", default="auto")
     p.add_argument("--weights", default="ema", choices=["ema", "model"])
+    p.add_argument("--precision", default=None, choices=["fp32", "bf16", "auto"],
+                   help="sampling arithmetic (default: the run's train.sampling_precision)")
+    p.add_argument("--compile", default=None, action=argparse.BooleanOptionalAction,
+                   help="torch.compile the denoiser (default: the run's train.sampling_compile)")
     args = p.parse_args(argv)
     if Path(args.out).suffix not in (".png", ".npz"):
         print(f"error: --out must end in .png or .npz, got {args.out}", file=sys.stderr)
@@ -198,12 +52,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.num < 1:
         print(f"error: --num must be >= 1 (the number of images), got {args.num}", file=sys.stderr)
         return 2
+    from dmz.run import load_run
+    from dmz.runio import CheckpointError
+    from dmz.sampling import generate, sample_seeds, save_samples
+    from dmz.zsamplers import build_zsampler
+
     try:
         run = load_run(args.run, device=args.device, weights=args.weights)
         zs = build_zsampler(args.z, run)
         images = generate(run, steps=args.steps, seeds=sample_seeds(args.seed, args.num), zsampler=zs,
                           batch_size=args.batch_size, sampler=args.sampler, progress=True,
-                          micro_batch=args.micro_batch)
+                          micro_batch=args.micro_batch, precision=args.precision, compile=args.compile)
     except (CheckpointError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

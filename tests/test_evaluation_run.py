@@ -152,9 +152,13 @@ def test_rows_carry_required_fields(first_rows, run_dir):
 def test_rerun_skips_existing_rows_and_force_recomputes(first_rows, run_dir, monkeypatch, capsys):
     n_before = len(read_jsonl(run_dir / ev.RESULTS))
     gen_calls, repr_calls = [], []
-    real_generate, real_repr = ev.generate, ev.representations
-    monkeypatch.setattr(ev, "generate", lambda *a, **k: gen_calls.append(k["steps"]) or real_generate(*a, **k))
-    monkeypatch.setattr(ev, "representations", lambda *a, **k: repr_calls.append(a[1]) or real_repr(*a, **k))
+    import dmz.run
+    import dmz.sampling
+
+    # evaluation.run imports these where it uses them (fast --help): patch them where they live
+    real_generate, real_repr = dmz.sampling.generate, dmz.run.representations
+    monkeypatch.setattr(dmz.sampling, "generate", lambda *a, **k: gen_calls.append(k["steps"]) or real_generate(*a, **k))
+    monkeypatch.setattr(dmz.run, "representations", lambda *a, **k: repr_calls.append(a[1]) or real_repr(*a, **k))
 
     again = ev.evaluate(run_dir, metrics=("fid", "probe"), kid=True, device="cpu", **SMALL)
     assert gen_calls == [] and repr_calls == []
