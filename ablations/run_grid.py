@@ -37,7 +37,7 @@ import submitit
 
 from ablations.clusters import ClusterProfile, executor_parameters, load_profile, make_executor
 from ablations.grids import (Cell, GridError, add_cell_args, cell_dir, cells_from_args, default_runs_root, is_done,
-                             missing_rows, pixelsnail_width, requested_rows)
+                             missing_rows, pixelsnail_width, requested_rows, results_label)
 from dmz.config import ConfigError
 from dmz.locks import FileLock, held_by, read_holder
 from dmz.runio import METRICS, atomic_write_json, read_jsonl
@@ -101,9 +101,11 @@ def _write_state(run_dir: Path, state: str, **extra: Any) -> None:
 def _evaluate(run_dir: Path, cell: Cell, log: Callable[[str], None]) -> None:
     from evaluation.run import evaluate
 
+    tc = cell.config().train  # the cell's sampling options, not those its folder was trained with (execution fields)
     for e in cell.evals:
         log(f"evaluate {e.metrics} T={e.steps} samplers={e.samplers} N={e.num_samples} seeds={e.seeds}")
-        kwargs: dict[str, Any] = {"metrics": e.metrics, "progress": False, "log": log}
+        kwargs: dict[str, Any] = {"metrics": e.metrics, "progress": False, "log": log,
+                                  "precision": tc.sampling_precision, "compile": tc.sampling_compile}
         if "fid" in e.metrics:
             kwargs.update(steps=e.steps, samplers=e.samplers, num_samples=e.num_samples, seeds=e.seeds)
         evaluate(run_dir, **kwargs)
@@ -184,7 +186,7 @@ def _run_phases(cell: Cell, cfg, run_dir: Path, rank: int, job: dict[str, Any],
                 timings: dict[str, dict[str, float]], say: Callable[[str], None]) -> dict[str, Any]:
     import torch
 
-    from dmz.train import train
+    from dmz.trainer import train
 
     def phase(name: str, fn: Callable, *args):
         if rank == 0:
@@ -681,7 +683,7 @@ def main(argv: list[str] | None = None) -> int:
         from ablations.report import report
 
         try:
-            paths = report(args.grid, preset, cells=cells, runs_root=root, results_dir=args.results_dir, say=say)
+            paths = report(args.grid, results_label(preset, args.budget), cells=cells, runs_root=root, results_dir=args.results_dir, say=say)
             say(paths["markdown_text"])
         except Exception as e:  # a report problem must not hide the grid's outcome
             say(f"report failed: {type(e).__name__}: {e}")

@@ -77,7 +77,9 @@ class TrainConfig:
     warmup_steps: int = 0  # linear lr warm-up (released: none)
     seed: int = 0
     precision: str = "fp16"  # fp32 | fp16 (released, with loss scaling) | bf16 | auto (bf16 on CUDA, fp32 on CPU)
-    compile: bool = False  # torch.compile the UNet
+    compile: bool = False  # torch.compile the training step's loss (prior, UNet, hybrid loss; forward and backward)
+    sampling_precision: str = "fp32"  # sampling (dmz.sample, evaluation): fp32 | bf16 | auto (bf16 on CUDA)
+    sampling_compile: bool = False  # sampling: torch.compile the denoiser
     log_every: int = 100
     ckpt_every: int = 10_000  # steps between checkpoints (released save_interval)
     ckpt_minutes: float = 30.0  # also checkpoint when this much wall time passed since the last one
@@ -165,8 +167,8 @@ class Config:
 
 # fields that change how a run executes, not what it computes: left out of the run id
 EXECUTION_FIELDS = ("train.device", "train.threads", "train.log_every", "train.ckpt_every", "train.ckpt_minutes",
-                    "train.keep_checkpoints", "train.compile", "train.logger", "train.sample_every",
-                    "data.num_workers", "data.data_root", "data.download")
+                    "train.keep_checkpoints", "train.compile", "train.sampling_precision", "train.sampling_compile",
+                    "train.logger", "train.sample_every", "data.num_workers", "data.data_root", "data.download")
 
 
 # fields added after run ids were first published, with their defaults: at the default they stay out of the digest
@@ -277,6 +279,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "diffusion.loss": ("hybrid", "mse"),
     "diffusion.schedule_sampler": ("uniform", "loss-second-moment"),
     "train.precision": ("fp32", "fp16", "bf16", "auto"),
+    "train.sampling_precision": ("fp32", "bf16", "auto"),
     "train.logger": ("tensorboard", "none"),
 }
 

@@ -106,13 +106,15 @@ def sample_grid(cfg, model, device, *, num: int = SAMPLE_GRID_NUM, steps: int = 
     image i from sample seed ``seed + i`` (same z and x_T at every call: frames of a run are comparable). The model
     is put in eval mode for the call and its previous mode restored."""
     from dmz.run import LoadedRun
-    from dmz.sample import generate, sample_seeds
+    from dmz.sampling import generate, sample_seeds
 
     was_training = model.training
     model.eval()
     try:
         run = LoadedRun(Path("."), cfg, model, int(step), device)
-        return generate(run, steps=min(steps, cfg.diffusion.diffusion_steps), seeds=sample_seeds(seed, num))
+        # eager fp32: a 16-image grid is not worth compiling the EMA copy inside a training process
+        return generate(run, steps=min(steps, cfg.diffusion.diffusion_steps), seeds=sample_seeds(seed, num),
+                        precision="fp32", compile=False)
     finally:
         model.train(was_training)
 

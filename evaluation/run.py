@@ -29,16 +29,17 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
 import dmz
-from dmz.data import DatasetNotFoundError, dataset_info, to_uint8
-from dmz.run import LoadedRun, load_run, representations
-from dmz.runio import CheckpointError, append_jsonl, read_jsonl
-from dmz.sample import SEED_STRIDE, check_steps, default_micro_batch, generate, save_samples
-from dmz.zsamplers import build_zsampler, check_zsampler
+from dmz.runio import append_jsonl, read_jsonl
+
+if TYPE_CHECKING:
+    from dmz.run import LoadedRun
+
+# torch, diffusers and the feature extractors are imported where they are used, so `--help` answers at once
 
 RESULTS = "results.jsonl"
 METRIC_GROUPS = ("fid", "probe", "recon", "codes")
@@ -144,6 +145,9 @@ class _Plan:
 
 
 def _validate(metrics, samplers, steps, seeds, num_samples, solver) -> None:
+    from dmz.sampling import SEED_STRIDE
+    from dmz.zsamplers import check_zsampler
+
     bad = [m for m in metrics if m not in METRIC_GROUPS]
     if bad:
         raise EvaluationError(f"unknown metric {bad[0]!r}; valid: {', '.join(METRIC_GROUPS)}")
@@ -183,7 +187,9 @@ def evaluate(
     micro_batch: int | None = None,  # rows per denoiser call (results depend on it); None = device default
     device: str = "auto",
     weights: str = "ema",
-    amp: bool = False,  # bf16 autocast on CUDA
+    amp: bool = False,  # bf16 autocast (the same as precision="bf16")
+    precision: str | None = None,  # sampling: fp32 | bf16 | auto; None = the run's train.sampling_precision
+    compile: bool | None = None,  # sampling: torch.compile the denoiser; None = the run's train.sampling_compile
     keep_samples: bool = False,  # write <run>/samples/<solver>-T<T>-<sampler>-seed<k>-n<N>.npz
     force: bool = False,  # recompute rows already in results.jsonl
     progress: bool = False,
@@ -195,6 +201,10 @@ def evaluate(
 
     Returns the rows for the request: newly computed ones and those found already present (same key).
     """
+    from dmz.accel import precision_name
+    from dmz.run import load_run
+    from dmz.sampling import check_steps, default_micro_batch, sampling_setup
+
     metrics, samplers, steps = tuple(metrics), tuple(samplers), tuple(int(t) for t in steps)
     _validate(metrics, samplers, steps, seeds, num_samples, solver)
     t_start = time.perf_counter()
@@ -211,10 +221,12 @@ def evaluate(
     k_seeds = int(seeds or d_k)
     micro = int(micro_batch or default_micro_batch(run.device))
     has_latent = run.model.prior.code_dim > 0
+    dtype, compiled = sampling_setup(run, precision="bf16" if amp else precision, compile=compile)
     base = {**config_fields(run), "weights": weights, "solver": solver, "device": str(run.device),
-            "micro_batch": micro, "amp": bool(amp and run.device.type == "cuda")}
+            "micro_batch": micro, "amp": dtype is not None, "precision": precision_name(dtype), "compile": compiled}
     plan = _Plan(run.path / RESULTS, base, force)
-    gen_kw = dict(batch_size=batch_size, sampler=solver, amp=amp, micro_batch=micro, progress=progress)
+    gen_kw = dict(batch_size=batch_size, sampler=solver, precision=precision_name(dtype), compile=compiled,
+                  micro_batch=micro, progress=progress)
 
     try:
         _run_metrics(run, plan, log, metrics=metrics, steps=steps, n=n, k_seeds=k_seeds, samplers=samplers,
@@ -263,6 +275,9 @@ def _run_metrics(run, plan: _Plan, log, *, metrics, steps, n, k_seeds, samplers,
 
 def _fid(run, plan: _Plan, log, *, steps, n, k_seeds, samplers, extractor_name, reference_split, kid, prc,
          keep_samples, cache_dir, allow_download, has_latent, gen_kw) -> None:
+    from dmz.data import to_uint8
+    from dmz.sampling import SEED_STRIDE, generate, save_samples
+    from dmz.zsamplers import build_zsampler
     from evaluation.features import default_feature_extractor, get_feature_extractor
     from evaluation.fid import metrics_against_reference, reference_stats
 
@@ -321,6 +336,8 @@ def _fid(run, plan: _Plan, log, *, steps, n, k_seeds, samplers, extractor_name, 
 
 
 def _probe(run, plan: _Plan, log, *, repr_mode: str) -> None:
+    from dmz.data import dataset_info
+    from dmz.run import representations
     from evaluation.probe import probe_cv_all, probe_heldout_all
 
     d = run.cfg.data
@@ -471,7 +488,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--micro-batch", type=int, default=None, help="rows per denoiser call (default 32 CPU, 256 CUDA)")
     p.add_argument("--device", default="auto")
     p.add_argument("--weights", default="ema", choices=["ema", "model"])
-    p.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA")
+    p.add_argument("--precision", default=None, choices=["fp32", "bf16", "auto"],
+                   help="sampling arithmetic (default: the run's train.sampling_precision)")
+    p.add_argument("--amp", action="store_true", help="the same as --precision bf16")
+    p.add_argument("--compile", default=None, action=argparse.BooleanOptionalAction,
+                   help="torch.compile the denoiser (default: the run's train.sampling_compile)")
     p.add_argument("--keep-samples", action="store_true", help="write an npz per T / sampler / seed")
     p.add_argument("--force", action="store_true", help="recompute rows already in results.jsonl")
     p.add_argument("--allow-download", action="store_true", help="download the Inception weights if missing")
@@ -480,6 +501,8 @@ def main(argv: list[str] | None = None) -> int:
     if not Path(args.run).is_dir():
         print(f"error: run folder {args.run} does not exist", file=sys.stderr)
         return 2
+    from dmz.data import DatasetNotFoundError
+    from dmz.runio import CheckpointError
     from evaluation.features import FeatureExtractorUnavailable
 
     try:
@@ -488,7 +511,8 @@ def main(argv: list[str] | None = None) -> int:
                         reference_split=args.reference_split, kid=args.kid, prc=args.prc, repr_mode=args.repr_mode,
                         recon_images=args.recon_images, recon_decodes=args.recon_decodes, solver=args.solver,
                         batch_size=args.batch_size, micro_batch=args.micro_batch, device=args.device,
-                        weights=args.weights, amp=args.amp, keep_samples=args.keep_samples, force=args.force,
+                        weights=args.weights, amp=args.amp,
+                        precision=args.precision, compile=args.compile, keep_samples=args.keep_samples, force=args.force,
                         progress=not args.no_progress, allow_download=args.allow_download)
     except (EvaluationError, CheckpointError, FeatureExtractorUnavailable, DatasetNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
