@@ -92,14 +92,14 @@ def save(df: pd.DataFrame, grid: str, preset: str, results_dir: str | Path | Non
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ablations.grids import cell_parser, parse_cells
+    from ablations.grids import cell_parser, parse_cells, results_label
 
     parsed = parse_cells(cell_parser("python -m ablations.collect", __doc__.split("\n\n")[0]), argv)
     if parsed is None:
         return 2
     args, preset, cells = parsed
     df = collect(cells, args.out)
-    paths = save(df, args.grid, preset, args.results_dir)
+    paths = save(df, args.grid, results_label(preset, args.budget), args.results_dir)
     print(f"{len(df)} rows from {df['variant'].nunique()} of {len(cells)} cells -> {paths['csv']}")
     return 0
 

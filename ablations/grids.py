@@ -4,7 +4,9 @@ A **cell** is one resolved training config (a preset plus overrides) and the eva
 Samplers and step counts T are evaluation options, never separate trainings: one checkpoint serves every z-sampler
 and every T.
 
-    >>> cells = expand("latent_size", "digits")    # 6 cells: |z| in {16, 64, 128}, with and without prior matching
+    >>> [c.name for c in expand("latent_size", "digits")]    # the default budget: smallest and largest |z|
+    ['z16', 'z128']
+    >>> cells = expand("latent_size", "digits", budget="full")  # |z| in {16, 64, 128}, with and without prior matching
     >>> [c.name for c in cells][:2]
     ['z16', 'z64']
     >>> cells[0].config().model.latent_dim, cells[0].evals[0].samplers
@@ -34,14 +36,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 from dmz.config import Config, ConfigError, PRESETS, _split, resolve, valid_keys
-from dmz.data import dataset_info
 from dmz.runio import read_jsonl
 
 RESULTS_FILE = "results.jsonl"  # evaluation.run appends one row per metric / T / sampler
 
 __all__ = ["Budget", "EvalSpec", "Variant", "Cell", "GridDef", "GRIDS", "GridError", "expand", "get_grid",
            "requested_rows", "row_matches", "missing_rows", "is_done", "default_runs_root", "cell_dir",
-           "pixelsnail_width", "add_cell_args", "cells_from_args", "cell_parser", "parse_cells", "LATENT_SIZES",
+           "pixelsnail_width", "add_cell_args", "results_label", "cells_from_args", "cell_parser", "parse_cells", "LATENT_SIZES",
            "ZSAMPLERS_ALL", "PRIOR_MATCHING_WEIGHT", "PRIOR_MATCHING_SIZES", "CODE_SAMPLERS", "DIGITS_LATENT_SIZES"]
 
 REPO = Path(__file__).resolve().parent.parent
@@ -95,6 +96,7 @@ class Budget:
         empty = the released PixelSNAIL and fit_prior's defaults (<= 500 epochs, early stopping).
     :param metrics: the metric groups this budget evaluates, of those a variant asks for (None = all of them).
     :param variants: the grid's variants this budget runs, by name (None = all of them).
+    :param samplers: the z-samplers this budget scores, of those a variant asks for (None = all of them).
     """
 
     train: dict[str, Any] = field(default_factory=dict)
@@ -104,6 +106,7 @@ class Budget:
     pixelsnail: dict[str, Any] = field(default_factory=dict)
     metrics: tuple[str, ...] | None = None
     variants: tuple[str, ...] | None = None
+    samplers: tuple[str, ...] | None = None
 
 
 #: Paper presets: as released (the preset's training length), evaluation at the paper's sizes.
@@ -124,7 +127,7 @@ DIGITS_PIXELSNAIL = {"epochs": 30, "batch_size": 32,
 DIGITS_MAIN = Budget(train={"steps": 600}, steps=PAPER_T, num_samples=300, seeds=1)
 #: latent_type / conditioning: 4 cells (2 rounds of 2); FID at T in {10, 50} plus the probe.
 DIGITS_FOUR_CELLS = Budget(train={"steps": 400}, steps=(10, 50), num_samples=300, seeds=1)
-#: latent_size (issue 5's |z| scaling study): 6 trainings, |z| in {16, 64, 128} with and without prior matching
+#: latent_size's full study on digits (``--budget full``; issue 5's |z| scaling study): 6 trainings, |z| in {16, 64, 128} with and without prior matching
 #: (3 rounds of 2), each trained 1,000 steps and scored with all 4 z-samplers at T=10 and T=100 on N=500 samples, plus
 #: the code diagnostics (bits per held-out code under each sampler). About 20 min per cell on one thread, an hour for
 #: the grid (measured: ablations/README.md). PixelSNAIL: lr 1e-3, up to 150 epochs with held-out early stopping (the
@@ -135,6 +138,14 @@ DIGITS_LATENT_SIZE = Budget(train={"steps": 1000}, steps=(10, 100), num_samples=
                             pixelsnail={**DIGITS_PIXELSNAIL, "epochs": 150, "lr": 1e-3}, metrics=("fid", "codes"),
                             variants=tuple(n for L in DIGITS_LATENT_SIZES
                                            for n in (f"z{L}", f"z{L}-pm{PRIOR_MATCHING_WEIGHT:g}")))
+#: latent_size's default on digits (the README's first command): the |z| effect in about a quarter of an hour on 2
+#: cores. The smallest and largest |z| of the study (one round of 2 cells, 1 thread each), trained as in the full
+#: study (same cells, same run folders: ``--budget full`` reuses them), scored at T=10 with the Bernoulli(0.5) prior
+#: and with codes of training images (the decoder's own quality) over 3 sampling seeds, so the table carries the
+#: spread the prior's |z| gap is judged against. No PixelSNAIL, no code diagnostics (the full study has both).
+DIGITS_LATENT_SIZE_QUICK = Budget(train={"steps": 1000}, steps=(10,), num_samples=500, seeds=3, metrics=("fid",),
+                                  samplers=("prior", "dataset"),
+                                  variants=(f"z{DIGITS_LATENT_SIZES[0]}", f"z{DIGITS_LATENT_SIZES[-1]}"))
 #: representation: 9 trainings (5 rounds of 2), probe only (no sampling); the probe costs ~1-2 min per cell.
 DIGITS_REPRESENTATION = Budget(train={"steps": 150})
 
@@ -201,11 +212,20 @@ class GridDef:
     description: str
     table: str
     variants: Callable[[], list[Variant]]
-    budgets: dict[str, Budget]
+    budgets: dict[str, Budget]  # by preset ("digits"); other named budgets of a preset as "digits:full"
     index: tuple[str, ...] = ("variant", "sampler")
 
-    def budget(self, preset: str) -> Budget:
-        return self.budgets.get(preset, PAPER_BUDGET)
+    def budget(self, preset: str, name: str | None = None) -> Budget:
+        """The preset's budget, or its budget called ``name`` (``--budget``)."""
+        if name is None:
+            return self.budgets.get(preset, PAPER_BUDGET)
+        valid = self.budget_names(preset)
+        if name not in valid:
+            raise GridError(f"unknown budget {name!r} for grid {self.name} on {preset}; valid: {', '.join(valid)}")
+        return self.budgets.get(f"{preset}:{name}", self.budget(preset))
+
+    def budget_names(self, preset: str) -> list[str]:
+        return ["default"] + [k.split(":", 1)[1] for k in self.budgets if k.startswith(f"{preset}:")]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -249,7 +269,7 @@ GRIDS: dict[str, GridDef] = {g.name: g for g in [
             "ablation: conditioning", _conditioning, {"digits": DIGITS_FOUR_CELLS}),
     GridDef("latent_size", "|z| in {16..256} (digits: 16, 64, 128) x z-sampler {prior, empirical, dataset, "
             "pixelsnail}, plus prior matching (0.1) at |z| 16, 64, 128; bits per held-out code per sampler",
-            "ablation: |z| size x z-sampler", _latent_size, {"digits": DIGITS_LATENT_SIZE},
+            "ablation: |z| size x z-sampler", _latent_size, {"digits": DIGITS_LATENT_SIZE_QUICK, "digits:full": DIGITS_LATENT_SIZE},
             index=("variant", "latent_dim", "prior_matching", "sampler")),
     GridDef("representation", "linear-probe accuracy / AUROC across priors and |z|",
             "Table 2 (guess): representation quality", _representation, {"digits": DIGITS_REPRESENTATION},
@@ -289,13 +309,14 @@ def _canonical(key: str) -> str:
 
 def _evals(variant: Variant, budget: Budget) -> tuple[EvalSpec, ...]:
     metrics = [m for m in variant.metrics if budget.metrics is None or m in budget.metrics]
+    samplers = tuple(s for s in variant.samplers if budget.samplers is None or s in budget.samplers)
     out = []
     if "fid" in metrics:
-        out.append(EvalSpec(("fid",), tuple(budget.steps), tuple(variant.samplers), budget.num_samples, budget.seeds))
+        out.append(EvalSpec(("fid",), tuple(budget.steps), samplers, budget.num_samples, budget.seeds))
     if "probe" in metrics:
         out.append(EvalSpec(("probe",), (), (), None, None))
     if "codes" in metrics:  # bits per held-out code under each learned/prior sampler the cell scores
-        out.append(EvalSpec(("codes",), (), tuple(s for s in variant.samplers if s in CODE_SAMPLERS), None, None))
+        out.append(EvalSpec(("codes",), (), tuple(s for s in samplers if s in CODE_SAMPLERS), None, None))
     return tuple(out)
 
 
@@ -304,7 +325,7 @@ EVAL_SIZE_KEYS = ("steps", "num_samples", "seeds", "pixelsnail_epochs")
 
 def expand(grid: str, preset: str = "digits", sets: list[str] | dict[str, Any] | None = None, *,
            eval_sizes: dict[str, Any] | None = None, gpus: int = 0, only: list[str] | None = None,
-           warn: Callable[[str], None] | None = None) -> list[Cell]:
+           warn: Callable[[str], None] | None = None, budget: str | None = None) -> list[Cell]:
     """The cells of ``grid`` on ``preset``; ``sets`` (``key=value`` strings or a dict) apply to every cell.
 
     :param eval_sizes: replace the budget's evaluation sizes (keys :data:`EVAL_SIZE_KEYS`; T is ``steps``); they
@@ -312,6 +333,7 @@ def expand(grid: str, preset: str = "digits", sets: list[str] | dict[str, Any] |
     :param gpus: GPUs per cell (DDP tasks); 0 on CPU.
     :param only: cell names to keep, chosen from all the grid's variants (also those a budget leaves out, e.g.
         ``z32`` of ``latent_size`` on digits); None = the budget's cells.
+    :param budget: another named budget of the grid on ``preset`` (``GridDef.budget_names``), e.g. ``full``.
 
     Raises :class:`GridError` for an unknown grid, preset, key or cell and :class:`dmz.config.ConfigError` for a bad
     value.
@@ -320,7 +342,7 @@ def expand(grid: str, preset: str = "digits", sets: list[str] | dict[str, Any] |
     if preset not in PRESETS:
         raise GridError(f"unknown preset {preset!r}{_suggest(preset, PRESETS)}; valid presets: {', '.join(PRESETS)}")
     user = _parse_sets(sets)
-    budget = g.budget(preset)
+    budget = g.budget(preset, None if budget in (None, "default") else budget)
     if eval_sizes:
         bad = sorted(set(eval_sizes) - set(EVAL_SIZE_KEYS))
         if bad:
@@ -368,6 +390,8 @@ def expand(grid: str, preset: str = "digits", sets: list[str] | dict[str, Any] |
 def probe_metrics(dataset: str) -> list[str]:
     """The rows ``evaluation.run`` writes for ``probe``: AUROC (and accuracy for class labels), 5-fold CV and
     held-out."""
+    from dmz.data import dataset_info
+
     scores = ["acc", "auroc"] if dataset_info(dataset).label_kind == "class" else ["auroc"]
     return [f"probe_{s}_{p}" for s in scores for p in ("cv", "heldout")]
 
@@ -439,7 +463,15 @@ def add_cell_args(p) -> None:
     p.add_argument("--pixelsnail-epochs", type=int, help="cap on PixelSNAIL epochs instead of the grid's")
     p.add_argument("--only", help="comma-separated cell names (default: the grid's cells for this preset; --only can "
                    "also pick cells a digits budget leaves out, e.g. z32)")
+    p.add_argument("--budget", default=None, help="a grid's other named budget on the preset, e.g. full for "
+                   "latent_size on digits (default: the grid's default budget)")
     p.add_argument("--out", type=Path, default=None, help="root of the cell folders (default results/runs)")
+
+
+def results_label(preset: str, budget: str | None = None) -> str:
+    """The folder name of a grid's tables under ``results/<grid>/``: the preset, plus the budget's name when it is
+    not the default one (``digits-full``), so the two budgets' tables never overwrite each other."""
+    return preset if budget in (None, "default") else f"{preset}-{budget}"
 
 
 def cell_parser(prog: str, description: str, *, results_help: str = "default results/"):
@@ -483,5 +515,5 @@ def cells_from_args(args, *, gpus_per_node: int = 0,
     gpus = gpus_per_node if preset != "digits" else min(1, gpus_per_node)
     only = [n.strip() for n in args.only.split(",") if n.strip()] if args.only else None
     cells = expand(args.grid, preset, args.sets, eval_sizes={k: v for k, v in sizes.items() if v is not None},
-                   gpus=gpus, only=only, warn=warn)
+                   gpus=gpus, only=only, warn=warn, budget=getattr(args, "budget", None))
     return preset, why, cells

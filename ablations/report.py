@@ -128,6 +128,8 @@ def build_table(df: pd.DataFrame, grid: str, paper: pd.DataFrame | None = None) 
         table = pivot(rep if not rep.empty else gen, rep_index)
     table = table[index + [c for c in order if c in table.columns]]
 
+    if grid == "latent_size":
+        notes += size_effect_findings(df)
     if paper is not None:
         table, paper_notes = _join_paper(table, df, grid, paper)
         notes += paper_notes
@@ -136,6 +138,34 @@ def build_table(df: pd.DataFrame, grid: str, paper: pd.DataFrame | None = None) 
             notes.append(f"FID [{ext}] uses the {ext} feature extractor, not Inception: its values are not "
                          "comparable to Inception FIDs (the paper's).")
     return table.fillna("–"), notes
+
+
+def size_effect_findings(df: pd.DataFrame, k: float = 3.0) -> list[str]:
+    """The paper's |z| claim, judged from the rows: Bernoulli(0.5)-prior FID at the largest |z| against the smallest
+    (cells without prior matching), per T. It holds when the difference exceeds ``k`` times the seed spread (the
+    larger of the two sds over sampling seeds); with one seed there is no spread and no verdict."""
+    fid = df[(df["metric"] == "fid") & (df["sampler"] == "prior")]
+    if "prior_matching" in fid.columns:
+        fid = fid[fid["prior_matching"].fillna(0) == 0]
+    out = []
+    for T, grp in fid.groupby("T", sort=True):
+        sizes = sorted(grp["latent_dim"].dropna().unique())
+        if len(sizes) < 2:
+            continue
+        (lo_v, lo_sd), (hi_v, hi_sd) = (mean_sd(grp[grp["latent_dim"] == z]) for z in (sizes[0], sizes[-1]))
+        head = (f"|z| effect at T={int(T)}: prior-sampler FID {hi_v:.2f} at |z|={int(sizes[-1])} vs {lo_v:.2f} at "
+                f"|z|={int(sizes[0])}")
+        if lo_sd is None or hi_sd is None:
+            out.append(f"{head}; one sampling seed, no spread: not resolved (run with --eval-seeds 3)")
+            continue
+        spread = max(lo_sd, hi_sd)
+        diff = hi_v - lo_v
+        verdict = ("holds (larger |z|, worse prior samples)" if diff > k * spread else
+                   "does not hold (larger |z|, better prior samples)" if -diff > k * spread else
+                   "not resolved at this budget")
+        out.append(f"{head}: difference {diff:+.2f}, seed spread {spread:.2f} (sd over sampling seeds); rule: a "
+                   f"difference counts when it exceeds {k:g}x the spread -> {verdict}")
+    return out
 
 
 def _join_paper(table: pd.DataFrame, df: pd.DataFrame, grid: str, paper: pd.DataFrame):
@@ -294,7 +324,7 @@ def report(grid: str, preset: str, *, cells: list[Cell], runs_root: str | Path |
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ablations.grids import cell_parser, parse_cells
+    from ablations.grids import cell_parser, parse_cells, results_label
 
     p = cell_parser("python ablations/report.py", __doc__.split("\n\n")[0],
                     results_help="where tables go (default results/)")
@@ -303,8 +333,8 @@ def main(argv: list[str] | None = None) -> int:
     if parsed is None:
         return 2
     args, preset, cells = parsed
-    out = report(args.grid, preset, cells=cells, runs_root=args.out, results_dir=args.results_dir,
-                 plots=not args.no_plots, say=print)
+    out = report(args.grid, results_label(preset, args.budget), cells=cells, runs_root=args.out,
+                 results_dir=args.results_dir, plots=not args.no_plots, say=print)
     print(out["markdown_text"])
     return 0
 

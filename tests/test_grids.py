@@ -63,7 +63,7 @@ def test_latent_size_samplers_are_evaluations_of_one_training():
 
 
 def test_digits_budgets_live_in_the_grid_not_the_preset():
-    size = expand("latent_size", "digits")
+    size = expand("latent_size", "digits", budget="full")
     b = grids.DIGITS_LATENT_SIZE
     assert all(c.config().train.steps == b.train["steps"] for c in size)
     assert resolve("digits").train.steps != b.train["steps"]  # the preset itself is untouched
@@ -82,7 +82,7 @@ def test_digits_budgets_live_in_the_grid_not_the_preset():
 
 def test_user_sets_apply_to_every_cell_but_not_the_grid_axis():
     warnings = []
-    cells = expand("latent_size", "digits", TINY, warn=warnings.append)
+    cells = expand("latent_size", "digits", TINY, warn=warnings.append, budget="full")
     assert [c.config().model.latent_dim for c in cells[:3]] == list(grids.DIGITS_LATENT_SIZES)  # axis wins over --set
     assert all(c.config().model.base_channels == 8 and c.config().train.steps == 3 for c in cells)
     assert warnings and "latent_dim" in warnings[0]
@@ -169,3 +169,22 @@ def test_done_needs_finished_training_and_every_requested_row(tmp_path):
     assert not is_done(cell, d)
     (d / "train_summary.json").write_text(json.dumps({"finished": True, "step": 3}))
     assert is_done(cell, d)
+
+
+def test_latent_size_default_budget_is_the_quick_study_sharing_the_full_studys_cells():
+    quick = expand("latent_size", "digits")
+    full = {c.name: c for c in expand("latent_size", "digits", budget="full")}
+    lo, hi = f"z{grids.DIGITS_LATENT_SIZES[0]}", f"z{grids.DIGITS_LATENT_SIZES[-1]}"
+    assert [c.name for c in quick] == [lo, hi]
+    for c in quick:
+        assert c.run_id == full[c.name].run_id  # same trainings: --budget full reuses the quick run's folders
+        assert not c.needs_pixelsnail
+        fid = [r for r in requested_rows(c) if r["metric"] == "fid"]
+        assert {(r["sampler"], r["T"], r["seeds"]) for r in fid} == {("prior", 10, 3), ("dataset", 10, 3)}
+    assert expand("latent_size", "digits", budget="default") == quick
+    with pytest.raises(GridError, match="unknown budget 'huge'.*valid: default, full"):
+        expand("latent_size", "digits", budget="huge")
+    p = argparse.ArgumentParser()
+    add_cell_args(p)
+    _, _, cells = cells_from_args(p.parse_args(["--grid", "latent_size", "--preset", "digits", "--budget", "full"]))
+    assert len(cells) == len(full)

@@ -182,7 +182,7 @@ def test_latex_escapes_and_pm():
 
 
 def test_report_writes_csv_tables_and_plots(tmp_path):
-    cells = expand("latent_size", "digits", TINY, eval_sizes={"steps": [2, 4], "num_samples": 20})
+    cells = expand("latent_size", "digits", TINY, eval_sizes={"steps": [2, 4], "num_samples": 20}, budget="full")
     for c in cells[:3]:
         write(c, tmp_path / "runs", [fid_row(t, s, 80.0 - t, N=20, seeds=1) for s in ("prior", "empirical", "dataset",
                                                                                    "pixelsnail") for t in (2, 4)])
@@ -222,3 +222,25 @@ def test_collect_and_report_command_lines(tmp_path, capsys):
     assert "| dmz" in out and "33.30" in out and (tmp_path / "res" / "main" / "digits" / "table.tex").exists()
     assert report_cli.main(["--grid", "mian"]) == 2
     assert "did you mean 'main'" in capsys.readouterr().err
+
+
+def test_size_effect_verdict_is_computed_from_the_rows():
+    import pandas as pd
+
+    from ablations.report import size_effect_findings
+
+    def rows(hi, sd_hi, lo=3.0, sd_lo=0.2, pm_hi=None):
+        base = dict(metric="fid", sampler="prior", T=10)
+        out = [dict(base, latent_dim=16, prior_matching=0.0, value=lo, sd=sd_lo),
+               dict(base, latent_dim=128, prior_matching=0.0, value=hi, sd=sd_hi),
+               dict(base, latent_dim=64, prior_matching=0.0, value=50.0, sd=0.1)]  # only the extremes are compared
+        if pm_hi is not None:  # a prior-matching cell at the largest |z| is not part of the claim
+            out.append(dict(base, latent_dim=128, prior_matching=0.1, value=pm_hi, sd=0.1))
+        return pd.DataFrame(out)
+
+    (line,) = size_effect_findings(rows(hi=20.0, sd_hi=0.5, pm_hi=1.0))
+    assert "FID 20.00 at |z|=128 vs 3.00 at |z|=16" in line and "spread 0.50" in line and line.endswith("-> holds "
+                                                                                                         "(larger |z|, worse prior samples)")
+    assert size_effect_findings(rows(hi=4.0, sd_hi=0.5))[0].endswith("not resolved at this budget")  # 1.0 < 3 x 0.5
+    assert size_effect_findings(rows(hi=1.0, sd_hi=0.1))[0].endswith("does not hold (larger |z|, better prior samples)")
+    assert "no spread" in size_effect_findings(rows(hi=20.0, sd_hi=float("nan")).assign(sd=None))[0]

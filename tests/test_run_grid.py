@@ -226,7 +226,8 @@ def test_latent_size_cell_fits_pixelsnail_and_writes_code_rows(tmp_path):
     from ablations.grids import is_done, missing_rows
     from dmz.runio import read_jsonl
 
-    cells = expand("latent_size", "digits", TINY + ["warmup_steps=0"], eval_sizes={**SIZES, "pixelsnail_epochs": 2})
+    cells = expand("latent_size", "digits", TINY + ["warmup_steps=0"], eval_sizes={**SIZES, "pixelsnail_epochs": 2},
+                   budget="full")
     cell = next(c for c in cells if c.name == "z16")
     cell = dataclasses.replace(cell, pixelsnail={**cell.pixelsnail, "model_kwargs": {
         "channel": 8, "res_channel": 8, "n_block": 1, "n_res_block": 1, "attention": False}})
