@@ -49,3 +49,35 @@ def test_sample_cli_errors(tiny_run, tmp_path):
     assert r.returncode == 2 and "unknown z-sampler 'magic'" in r.stderr
     r = _sample("--run", str(tiny_run), "--out", str(tmp_path / "x.jpg"))
     assert r.returncode == 2 and ".png or .npz" in r.stderr
+
+
+def test_sampling_precision_and_compile_options(tiny_run):
+    """bf16 autocast and the compiled denoiser give the eager fp32 images up to their arithmetic (same seeds, same
+    z, same x_T), and the run's config fields are the defaults an explicit argument overrides."""
+    import torch
+
+    from dmz.accel import bf16_supported
+    from dmz.run import load_run
+    from dmz.sampling import generate, sampling_setup
+
+    run = load_run(tiny_run, device="cpu")
+    assert sampling_setup(run) == (None, False)  # the digits preset's defaults as written in the run's config
+    kw = dict(steps=3, seeds=range(6), micro_batch=4)
+    ref = generate(run, **kw)
+    assert torch.equal(ref, generate(run, precision="fp32", compile=False, **kw))
+    if bf16_supported(torch.device("cpu")):
+        bf = generate(run, precision="bf16", **kw)
+        assert not torch.equal(bf, ref)  # bf16 arithmetic really ran
+        assert (bf - ref).abs().mean() < 0.05
+
+
+@pytest.mark.slow  # ~1 min: inductor compiles the tiny UNet from a cold cache
+def test_compiled_denoiser_gives_the_eager_images(tiny_run):
+    import torch
+
+    from dmz.run import load_run
+    from dmz.sampling import generate
+
+    run = load_run(tiny_run, device="cpu")
+    kw = dict(steps=3, seeds=range(6), micro_batch=4)
+    torch.testing.assert_close(generate(run, compile=True, **kw), generate(run, **kw), rtol=0, atol=2e-3)
