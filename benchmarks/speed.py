@@ -292,9 +292,10 @@ def main(argv=None) -> int:
         for prec in ["fp32", "bf16"] if bf16_supported(device) else ["fp32"]:
             for comp in (False, True):
                 name = f"{prec}{'+compile' if comp else ''}"
-                configs.append((name, resolve(args.preset, [*sets, f"precision={prec}", f"compile={comp}",
-                                                            f"sampling_precision={prec}",
-                                                            f"sampling_compile={comp}"])))
+                cfg = resolve(args.preset, [*sets, f"precision={prec}", f"compile={comp}",
+                                            f"sampling_precision={prec}", f"sampling_compile={comp}"])
+                if cfg != base:  # the preset's own options are measured once
+                    configs.append((name, cfg))
     rows = []
     n_sample = batch
     for name, cfg in configs:

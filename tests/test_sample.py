@@ -61,7 +61,8 @@ def test_sampling_precision_and_compile_options(tiny_run):
     from dmz.sampling import generate, sampling_setup
 
     run = load_run(tiny_run, device="cpu")
-    assert sampling_setup(run) == (None, False)  # the digits preset's defaults as written in the run's config
+    assert sampling_setup(run) == (None, False)  # the run's config (tiny: compile off)
+    assert sampling_setup(run, compile=True) == (None, True) and resolve("digits").train.sampling_compile
     kw = dict(steps=3, seeds=range(6), micro_batch=4)
     ref = generate(run, **kw)
     assert torch.equal(ref, generate(run, precision="fp32", compile=False, **kw))
