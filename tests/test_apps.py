@@ -77,7 +77,8 @@ def test_smoothness_numbers():
     s = smoothness(feats)
     assert s["mean_step"] == pytest.approx(5 / 3) and s["max_step"] == 3
     assert s["max_over_mean"] == pytest.approx(1.8)
-    assert s["endpoint_dist"] == pytest.approx(np.sqrt(17)) and s["path_over_endpoint"] == pytest.approx(5 / np.sqrt(17))
+    assert s["endpoint_dist"] == pytest.approx(np.sqrt(17))
+    assert s["path_over_endpoint"] == pytest.approx(5 / np.sqrt(17))
 
 
 def test_pairs_have_different_codes_and_labels():

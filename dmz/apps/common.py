@@ -39,7 +39,7 @@ def load_binary_run(path, device: str = "cpu") -> LoadedRun:
     return run
 
 
-def test_images(run: LoadedRun, split: str = "test") -> tuple[torch.Tensor, torch.Tensor]:
+def split_images(run: LoadedRun, split: str = "test") -> tuple[torch.Tensor, torch.Tensor]:
     """All images (N, C, H, W) in [-1, 1] and labels of a split of the run's dataset (no flip)."""
     ds = run.dataset(split)
     if hasattr(ds, "images"):

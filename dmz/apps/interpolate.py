@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from dmz.apps.common import (AppError, Features, decode, feature_distance, load_binary_run, save_rows, soft_probs,
-                             test_images, write_scores)
+                             split_images, write_scores)
 from dmz.run import encode_split
 
 XT_LEVELS = (10, 30, 50, 70, 90)
@@ -132,7 +132,7 @@ def interpolate(run_dir, out: Path, *, pairs: int = 8, pair: list[tuple[int, int
         if pairs < 1:
             raise AppError(f"--pairs must be >= 1, got {pairs}")
         chosen = choose_pairs(codes, labels, pairs, seed)
-    x, _ = test_images(run)
+    x, _ = split_images(run)
     probs = soft_probs(run, x)
     feats_of = Features(run.cfg.data.dataset, run.cfg.data.resolution, run.cfg.data.data_root)
     out = Path(out)

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from dmz.apps.common import (AppError, DigitsLabeller, Features, decode, feature_distance, load_binary_run,
-                             save_rows, test_images, write_scores)
+                             save_rows, split_images, write_scores)
 from dmz.data import dataset_info
 from dmz.run import encode_split
 
@@ -104,7 +104,7 @@ def manipulate(run_dir, out: Path, *, attributes: list[str], steps: int = 100, p
     chosen = resolve_attributes(dataset, attributes)
     train_codes, train_labels = encode_split(run, "train")
     test_codes, test_labels = encode_split(run, "test")
-    x, _ = test_images(run)
+    x, _ = split_images(run)
     feats_of = Features(dataset, run.cfg.data.resolution, run.cfg.data.data_root)
     labeller = DigitsLabeller(run.model.resolution) if dataset == "digits" else None
     out = Path(out)

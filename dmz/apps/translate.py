@@ -10,8 +10,9 @@ pairs (the release stopped on the test pairs); the best weights are kept. Test s
 
 Scores on the test pairs, beside two references decoded the same way: ``oracle`` (the target model's own codes of the
 paired target images: the best a code mapping can do) and ``prior`` (Bernoulli(0.5) codes: no information from the
-source), and the paired target images themselves (``real``: the floor of each score at this N). FID of each set against the target domain's training split in the target run's FID feature space (digits:
-digits-classifier-v1; few samples, so compare rows, not papers), pixel MSE to the paired target image, bit accuracy of
+source), and the paired target images themselves (``real``: the floor of each score at this N). FID of each set
+against the target domain's training split in the target run's FID feature space (digits: digits-classifier-v1; few
+samples, so compare rows, not papers), pixel MSE to the paired target image, bit accuracy of
 the mapped codes, and for digits the share of translations that the digits classifier labels as the source's digit
 (needs no LPIPS weights).
 """
@@ -25,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from dmz.apps.common import AppError, DigitsLabeller, decode, load_binary_run, save_rows, test_images, write_scores
+from dmz.apps.common import AppError, DigitsLabeller, decode, load_binary_run, save_rows, split_images, write_scores
 from dmz.paired_data import check_pair
 from dmz.run import encode_split
 
@@ -56,7 +57,8 @@ class BitMapper(nn.Module):
 
 
 def fit_mapper(src: torch.Tensor, tgt: torch.Tensor, *, epochs: int = 100, patience: int = 10, batch_size: int = 256,
-               lr: float = 1e-3, val_fraction: float = 0.1, seed: int = 0, hidden: int = HIDDEN) -> tuple[BitMapper, dict]:
+               lr: float = 1e-3, val_fraction: float = 0.1, seed: int = 0,
+               hidden: int = HIDDEN) -> tuple[BitMapper, dict]:
     """Train :class:`BitMapper` on paired codes; returns the best model (held-out bit accuracy) and its history."""
     n = len(src)
     g = torch.Generator().manual_seed(seed)
@@ -135,8 +137,8 @@ def translate(source_dir, target_dir, out: Path, *, steps: int = 40, num: int | 
         f"accuracy {fit['val_bit_accuracy']:.3f} ({time.perf_counter() - t0:.0f} s)")
     zs_test, src_labels = encode_split(source, "test")
     zt_test, _ = encode_split(target, "test")
-    x_src, _ = test_images(source)
-    x_tgt, _ = test_images(target)
+    x_src, _ = split_images(source)
+    x_tgt, _ = split_images(target)
     n = n_test if num is None else num
     mapped = (mapper.probs(zs_test[:n]) > 0.5).long()
     g = torch.Generator().manual_seed(seed + 1)
