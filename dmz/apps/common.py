@@ -15,8 +15,8 @@ from dmz.data import to_uint8
 from dmz.diffusion import PerSampleRNG
 from dmz.run import LoadedRun, load_run
 from dmz.runio import CheckpointError, atomic_write_json
-from dmz.sample import MicroBatched, default_micro_batch, generate
-from dmz.train import diffusion_from_config
+from dmz.sampling import MicroBatched, default_micro_batch, generate
+from dmz.trainer import diffusion_from_config
 
 SCORES = "scores.json"
 
@@ -59,7 +59,7 @@ def decode(run: LoadedRun, codes: torch.Tensor, *, steps: int, seeds: Sequence[i
            start: float = 1.0, micro_batch: int | None = None) -> torch.Tensor:
     """Images (N, C, H, W) in [-1, 1] decoded from ``codes`` (hard bits, or relaxed probabilities in [0, 1]).
 
-    ``x0=None``: from x_T ~ N(0, I) over all T respaced steps (:func:`dmz.sample.generate`). Otherwise from x0 noised
+    ``x0=None``: from x_T ~ N(0, I) over all T respaced steps (:func:`dmz.sampling.generate`). Otherwise from x0 noised
     to the respaced step ``k - 1``, k = round(start * T), with ``q_sample`` (x_t, as the release's manipulation does at
     t = 0.9T), then k ancestral steps. Sample i's noise (of q_sample and of every step) comes from seed ``seeds[i]``,
     so rows that share a seed differ only by their codes.
