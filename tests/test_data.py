@@ -47,7 +47,8 @@ def sklearn_digits():
 # ------------------------------------------------------------------------------------------------ registry
 
 def test_registry_names_and_info():
-    assert dataset_names() == ["digits", "cifar10", "celeba64"]
+    assert dataset_names() == ["digits", "cifar10", "celeba64", "digits_edges", "edges2handbags_edges",
+                               "edges2handbags", "edges2shoes_edges", "edges2shoes"]  # paired: dmz/paired_data.py
     assert set(DATASETS) == set(dataset_names())
     d = dataset_info("digits")
     assert d == DatasetInfo("digits", 1, 16, "class", 10, None, 1437)
