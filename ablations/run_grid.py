@@ -112,7 +112,7 @@ def _evaluate(run_dir: Path, cell: Cell, log: Callable[[str], None]) -> None:
 
 
 def _fit_pixelsnail(run_dir: Path, cell: Cell, log: Callable[[str], None]) -> None:
-    from dmz.prior import fit_prior
+    from dmz.zsamplers.pixelsnail import fit_prior
 
     kwargs = {"width": pixelsnail_width(cell.config().model.latent_dim), **cell.pixelsnail}
     fit_prior(run_dir, log=log, **kwargs)
