@@ -66,21 +66,22 @@ class Reference:
         import torch
         self.torch = torch
         self.unet = copy.deepcopy(model.unet).to(device)
+        self.methods = model.methods  # how z reaches the UNet (cross-attention token, class embedding)
         self.device, self.cfg = device, cfg
         self.cond_dim = model.prior.cond_dim
         self.cuda = device.type == "cuda"
         self.opt = torch.optim.AdamW(self.unet.parameters(), lr=cfg.train.lr)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.cuda)
-        self.channels = model.channels
+        self.channels, self.resolution = model.channels, model.resolution
 
     def _kwargs(self, b):
-        torch = self.torch
-        if self.cond_dim == 0:
-            return {"encoder_hidden_states": None}
-        z = torch.rand(b, self.cond_dim, device=self.device)
-        methods = {m.name for m in self.unet_methods} if hasattr(self, "unet_methods") else set()
-        return {"encoder_hidden_states": z[:, None, :]} if not methods or "cross_attention" in methods else \
-            {"class_labels": z, "encoder_hidden_states": None}
+        """A fixed random z for the batch, passed the way the model's conditioning methods pass it."""
+        kw = {"encoder_hidden_states": None}
+        if self.cond_dim:
+            z = self.torch.rand(b, self.cond_dim, device=self.device)
+            for m in self.methods:
+                kw.update(m.forward_kwargs(z))
+        return kw
 
     def train_step(self, x):
         torch = self.torch
@@ -107,7 +108,7 @@ class Reference:
     def sample(self, n, diffusion):
         torch = self.torch
         k = self.coefficients(diffusion, self.device)
-        x = torch.randn(n, self.channels, *self.unet.config.sample_size if isinstance(self.unet.config.sample_size, (list, tuple)) else (self.unet.config.sample_size,) * 2, device=self.device)
+        x = torch.randn(n, self.channels, self.resolution, self.resolution, device=self.device)
         kw = self._kwargs(n)
         with torch.no_grad(), torch.autocast("cuda", dtype=torch.float16, enabled=self.cuda):
             for i in reversed(range(diffusion.num_timesteps)):
@@ -138,9 +139,8 @@ def build(cfg, device, workdir):
 
 def measure(cfg, device, *, batch: int, steps_T: list[int], rounds: int, iters: int, n_sample: int) -> dict:
     """One row of rates and ratios for ``cfg``'s options (ours) against the reference."""
-    import torch
 
-    from dmz.diffusion import create_diffusion  # noqa: F401  (the reference uses our respaced coefficients)
+    from dmz.accel import precision_name
     from dmz.sampling import generate, respacing, sampling_setup
     from dmz.trainer import diffusion_from_config
 
@@ -175,17 +175,15 @@ def measure(cfg, device, *, batch: int, steps_T: list[int], rounds: int, iters: 
             ref.sample(n_sample, diffs[T])
             _sync(device)
 
-        warm = {}
-        for name, fn in [("ours_train", ours_train), ("ref_train", ref_train),
-                         *[(f"ours_sample_T{T}", lambda T=T: ours_sample(T)) for T in steps_T],
-                         *[(f"ref_sample_T{T}", lambda T=T: ref_sample(T)) for T in steps_T]]:
-            t0 = time.perf_counter()
-            fn()
-            warm[name] = time.perf_counter() - t0
-        times: dict[str, list[float]] = {k: [] for k in warm}
         fns = {"ours_train": ours_train, "ref_train": ref_train,
                **{f"ours_sample_T{T}": (lambda T=T: ours_sample(T)) for T in steps_T},
                **{f"ref_sample_T{T}": (lambda T=T: ref_sample(T)) for T in steps_T}}
+        warm = {}
+        for name, fn in fns.items():  # first calls: compilation, caches, allocator; reported, not rated
+            t0 = time.perf_counter()
+            fn()
+            warm[name] = time.perf_counter() - t0
+        times: dict[str, list[float]] = {k: [] for k in fns}
         for r in range(rounds):
             order = list(fns) if r % 2 == 0 else list(reversed(fns))  # alternate who goes first
             for name in order:
@@ -219,8 +217,7 @@ def measure(cfg, device, *, batch: int, steps_T: list[int], rounds: int, iters: 
         row[f"sample_ratio_T{T}"] = ratio(f"ours_sample_T{T}", f"ref_sample_T{T}")
         row[f"sample_warmup_s_T{T}"] = warm[f"ours_sample_T{T}"]
     row["sample_ratio"] = statistics.median(row[f"sample_ratio_T{T}"] for T in steps_T)
-    row["precision_used"] = {"train": str(trainer.amp_dtype).replace("torch.", "") if trainer.amp_dtype else "fp32",
-                             "sampling": str(dtype).replace("torch.", "") if dtype else "fp32",
+    row["precision_used"] = {"train": precision_name(trainer.amp_dtype), "sampling": precision_name(dtype),
                              "sampling_compile": compiled}
     return row
 
@@ -310,7 +307,7 @@ def main(argv=None) -> int:
     lines = [f"# Speed: ours vs the reference stack ({args.preset}, batch {batch})", "",
              "Machine: " + ", ".join(f"{k} {v}" for k, v in info.items()), "",
              f"Command: `python benchmarks/speed.py {' '.join(sys.argv[1:] if argv is None else argv)}`", "",
-             f"Matmul peak (2048^3 GEMM): " + ", ".join(f"{k} {v / 1e9:.1f} GFLOP/s" for k, v in peak.items()),
+             "Matmul peak (2048^3 GEMM): " + ", ".join(f"{k} {v / 1e9:.1f} GFLOP/s" for k, v in peak.items()),
              f"; FLOPs per training step (forward + backward, flop_counter): {rows[0]['flops_per_train_step'] / 1e9:.2f} G",
              "", "| ours: variant (train / sampling) | train img/s | reference | **train ratio** | MFU ours / ref | "
              "warm-up s (ours / ref) | " + " | ".join(f"sample img/s T={T} (ours / ref, ratio)" for T in args.steps_T)

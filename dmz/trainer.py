@@ -22,12 +22,12 @@ from torch import nn
 
 import dmz
 from dmz.accel import amp_dtype, autocast, precision_name
-from dmz.config import EXECUTION_FIELDS, Config, ConfigError, resolve
+from dmz.config import EXECUTION_FIELDS, Config, ConfigError
 from dmz.data import build_dataset, from_uint8
 from dmz.diffusion import create_diffusion, create_named_schedule_sampler
 from dmz.distributed import all_reduce_mean, barrier, init_distributed
 from dmz.model import DMZModel, build_model
-from dmz.runio import (CHECKPOINT, CONFIG, METRICS, CheckpointError, append_jsonl, atomic_write_json, load_checkpoint,
+from dmz.runio import (CHECKPOINT, CONFIG, METRICS, append_jsonl, atomic_write_json, load_checkpoint,
                        save_checkpoint)
 from dmz.threads import limit_threads
 

@@ -6,7 +6,6 @@ sees every ``item``/``tolist``/``numpy``/``__bool__``/``__float__``/``__int__``/
 from __future__ import annotations
 
 import pytest
-import torch
 from torch.overrides import TorchFunctionMode
 
 from dmz.config import resolve
