@@ -321,7 +321,7 @@ def main(argv=None) -> int:
             f"| {label} | {r['train_img_s']:.0f} | {r['ref_train_img_s']:.0f} | **{r['train_ratio']:.2f}** | "
             f"{r['mfu_fp32_peak']:.1%} / {r['ref_mfu_fp32_peak']:.1%} | {r['train_warmup_s']:.1f} / "
             f"{r['ref_train_warmup_s']:.1f} | "
-            + " | ".join(f"{r[f'sample_img_s_T{T}']:.0f} / {r[f'ref_sample_img_s_T{T}']:.0f} "
+            + " | ".join(f"{r[f'sample_img_s_T{T}']:.3g} / {r[f'ref_sample_img_s_T{T}']:.3g} "
                          f"(**{r[f'sample_ratio_T{T}']:.2f}**)" for T in args.steps_T)
             + " | " + ", ".join(f"{r[f'sample_warmup_s_T{T}']:.1f}" for T in args.steps_T) + " |")
     text = "\n".join(lines) + "\n"
