@@ -173,7 +173,18 @@ class TensorImageDataset(Dataset):
         return f"{type(self).__name__}({self.name}, split={self.split}, n={len(self)}, res={self.resolution})"
 
 
-class CelebAFolder(Dataset):
+class UInt8FileDataset(Dataset):
+    """An on-disk dataset whose subclass reads image ``index`` as uint8 (C, H, W) (``load_uint8``) and holds
+    ``labels`` and ``flip``: items are the image in [-1, 1] (flipped with probability 1/2 when ``flip``) and its label."""
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        img = from_uint8(self.load_uint8(index))
+        if self.flip and torch.rand(()) < 0.5:
+            img = img.flip(-1)
+        return img, self.labels[index]
+
+
+class CelebAFolder(UInt8FileDataset):
     """CelebA read from ``<root>/celeba`` (see the module docstring for the preprocessing)."""
 
     def __init__(self, root: str, split: str, resolution: int = 64, center_crop: bool = False, flip: bool = False):
@@ -219,12 +230,6 @@ class CelebAFolder(Dataset):
             top, left = round((h - side) / 2), round((w - side) / 2)
             img = img[:, top:top + side, left:left + side]
         return _resize_uint8(img, self.resolution, antialias=self.center_crop)
-
-    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
-        img = from_uint8(self.load_uint8(index))
-        if self.flip and torch.rand(()) < 0.5:
-            img = img.flip(-1)
-        return img, self.labels[index]
 
     def __repr__(self) -> str:
         return f"CelebAFolder({self.folder}, split={self.split}, n={len(self)}, res={self.resolution})"

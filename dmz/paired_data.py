@@ -30,10 +30,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.data import Dataset
-
-from dmz.data import (DatasetInfo, DatasetNotFoundError, TensorImageDataset, _digits_images, _digits_info,
-                      _digits_raw, _header, _resize_uint8, _tensor_bytes, from_uint8)
+from dmz.data import (DatasetInfo, DatasetNotFoundError, TensorImageDataset, UInt8FileDataset, _digits_images,
+                      _digits_info, _digits_raw, _header, _resize_uint8, _tensor_bytes)
 
 EDGE_THRESHOLD = 0.4  # on the [0, 1] morphological gradient of the digit
 PIX2PIX_NAMES = ("edges2handbags", "edges2shoes")
@@ -94,7 +92,7 @@ def _build_digits_edges(split, *, root, resolution, flip, center_crop, download)
 # pix2pix folders
 
 
-class Pix2PixFolder(Dataset):
+class Pix2PixFolder(UInt8FileDataset):
     """One side (``edges`` or ``photo``) of a pix2pix paired folder (see the module docstring)."""
 
     def __init__(self, root: str, name: str, split: str, side: str, resolution: int = PIX2PIX_RESOLUTION,
@@ -128,12 +126,6 @@ class Pix2PixFolder(Dataset):
         img = torch.from_numpy(arr.copy())
         img = img.unsqueeze(0) if img.dim() == 2 else img.permute(2, 0, 1)
         return _resize_uint8(img, self.resolution, antialias=False)
-
-    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
-        img = from_uint8(self.load_uint8(index))
-        if self.flip and torch.rand(()) < 0.5:
-            img = img.flip(-1)
-        return img, self.labels[index]
 
     def fingerprint(self) -> str:
         """File names, sizes and mtimes in order (as ``celeba64``'s file mode), cached per object."""
