@@ -495,6 +495,17 @@ def _tensor_bytes(h, t: Tensor) -> None:
              else t.to(torch.uint8).numpy().tobytes())
 
 
+def files_fingerprint(ds, folder: str, tag: bytes) -> str:
+    """An on-disk dataset's content key: its header, ``tag``, then each file's name, size and mtime in order, then
+    its labels (not the pixels: cheap to recompute, and any rewritten file changes its mtime)."""
+    h = hashlib.sha256(_header(ds) + tag)
+    for f in ds.filenames:
+        st = os.stat(os.path.join(folder, f))
+        h.update(f"{f}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+    _tensor_bytes(h, ds.labels)
+    return h.hexdigest()
+
+
 def dataset_fingerprint(ds) -> str:
     """sha256 hex digest of a dataset's content (see the module docstring for what each kind hashes)."""
     if isinstance(ds, Subset):
@@ -514,12 +525,7 @@ def dataset_fingerprint(ds) -> str:
         return digest
     if isinstance(ds, CelebAFolder):
         if ds._fingerprint_cache is None:
-            h = hashlib.sha256(_header(ds) + b"files\0")
-            for f in ds.filenames:
-                st = os.stat(os.path.join(ds.image_dir, f))
-                h.update(f"{f}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
-            _tensor_bytes(h, ds.labels)
-            ds._fingerprint_cache = h.hexdigest()
+            ds._fingerprint_cache = files_fingerprint(ds, ds.image_dir, b"files\0")
         return ds._fingerprint_cache
     if callable(getattr(ds, "fingerprint", None)):  # datasets defined elsewhere (dmz.paired_data) hash themselves
         return ds.fingerprint()

@@ -23,15 +23,15 @@ uses to refuse two runs whose datasets are not the two sides of one pair.
 
 from __future__ import annotations
 
-import hashlib
 import os
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
 from dmz.data import (DatasetInfo, DatasetNotFoundError, TensorImageDataset, UInt8FileDataset, _digits_images,
-                      _digits_info, _digits_raw, _header, _resize_uint8, _tensor_bytes)
+                      _digits_info, _digits_raw, _resize_uint8, files_fingerprint)
 
 EDGE_THRESHOLD = 0.4  # on the [0, 1] morphological gradient of the digit
 PIX2PIX_NAMES = ("edges2handbags", "edges2shoes")
@@ -130,12 +130,7 @@ class Pix2PixFolder(UInt8FileDataset):
     def fingerprint(self) -> str:
         """File names, sizes and mtimes in order (as ``celeba64``'s file mode), cached per object."""
         if self._fingerprint_cache is None:
-            h = hashlib.sha256(_header(self) + f"files\0{self.side}\0".encode())
-            for f in self.filenames:
-                st = os.stat(os.path.join(self.folder, f))
-                h.update(f"{f}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
-            _tensor_bytes(h, self.labels)
-            self._fingerprint_cache = h.hexdigest()
+            self._fingerprint_cache = files_fingerprint(self, self.folder, f"files\0{self.side}\0".encode())
         return self._fingerprint_cache
 
     def __repr__(self) -> str:
