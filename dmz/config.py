@@ -31,6 +31,7 @@ class ModelConfig:
     prior_matching: float = 0.0  # bernoulli: pull aggregate posterior towards Bernoulli(0.5) (0 = as released)
     prior_confidence: float = 0.0  # bernoulli: penalise each image's per-bit posterior entropy (0 = as released)
     conditioning: str = "cross_attention"  # '+'-joined methods: cross_attention | concat | add
+    z_tokens: int = 1  # cross_attention: z as this many key/value tokens (1 = the released single token)
     encoder_channels: tuple[int, ...] | None = None  # None = released rule: halve to 2x2 starting at 32 channels
     base_channels: int = 128  # UNet base width
     channel_mult: tuple[int, ...] = (1, 2, 2, 2)  # width multiplier per resolution level
@@ -162,6 +163,8 @@ class Config:
     def run_id(self) -> str:
         m = self.model
         latent = "ddpm" if m.prior == "none" else f"{m.prior}{m.latent_dim}-{m.conditioning.replace('+', '_')}"
+        if m.z_tokens > 1:
+            latent += f"-tok{m.z_tokens}"
         return f"{self.preset}-{latent}-s{self.train.seed}-{self.digest()}"
 
 
@@ -172,7 +175,7 @@ EXECUTION_FIELDS = ("train.device", "train.threads", "train.log_every", "train.c
 
 
 # fields added after run ids were first published, with their defaults: at the default they stay out of the digest
-LATER_FIELDS = {"model.prior_confidence": 0.0}
+LATER_FIELDS = {"model.prior_confidence": 0.0, "model.z_tokens": 1}
 
 
 class ConfigError(ValueError):
@@ -308,6 +311,15 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"attention_levels {bad} outside 0..{len(m.channel_mult) - 1} (one per channel_mult entry)")
     if m.cross_attention_levels is not None and not set(m.cross_attention_levels) <= set(m.attention_levels):
         raise ConfigError("cross_attention_levels must be a subset of attention_levels")
+    if m.z_tokens < 1:
+        raise ConfigError(f"model.z_tokens must be >= 1 (1 = z as the released single token), got {m.z_tokens}")
+    if m.z_tokens > 1:
+        if "cross_attention" not in m.conditioning.split("+") or m.prior == "none":
+            raise ConfigError(f"model.z_tokens={m.z_tokens} needs conditioning with cross_attention and a latent "
+                              f"(got conditioning={m.conditioning}, prior={m.prior}); use z_tokens=1")
+        if m.latent_dim % m.z_tokens:
+            raise ConfigError(f"model.z_tokens={m.z_tokens} must divide model.latent_dim={m.latent_dim} "
+                              "(each token carries latent_dim / z_tokens latent dimensions)")
     for name in ("prior_matching", "prior_confidence", "kl_weight"):
         if getattr(m, name) < 0:
             raise ConfigError(f"model.{name} must be >= 0, got {getattr(m, name)}")

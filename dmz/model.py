@@ -8,6 +8,7 @@ from torch import nn
 
 from dmz.backbone import build_unet
 from dmz.conditioning import build_conditioning
+from dmz.conditioning.cross_attention import ZTokens
 from dmz.data import dataset_info
 from dmz.priors import build_prior
 
@@ -21,6 +22,8 @@ class DMZModel(nn.Module):
         self.prior = build_prior(cfg, channels, resolution)
         self.methods = build_conditioning(cfg.conditioning) if self.prior.cond_dim > 0 else []
         self.unet = build_unet(cfg, channels, resolution, self.prior.cond_dim, self.methods)
+        n_tokens = getattr(cfg, "z_tokens", 1)
+        self.z_tokens = ZTokens(self.prior.cond_dim, n_tokens) if n_tokens > 1 and self.methods else None
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         """The denoiser: ``model(x_t, t, cond=...)`` -> (B, 2C, H, W) (eps and variance interpolation)."""
@@ -31,12 +34,18 @@ class DMZModel(nn.Module):
             cond = cond.to(x_t.dtype) if torch.is_floating_point(x_t) else cond
             for m in self.methods:
                 kwargs.update(m.forward_kwargs(cond))
+            if self.z_tokens is not None:  # z as several key/value tokens instead of the released one
+                kwargs["encoder_hidden_states"] = self.z_tokens(cond)
         return self.unet(x_t, t, return_dict=False, **kwargs)[0]
 
     def param_counts(self) -> dict[str, int]:
         unet = sum(p.numel() for p in self.unet.parameters())
         enc = sum(p.numel() for p in self.prior.parameters())
-        return {"params_unet": unet, "params_encoder": enc, "params_total": unet + enc}
+        tok = sum(p.numel() for p in self.z_tokens.parameters()) if self.z_tokens is not None else 0
+        out = {"params_unet": unet, "params_encoder": enc, "params_total": unet + enc + tok}
+        if tok:
+            out["params_z_tokens"] = tok
+        return out
 
 
 def build_model(cfg) -> DMZModel:

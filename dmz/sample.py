@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=100,
                    help="denoising steps T (respaced): 1 to the run's training diffusion steps (1000)")
     p.add_argument("--num", type=int, default=64, help="number of images")
-    p.add_argument("--z", default="prior", help="z-sampler (dmz.zsamplers): prior | empirical | dataset | pixelsnail; "
+    p.add_argument("--z", default="prior", help="z-sampler (dmz.zsamplers): prior | empirical | dataset | normal | const | pixelsnail; "
                    "options after a colon, e.g. pixelsnail:temperature=0.8")
     p.add_argument("--out", required=True, help="PATH.png (grid) or PATH.npz (uint8 NHWC, arr_0)")
     p.add_argument("--seed", type=int, default=0, help="sample i uses seed + i")

@@ -1,7 +1,9 @@
 """z-samplers: where the codes come from at generation time (PAPER.md 1.5).
 
 ``prior`` (the latent's own prior: Bernoulli(0.5), N(0, I), uniform categories), ``dataset`` (codes of random
-training images), ``empirical`` (independent per-dimension fit to the training codes) live here; learned samplers,
+training images), ``empirical`` (independent per-dimension fit to the training codes), ``normal`` (the release's
+per-dimension Gaussian for continuous latents, drawn Gaussian rather than the release's uniform) and ``const`` (one
+fixed code) live here; learned samplers,
 fitted to a run's codes after training, have a file each in this package and register here too:
 :mod:`dmz.zsamplers.pixelsnail` (fit, the ``pixelsnail`` sampler, code diagnostics; CLI ``python -m dmz.zsamplers
 fit|diagnose``, formerly ``python -m dmz.prior``). Not to be confused with :mod:`dmz.priors`, the latent *types*
@@ -94,9 +96,51 @@ class EmpiricalZSampler(ZSampler):
         return idx.long().to(device)
 
 
+class NormalZSampler(ZSampler):
+    """The release's ``normal`` sampler for continuous latents: per-dimension mean and std of the training latents.
+
+    The release drew ``mean + std * torch.rand(...)``, uniform noise on [0, 1) (PAPER.md 1.5, probably a bug: it
+    never goes below the mean); we draw Gaussian noise, ``mean + std * N(0, 1)``. ``release_uniform=1`` reproduces
+    the release's draw instead."""
+
+    name = "normal"
+
+    def __init__(self, run: LoadedRun, release_uniform: float = 0.0):
+        if run.model.prior.discrete:
+            raise ValueError(f"z-sampler 'normal' needs a continuous latent (prior=normal); run {run.path} has "
+                             f"prior={run.model.prior.name}: use 'empirical' for per-dimension frequencies")
+        codes = encode_split(run, "train")[0].float()
+        self.mean, self.std = codes.mean(0), codes.std(0)
+        self.uniform = bool(release_uniform)
+
+    def sample(self, n, rng, device):
+        draw = (lambda g: torch.rand(self.mean.shape, generator=g)) if self.uniform else \
+            (lambda g: torch.randn(self.mean.shape, generator=g))
+        return (self.mean + self.std * per_sample(rng, draw)).to(device)
+
+
+class ConstZSampler(ZSampler):
+    """The release's ``const`` sampler: one fixed code for every sample. Ours is the code of training image ``index``
+    (default 0, in the dataset's fixed order), so all the diversity comes from x_T and the denoising noise."""
+
+    name = "const"
+
+    def __init__(self, run: LoadedRun, index: float = 0):
+        codes = encode_split(run, "train")[0]
+        i = int(index)
+        if not 0 <= i < len(codes):
+            raise ValueError(f"z-sampler const: index {i} outside the {len(codes)} training images")
+        self.code = codes[i]
+
+    def sample(self, n, rng, device):
+        return self.code.expand(n, *self.code.shape).clone().to(device)
+
+
 register_zsampler("prior")(PriorZSampler)
 register_zsampler("dataset")(DatasetZSampler)
 register_zsampler("empirical")(EmpiricalZSampler)
+register_zsampler("normal")(NormalZSampler)
+register_zsampler("const")(ConstZSampler)
 
 
 def parse_zsampler(spec: str) -> tuple[str, dict[str, float]]:
