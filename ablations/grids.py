@@ -38,7 +38,8 @@ from typing import Any, Callable
 from dmz.config import Config, ConfigError, PRESETS, _split, resolve, valid_keys
 from dmz.runio import read_jsonl
 
-RESULTS_FILE = "results.jsonl"  # evaluation.run appends one row per metric / T / sampler
+RESULTS_FILE = "results.jsonl"
+NLL_METRICS = ("nll_bpd", "nll_bpd_z")  # evaluation.run --metrics nll: VLB given z; the same plus z's coding cost  # evaluation.run appends one row per metric / T / sampler
 
 __all__ = ["Budget", "EvalSpec", "Variant", "Cell", "GridDef", "GRIDS", "GridError", "expand", "get_grid",
            "requested_rows", "row_matches", "missing_rows", "is_done", "default_runs_root", "cell_dir",
@@ -76,6 +77,7 @@ class EvalSpec:
     :param metrics: ``fid`` and/or ``probe``. :param steps: denoising steps T (FID only).
     :param samplers: z-samplers (FID only). :param num_samples: generated images per FID (None = evaluation default).
     :param seeds: number of sampling seeds K; FID is reported as mean +- sd over them (None = evaluation default).
+    :param solver: the sampling loop of the FID: ``ddpm`` (ancestral, as released) or ``ddim`` (eta=0).
     """
 
     metrics: tuple[str, ...]
@@ -83,6 +85,7 @@ class EvalSpec:
     samplers: tuple[str, ...] = ("prior",)
     num_samples: int | None = None
     seeds: int | None = None
+    solver: str = "ddpm"  # FID only: ddpm (ancestral, released) | ddim (eta=0)
 
 
 @dataclass(frozen=True)
@@ -97,6 +100,7 @@ class Budget:
     :param metrics: the metric groups this budget evaluates, of those a variant asks for (None = all of them).
     :param variants: the grid's variants this budget runs, by name (None = all of them).
     :param samplers: the z-samplers this budget scores, of those a variant asks for (None = all of them).
+    :param nll_images: images per split (train and test) for the NLL in bits/dim (None = the evaluation default).
     """
 
     train: dict[str, Any] = field(default_factory=dict)
@@ -107,6 +111,7 @@ class Budget:
     metrics: tuple[str, ...] | None = None
     variants: tuple[str, ...] | None = None
     samplers: tuple[str, ...] | None = None
+    nll_images: int | None = None  # images per split for the NLL (None = the evaluation's default for the dataset)
 
 
 #: Paper presets: as released (the preset's training length), evaluation at the paper's sizes.
@@ -123,10 +128,18 @@ PAPER_BUDGET = Budget()
 DIGITS_PIXELSNAIL = {"epochs": 30, "batch_size": 32,
                      "model_kwargs": {"channel": 32, "res_channel": 32, "n_block": 1, "n_res_block": 1,
                                       "attention": False}}
-#: main: 2 cells side by side; FID at all four T.
-DIGITS_MAIN = Budget(train={"steps": 600}, steps=PAPER_T, num_samples=300, seeds=1)
-#: latent_type / conditioning: 4 cells (2 rounds of 2); FID at T in {10, 50} plus the probe.
-DIGITS_FOUR_CELLS = Budget(train={"steps": 400}, steps=(10, 50), num_samples=300, seeds=1)
+#: Every digits grid but latent_size's quick budget and representation trains its cells as long as latent_size
+#: does (1,000 steps of 64), so cells with the same config are one training shared between grids (run_grid copies a
+#: finished training of the same run id from another grid's folder instead of training it again), and scores FID on
+#: N=300 samples with 3 sampling seeds (result rows with the same T / sampler / N / seeds are shared the same way).
+DIGITS_STEPS = 1000
+DIGITS_FID = {"num_samples": 300, "seeds": 3}
+#: main (Table 1): DDPM and DMZ, FID at all four T, plus NLL in bits/dim (``nll``).
+DIGITS_MAIN = Budget(train={"steps": DIGITS_STEPS}, steps=PAPER_T, **DIGITS_FID)
+#: latent_type / conditioning: FID at T=10 (small T, the paper's point) and T=100 (its FID@100), plus the probe.
+DIGITS_FID_AND_PROBE = Budget(train={"steps": DIGITS_STEPS}, steps=(10, 100), **DIGITS_FID)
+#: ddim (Table 10): four trainings (DDPM / DMZ x gamma in {0, released}), ancestral and DDIM at all four T.
+DIGITS_DDIM = Budget(train={"steps": DIGITS_STEPS}, steps=PAPER_T, **DIGITS_FID)
 #: latent_size's full study on digits (``--budget full``; issue 5's |z| scaling study): 6 trainings, |z| in {16, 64, 128} with and without prior matching
 #: (3 rounds of 2), each trained 1,000 steps and scored with all 4 z-samplers at T=10 and T=100 on N=500 samples, plus
 #: the code diagnostics (bits per held-out code under each sampler). About 20 min per cell on one thread, an hour for
@@ -197,7 +210,7 @@ class Cell:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Cell":
         evals = tuple(EvalSpec(metrics=tuple(e["metrics"]), steps=tuple(e["steps"]), samplers=tuple(e["samplers"]),
-                               num_samples=e["num_samples"], seeds=e["seeds"])
+                               num_samples=e["num_samples"], seeds=e["seeds"], solver=e.get("solver", "ddpm"))
                       for e in d["evals"])
         return cls(grid=d["grid"], name=d["name"], preset=d["preset"],
                    overrides=tuple((k, v) for k, v in d["overrides"]), evals=evals, gpus=d["gpus"],
@@ -233,18 +246,45 @@ class GridDef:
 # the grids
 # ----------------------------------------------------------------------------------------------------------------
 def _main() -> list[Variant]:
-    return [Variant("ddpm", {"prior": "none"}), Variant("dmz", {"prior": "bernoulli"})]
+    return [Variant("ddpm", {"prior": "none"}, metrics=("fid", "nll")),
+            Variant("dmz", {"prior": "bernoulli"}, metrics=("fid", "nll"))]
+
+
+#: capacity-matched categorical: as many bits as the Bernoulli code (latent_dim groups of K categories = latent_dim
+#: * log2 K bits); on the Bernoulli default |z|=16, 8 groups of K=4
+CATEGORICAL_MATCHED = {"prior": "categorical", "latent_dim": 8, "categories": 4}
 
 
 def _latent_type() -> list[Variant]:
-    out = [Variant(p, {"prior": p}, metrics=("fid", "probe")) for p in ("bernoulli", "normal", "categorical")]
-    return out + [Variant("none", {"prior": "none"}, metrics=("fid",))]  # no latent: nothing to probe
+    return [Variant("bernoulli", {"prior": "bernoulli"}, metrics=("fid", "probe"), samplers=("prior", "const")),
+            # N(0, I) (the prior), the release's `normal` sampler (per-dimension mean / std of the training latents,
+            # drawn Gaussian: the release drew uniform noise, PAPER.md 1.5) and its `const` sampler
+            Variant("normal", {"prior": "normal"}, metrics=("fid", "probe"), samplers=("prior", "normal", "const")),
+            Variant("categorical", {"prior": "categorical"}, metrics=("fid", "probe")),  # 16 groups of K=4: 32 bits
+            Variant("categorical-16bit", dict(CATEGORICAL_MATCHED), metrics=("fid", "probe")),
+            Variant("none", {"prior": "none"}, metrics=("fid",))]  # no latent: nothing to probe
+
+
+#: the tokenised cross-attention variant: z as this many tokens (|z|=16: one per 4 bits) instead of the released one
+Z_TOKENS = 4
 
 
 def _conditioning() -> list[Variant]:
     methods = ("cross_attention", "concat", "add", "cross_attention+add")
-    return [Variant(m.replace("+", "_"), {"prior": "bernoulli", "conditioning": m}, metrics=("fid", "probe"))
-            for m in methods]
+    out = [Variant(m.replace("+", "_"), {"prior": "bernoulli", "conditioning": m}, metrics=("fid", "probe"))
+           for m in methods]
+    return out + [Variant(f"cross_attention_tokens{Z_TOKENS}",
+                          {"prior": "bernoulli", "conditioning": "cross_attention", "z_tokens": Z_TOKENS},
+                          metrics=("fid", "probe"))]
+
+
+#: the released DDPM-IP gamma of a preset is its own diffusion.input_perturbation; 0 = plain DDPM (what DDIM needs)
+def _ddim() -> list[Variant]:
+    out = []
+    for name, prior in (("ddpm", "none"), ("dmz", "bernoulli")):
+        for gname, gamma in (("gamma0", {"input_perturbation": 0.0}), ("released", {})):
+            out.append(Variant(f"{name}-{gname}", {"prior": prior, **gamma}, metrics=("fid", "fid_ddim")))
+    return out
 
 
 def _latent_size() -> list[Variant]:
@@ -265,13 +305,16 @@ GRIDS: dict[str, GridDef] = {g.name: g for g in [
     GridDef("main", "unconditional DDPM (prior=none) vs DMZ, FID at T = 10, 20, 50, 100",
             "Table 1: unconditional generation vs steps", _main, {"digits": DIGITS_MAIN}),
     GridDef("latent_type", "latent type: Bernoulli (DMZ) / Normal / categorical / none; FID and probe",
-            "ablation: latent type", _latent_type, {"digits": DIGITS_FOUR_CELLS}),
+            "ablation: latent type", _latent_type, {"digits": DIGITS_FID_AND_PROBE}),
     GridDef("conditioning", "how z enters the UNet: cross_attention / concat / add / cross_attention+add",
-            "ablation: conditioning", _conditioning, {"digits": DIGITS_FOUR_CELLS}),
+            "ablation: conditioning", _conditioning, {"digits": DIGITS_FID_AND_PROBE}),
     GridDef("latent_size", "|z| in {16..256} (digits: 16, 64, 128) x z-sampler {prior, empirical, dataset, "
             "pixelsnail}, plus prior matching (0.1) at |z| 16, 64, 128; bits per held-out code per sampler",
             "ablation: |z| size x z-sampler", _latent_size, {"digits": DIGITS_LATENT_SIZE_QUICK, "digits:full": DIGITS_LATENT_SIZE},
             index=("variant", "latent_dim", "prior_matching", "sampler")),
+    GridDef("ddim", "DDPM and DMZ trained with input perturbation gamma=0 and with the preset's (released) gamma; "
+            "FID of DDIM (eta=0) and ancestral sampling at T = 10, 20, 50, 100 on the same checkpoints",
+            "Table 10: DDIM", _ddim, {"digits": DIGITS_DDIM}, index=("variant", "solver", "sampler")),
     GridDef("representation", "linear-probe accuracy / AUROC across priors and |z|",
             "Table 2 (guess): representation quality", _representation, {"digits": DIGITS_REPRESENTATION},
             index=("variant", "prior", "latent_dim")),
@@ -314,6 +357,10 @@ def _evals(variant: Variant, budget: Budget) -> tuple[EvalSpec, ...]:
     out = []
     if "fid" in metrics:
         out.append(EvalSpec(("fid",), tuple(budget.steps), samplers, budget.num_samples, budget.seeds))
+    if "fid_ddim" in metrics:  # the same FID with the DDIM (eta=0) loop: solver "ddim" in the rows
+        out.append(EvalSpec(("fid",), tuple(budget.steps), samplers, budget.num_samples, budget.seeds, solver="ddim"))
+    if "nll" in metrics:
+        out.append(EvalSpec(("nll",), (), (), budget.nll_images, None))
     if "probe" in metrics:
         out.append(EvalSpec(("probe",), (), (), None, None))
     if "codes" in metrics:  # bits per held-out code under each learned/prior sampler the cell scores
@@ -321,7 +368,7 @@ def _evals(variant: Variant, budget: Budget) -> tuple[EvalSpec, ...]:
     return tuple(out)
 
 
-EVAL_SIZE_KEYS = ("steps", "num_samples", "seeds", "pixelsnail_epochs")
+EVAL_SIZE_KEYS = ("steps", "num_samples", "seeds", "pixelsnail_epochs", "nll_images")
 
 
 def expand(grid: str, preset: str = "digits", sets: list[str] | dict[str, Any] | None = None, *,
@@ -403,8 +450,8 @@ def requested_rows(cell: Cell) -> list[dict[str, Any]]:
     for e in cell.evals:
         for metric in e.metrics:
             if metric == "fid":
-                out += [{"metric": "fid", "T": t, "sampler": s, "N": e.num_samples, "seeds": e.seeds}
-                        for s in e.samplers for t in e.steps]
+                out += [{"metric": "fid", "T": t, "sampler": s, "N": e.num_samples, "seeds": e.seeds,
+                         "solver": e.solver} for s in e.samplers for t in e.steps]
             elif metric == "probe":
                 out += [{"metric": m, "T": None, "sampler": None, "N": None, "seeds": None}
                         for m in probe_metrics(cell.config().data.dataset)]
@@ -412,6 +459,9 @@ def requested_rows(cell: Cell) -> list[dict[str, Any]]:
                 out += [{"metric": "bits_per_code", "T": None, "sampler": s, "N": None, "seeds": None}
                         for s in e.samplers]
                 out.append({"metric": "heldout_dup_frac", "T": None, "sampler": None, "N": None, "seeds": None})
+            elif metric == "nll":  # bits/dim given the code, and with the cost of coding it, per split
+                out += [{"metric": m, "reference": split, "T": None, "N": e.num_samples}
+                        for m in NLL_METRICS for split in ("train", "test")]
             else:
                 out.append({"metric": metric, "T": None, "sampler": None, "N": None, "seeds": None})
     return out
@@ -451,7 +501,7 @@ def cell_dir(cell: Cell, root: str | Path | None = None) -> Path:
 # the command-line arguments that pick cells (shared by run_grid, collect and report)
 # ----------------------------------------------------------------------------------------------------------------
 def add_cell_args(p) -> None:
-    """``--grid --preset --set --T --num-samples --eval-seeds --pixelsnail-epochs --only --out`` on an argparse
+    """``--grid --preset --set --T --num-samples --eval-seeds --pixelsnail-epochs --nll-images --only --out`` on an argparse
     parser."""
     p.add_argument("--grid", required=True, help=f"one of: {', '.join(GRIDS)}")
     p.add_argument("--preset", help="digits (default without GPUs) | cifar10 (default with GPUs) | celeba64")
@@ -462,6 +512,7 @@ def add_cell_args(p) -> None:
     p.add_argument("--num-samples", type=int, help="images per FID instead of the grid's")
     p.add_argument("--eval-seeds", type=int, help="FID sampling seeds instead of the grid's")
     p.add_argument("--pixelsnail-epochs", type=int, help="cap on PixelSNAIL epochs instead of the grid's")
+    p.add_argument("--nll-images", type=int, help="images per split for the NLL (bits/dim) instead of the grid's")
     p.add_argument("--only", help="comma-separated cell names (default: the grid's cells for this preset; --only can "
                    "also pick cells a digits budget leaves out, e.g. z32)")
     p.add_argument("--budget", default=None, help="a grid's other named budget on the preset, e.g. full for "
@@ -512,7 +563,7 @@ def cells_from_args(args, *, gpus_per_node: int = 0,
     get_grid(args.grid)
     preset, why = (args.preset, "--preset") if args.preset else default_preset(gpus_per_node)
     sizes = {"steps": args.eval_T, "num_samples": args.num_samples, "seeds": args.eval_seeds,
-             "pixelsnail_epochs": args.pixelsnail_epochs}
+             "pixelsnail_epochs": args.pixelsnail_epochs, "nll_images": getattr(args, "nll_images", None)}
     gpus = gpus_per_node if preset != "digits" else min(1, gpus_per_node)
     only = [n.strip() for n in args.only.split(",") if n.strip()] if args.only else None
     cells = expand(args.grid, preset, args.sets, eval_sizes={k: v for k, v in sizes.items() if v is not None},

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import hashlib
 import json
 import os
 import shutil
@@ -37,10 +38,11 @@ import submitit
 
 from ablations.clusters import ClusterProfile, executor_parameters, load_profile, make_executor
 from ablations.grids import (Cell, GridError, add_cell_args, cell_dir, cells_from_args, default_runs_root, is_done,
-                             missing_rows, pixelsnail_width, requested_rows, results_label)
+                             RESULTS_FILE, missing_rows, pixelsnail_width, requested_rows, results_label,
+                             row_matches, train_finished)
 from dmz.config import ConfigError
 from dmz.locks import FileLock, held_by, read_holder
-from dmz.runio import METRICS, atomic_write_json, read_jsonl
+from dmz.runio import METRICS, append_jsonl, atomic_write_json, read_jsonl
 
 STATE_FILE = "cell_state.json"  # written by the job in the cell folder: running / failed / done
 LOCK_FILE = "cell.lock"  # flock held by the job working on the cell (dmz.locks): one process per cell at a time
@@ -103,11 +105,15 @@ def _evaluate(run_dir: Path, cell: Cell, log: Callable[[str], None]) -> None:
 
     tc = cell.config().train  # the cell's sampling options, not those its folder was trained with (execution fields)
     for e in cell.evals:
-        log(f"evaluate {e.metrics} T={e.steps} samplers={e.samplers} N={e.num_samples} seeds={e.seeds}")
+        log(f"evaluate {e.metrics} T={e.steps} samplers={e.samplers} N={e.num_samples} seeds={e.seeds}"
+            + (f" solver={e.solver}" if e.solver != "ddpm" else ""))
         kwargs: dict[str, Any] = {"metrics": e.metrics, "progress": False, "log": log,
                                   "precision": tc.sampling_precision, "compile": tc.sampling_compile}
         if "fid" in e.metrics:
-            kwargs.update(steps=e.steps, samplers=e.samplers, num_samples=e.num_samples, seeds=e.seeds)
+            kwargs.update(steps=e.steps, samplers=e.samplers, num_samples=e.num_samples, seeds=e.seeds,
+                          solver=e.solver)
+        if "nll" in e.metrics and e.num_samples is not None:
+            kwargs["nll_images"] = e.num_samples
         evaluate(run_dir, **kwargs)
 
 
@@ -182,6 +188,79 @@ def _lock_cell(cell: Cell, run_dir: Path, rank: int, env, job: dict[str, Any],
     return lock
 
 
+#: what a reused training does not carry over: the source's own job records, and its result rows (share_rows copies
+#: the ones this cell asks for, marked as copied)
+REUSE_SKIP = {LOCK_FILE, STATE_FILE, RESULTS_FILE}
+
+
+def finished_siblings(cell: Cell, run_dir: Path) -> list[Path]:
+    """Finished trainings of the same config (run id) in other grids' folders under the same root."""
+    root = run_dir.parents[2]
+    return [src for src in sorted(root.glob(f"*/{cell.preset}/*-{cell.run_id}"))
+            if src.resolve() != run_dir.resolve() and train_finished(src) and (src / "checkpoint.pt").exists()]
+
+
+def reusable_training(cell: Cell, run_dir: Path) -> Path | None:
+    """A finished training of the same config (run id) in another grid's folder under the same root, or None.
+
+    Grids share cells (``main``'s ``dmz`` is ``latent_type``'s ``bernoulli``, ``conditioning``'s ``cross_attention``
+    and ``ddim``'s ``dmz-released``): the one that runs first trains it, the others copy it."""
+    if (run_dir / "checkpoint.pt").exists() or train_finished(run_dir):
+        return None
+    found = finished_siblings(cell, run_dir)
+    return found[0] if found else None
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def share_rows(cell: Cell, run_dir: Path) -> list[dict[str, Any]]:
+    """Copy into ``run_dir/results.jsonl`` the requested rows that are missing here but present in another grid's
+    folder holding the very same checkpoint (same bytes): an evaluation one grid has done is never redone by
+    another. Returns the rows copied (each marked ``copied_from``)."""
+    missing = missing_rows(cell, run_dir)
+    ckpt = run_dir / "checkpoint.pt"
+    if not missing or not ckpt.exists():
+        return []
+    mine, copied = None, []
+    for src in finished_siblings(cell, run_dir):
+        rows = [r for r in read_jsonl(src / RESULTS_FILE) if any(row_matches(w, r) for w in missing)]
+        if not rows:
+            continue
+        mine = mine or _sha256(ckpt)
+        if _sha256(src / "checkpoint.pt") != mine:
+            continue  # the same config trained again elsewhere: not the same weights, so not the same numbers
+        for r in rows:
+            if any(row_matches(w, r) for w in missing):
+                append_jsonl(run_dir / RESULTS_FILE, {**r, "copied_from": str(src)})
+                copied.append(r)
+                missing = [w for w in missing if not row_matches(w, r)]
+    return copied
+
+
+def copy_training(src: Path, run_dir: Path) -> list[str]:
+    """Copy a finished run folder's training (checkpoint, config, metrics, TensorBoard, encodings) into ``run_dir``: staged in a temporary sibling folder, then moved in with ``train_summary.json`` last, so a
+    job killed half-way leaves either nothing or complete files (a complete checkpoint resumes at its last step)."""
+    stage = run_dir.parent / f".{run_dir.name}.reuse-tmp"
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir(parents=True)
+    names = sorted((p.name for p in src.iterdir() if p.name not in REUSE_SKIP), key=lambda n: n == "train_summary.json")
+    for name in names:
+        (shutil.copytree if (src / name).is_dir() else shutil.copy2)(src / name, stage / name)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        if (run_dir / name).is_dir():
+            shutil.rmtree(run_dir / name)
+        os.replace(stage / name, run_dir / name)
+    stage.rmdir()
+    return names
+
+
 def _run_phases(cell: Cell, cfg, run_dir: Path, rank: int, job: dict[str, Any],
                 timings: dict[str, dict[str, float]], say: Callable[[str], None]) -> dict[str, Any]:
     import torch
@@ -197,6 +276,10 @@ def _run_phases(cell: Cell, cfg, run_dir: Path, rank: int, job: dict[str, Any],
         return out
 
     try:
+        src = reusable_training(cell, run_dir) if rank == 0 and int(os.environ.get("WORLD_SIZE", "1")) == 1 else None
+        if src is not None:
+            say(f"reuse the finished training of {cfg.run_id()} from {src} (same config): copied, not retrained")
+            phase("reuse", copy_training, src, run_dir)
         say(f"train {cfg.run_id()} -> {run_dir} ({cfg.train.steps} steps, {torch.get_num_threads()} threads)")
         summary = phase("train", lambda: train(cfg, run_dir, progress=False))
         if torch.distributed.is_initialized():
@@ -207,9 +290,14 @@ def _run_phases(cell: Cell, cfg, run_dir: Path, rank: int, job: dict[str, Any],
             return result
         if not summary.get("finished"):
             raise RuntimeError(f"training stopped at step {summary.get('step')} of {cfg.train.steps}")
+        shared = share_rows(cell, run_dir)
+        if shared:
+            say(f"{len(shared)} result row(s) copied from other grids' folders with the same checkpoint (not "
+                "recomputed)")
         if cell.needs_pixelsnail:
             phase("pixelsnail", _fit_pixelsnail, run_dir, cell, say)
-        phase("evaluate", _evaluate, run_dir, cell, say)
+        if missing_rows(cell, run_dir):
+            phase("evaluate", _evaluate, run_dir, cell, say)
         missing = missing_rows(cell, run_dir)
         if missing:
             raise RuntimeError(f"evaluation finished but {len(missing)} requested rows are missing: {missing[:3]}")
@@ -617,6 +705,15 @@ def launch(cells: list[Cell], *, kind: str, profile: ClusterProfile, root: Path,
 # ----------------------------------------------------------------------------------------------------------------
 # CLI
 # ----------------------------------------------------------------------------------------------------------------
+def _describe_eval(v) -> str:
+    if v.metrics == ("nll",):
+        return f"nll N={v.num_samples or 'default'} per split"
+    if v.metrics == ("probe",):
+        return "probe"
+    solver = f" {v.solver}" if v.solver != "ddpm" else ""
+    return f"{'+'.join(v.metrics)}{solver} T={list(v.steps)} z={list(v.samplers)} N={v.num_samples}"
+
+
 def build_parser() -> argparse.ArgumentParser:
     from ablations.grids import GRIDS
 
@@ -669,9 +766,10 @@ def main(argv: list[str] | None = None) -> int:
             say(f"  skip {s.cell.name}: {s.state} ({s.detail})")
     if args.dry_run:
         for c in todo:
-            e = "; ".join(f"{'+'.join(v.metrics)} T={list(v.steps)} z={list(v.samplers)} N={v.num_samples}"
-                          for v in c.evals)
-            say(f"  would run {c.name}: {cell_dir(c, root)}\n      train {c.config().train.steps} steps"
+            e = "; ".join(_describe_eval(v) for v in c.evals)
+            src = reusable_training(c, cell_dir(c, root))
+            train_what = f"copy the finished training of {src}" if src else f"train {c.config().train.steps} steps"
+            say(f"  would run {c.name}: {cell_dir(c, root)}\n      {train_what}"
                 f"{', fit PixelSNAIL' if c.needs_pixelsnail else ''}; evaluate {e}")
         say(f"{len(todo)} job(s) would be submitted to {kind}")
         return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 
 import pytest
 
@@ -30,21 +31,62 @@ def test_main_grid_is_ddpm_vs_dmz_at_paper_T():
     assert [c.name for c in cells] == ["ddpm", "dmz"]
     assert [c.config().model.prior for c in cells] == ["none", "bernoulli"]
     for c in cells:
-        (spec,) = c.evals
+        spec, nll = c.evals
         assert spec.metrics == ("fid",) and spec.steps == (10, 20, 50, 100) and spec.samplers == ("prior",)
-        assert spec.num_samples is None  # paper presets: evaluation's default (10k)
+        assert spec.num_samples is None and spec.solver == "ddpm"  # paper presets: evaluation's default (10k)
+        assert nll.metrics == ("nll",)
         assert c.config().train.steps == resolve("cifar10").train.steps  # trained as released
+    nll_rows = [r for r in requested_rows(cells[0]) if r["metric"].startswith("nll")]
+    assert {(r["metric"], r["reference"]) for r in nll_rows} == {
+        (m, s) for m in grids.NLL_METRICS for s in ("train", "test")}
 
 
 def test_latent_type_and_conditioning_axes():
     lt = {c.name: c.config() for c in expand("latent_type", "digits")}
     assert {k: v.model.prior for k, v in lt.items()} == {
-        "bernoulli": "bernoulli", "normal": "normal", "categorical": "categorical", "none": "none"}
+        "bernoulli": "bernoulli", "normal": "normal", "categorical": "categorical",
+        "categorical-16bit": "categorical", "none": "none"}
+    bits = {k: v.model.latent_dim * (math.log2(v.model.categories) if v.model.prior == "categorical" else 1)
+            for k, v in lt.items() if v.model.prior in ("bernoulli", "categorical")}
+    assert bits["categorical-16bit"] == bits["bernoulli"] < bits["categorical"]  # capacity-matched, and today's
+    samplers = {c.name: c.evals[0].samplers for c in expand("latent_type", "digits")}
+    assert samplers["normal"] == ("prior", "normal", "const") and "const" in samplers["bernoulli"]
     none_cell = [c for c in expand("latent_type", "digits") if c.name == "none"][0]
     assert all("probe" not in e.metrics for e in none_cell.evals)  # nothing to probe without a latent
     cond = {c.name: c.config().model.conditioning for c in expand("conditioning", "digits")}
+    tok = f"cross_attention_tokens{grids.Z_TOKENS}"
     assert cond == {"cross_attention": "cross_attention", "concat": "concat", "add": "add",
-                    "cross_attention_add": "cross_attention+add"}
+                    "cross_attention_add": "cross_attention+add", tok: "cross_attention"}
+    z_tokens = {c.name: c.config().model.z_tokens for c in expand("conditioning", "digits")}
+    assert z_tokens[tok] == grids.Z_TOKENS and {v for k, v in z_tokens.items() if k != tok} == {1}
+    for preset in ("cifar10", "celeba64"):  # the paper presets keep the released single token
+        assert resolve(preset).model.z_tokens == 1
+
+
+def test_ddim_grid_is_ddpm_and_dmz_at_two_gammas_with_both_solvers():
+    for preset in ("digits", "cifar10"):
+        cells = {c.name: c for c in expand("ddim", preset)}
+        assert sorted(cells) == ["ddpm-gamma0", "ddpm-released", "dmz-gamma0", "dmz-released"]
+        released = resolve(preset).diffusion.input_perturbation
+        assert released > 0
+        for name, c in cells.items():
+            cfg = c.config()
+            assert cfg.model.prior == ("none" if name.startswith("ddpm") else "bernoulli")
+            assert cfg.diffusion.input_perturbation == (0.0 if name.endswith("gamma0") else released)
+            fid = [r for r in requested_rows(c) if r["metric"] == "fid"]
+            assert {(r["solver"], r["T"]) for r in fid} == {(s, t) for s in ("ddpm", "ddim") for t in (10, 20, 50, 100)}
+
+
+def test_cells_that_are_the_same_training_share_a_run_id_across_grids():
+    """main's dmz is latent_type's bernoulli, conditioning's cross_attention, ddim's dmz-released and latent_size's
+    z16 on digits (one training; run_grid copies it), and main's ddpm is latent_type's none and ddim's ddpm-released."""
+    ids = {(g, c.name): c.run_id for g in ("main", "latent_type", "conditioning", "ddim") for c in expand(g, "digits")}
+    ids[("latent_size", "z16")] = expand("latent_size", "digits", only=["z16"])[0].run_id
+    dmz = {ids[k] for k in [("main", "dmz"), ("latent_type", "bernoulli"), ("conditioning", "cross_attention"),
+                            ("ddim", "dmz-released"), ("latent_size", "z16")]}
+    ddpm = {ids[k] for k in [("main", "ddpm"), ("latent_type", "none"), ("ddim", "ddpm-released")]}
+    assert len(dmz) == 1 and len(ddpm) == 1
+    assert ids[("ddim", "dmz-gamma0")] not in dmz and ids[("conditioning", "concat")] not in dmz
 
 
 def test_latent_size_samplers_are_evaluations_of_one_training():
@@ -110,7 +152,9 @@ def test_eval_sizes_change_evaluations_not_folders():
     a = expand("main", "digits", TINY)
     b = expand("main", "digits", TINY, eval_sizes={"steps": [2], "num_samples": 20, "seeds": 1})
     assert [c.dirname for c in a] == [c.dirname for c in b]
-    assert b[0].evals == (EvalSpec(("fid",), (2,), ("prior",), 20, 1),)
+    assert b[0].evals == (EvalSpec(("fid",), (2,), ("prior",), 20, 1), EvalSpec(("nll",), (), (), None, None))
+    c = expand("main", "digits", TINY, eval_sizes={"nll_images": 4})
+    assert c[0].evals[1] == EvalSpec(("nll",), (), (), 4, None) and [x.dirname for x in c] == [x.dirname for x in a]
 
 
 def test_cell_dict_round_trip_is_plain_data():
@@ -151,18 +195,22 @@ def _write_rows(run_dir, rows):
 
 
 def test_done_needs_finished_training_and_every_requested_row(tmp_path):
-    cell = expand("latent_type", "digits", TINY, eval_sizes={"steps": [2, 4], "num_samples": 20, "seeds": 1})[0]
+    cell = expand("latent_type", "digits", TINY, eval_sizes={"steps": [2, 4], "num_samples": 20, "seeds": 1},
+                  only=["categorical"])[0]
     d = cell_dir(cell, tmp_path)
-    assert d == tmp_path / "latent_type" / "digits" / f"bernoulli-{cell.run_id}"
+    assert d == tmp_path / "latent_type" / "digits" / f"categorical-{cell.run_id}"
     assert not is_done(cell, d)
     want = requested_rows(cell)
     assert len(want) == 2 + 4  # FID at T=2, 4 + four probe rows (accuracy/AUROC x CV/held-out) on class labels
-    _write_rows(d, [{"metric": "fid", "T": 2, "sampler": "prior", "N": 20, "seeds": 1, "value": 1.0},
-                    {"metric": "fid", "T": 4, "sampler": "prior", "N": 50, "seeds": 1, "value": 1.0}])  # wrong N
+    _write_rows(d, [{"metric": "fid", "T": 2, "sampler": "prior", "N": 20, "seeds": 1, "value": 1.0, "solver": "ddpm"},
+                    {"metric": "fid", "T": 4, "sampler": "prior", "N": 50, "seeds": 1, "value": 1.0,
+                     "solver": "ddpm"},  # wrong N
+                    {"metric": "fid", "T": 4, "sampler": "prior", "N": 20, "seeds": 1, "value": 1.0,
+                     "solver": "ddim"}])  # wrong solver
     _write_rows(d, [{"metric": m, "T": None, "sampler": None, "N": 360, "seeds": None, "value": 0.5}
                     for m in ("probe_acc_cv", "probe_acc_heldout", "probe_auroc_cv", "probe_auroc_heldout")])
     assert [(r["metric"], r["T"]) for r in missing_rows(cell, d)] == [("fid", 4)]
-    _write_rows(d, [{"metric": "fid", "T": 4, "sampler": "prior", "N": 20, "seeds": 1, "value": 1.0}])
+    _write_rows(d, [{"metric": "fid", "T": 4, "sampler": "prior", "N": 20, "seeds": 1, "value": 1.0, "solver": "ddpm"}])
     assert missing_rows(cell, d) == []
     assert not is_done(cell, d)  # rows alone are not enough: training must have finished
     (d / "train_summary.json").write_text(json.dumps({"finished": False, "step": 2}))

@@ -243,3 +243,42 @@ def test_latent_size_cell_fits_pixelsnail_and_writes_code_rows(tmp_path):
     fids = {(r["sampler"], r["T"]) for r in rows if r["metric"] == "fid"}
     assert fids == {(s, 2) for s in ("prior", "empirical", "dataset", "pixelsnail")}
     assert json.loads((d / "code_diagnostics.json").read_text())["bits_per_code"]["uniform"] == 16.0
+
+
+# ---------------------------------------------------------------------------------------------------- shared cells
+def test_a_cell_another_grid_trained_and_evaluated_is_copied_not_recomputed(tmp_path, monkeypatch):
+    """latent_type's bernoulli and conditioning's cross_attention are one config: the second copies the first's
+    training (same checkpoint bytes, metrics untouched) and the result rows it asks for, marked as copied."""
+    tiny = TINY + ["sampling_compile=false"]
+    src_cell = expand("latent_type", "digits", tiny, eval_sizes=SIZES, only=["bernoulli"])[0]
+    dst_cell = expand("conditioning", "digits", tiny, eval_sizes=SIZES, only=["cross_attention"])[0]
+    assert src_cell.run_id == dst_cell.run_id
+    src, dst = cell_dir(src_cell, tmp_path), cell_dir(dst_cell, tmp_path)
+    assert run_grid.reusable_training(dst_cell, dst) is None  # nothing finished yet
+    run_grid.run_cell(src_cell, src, threads=1, log=lambda m: None)
+    assert run_grid.reusable_training(dst_cell, dst) == src
+
+    def no_eval(*a, **k):
+        raise AssertionError("evaluation ran although every row was there to copy")
+
+    monkeypatch.setattr("evaluation.run.evaluate", no_eval)
+    said = []
+    out = run_grid.run_cell(dst_cell, dst, threads=1, log=said.append)
+    assert "reuse" in out["timings"] and any("copied, not retrained" in m for m in said)
+    assert (dst / "checkpoint.pt").read_bytes() == (src / "checkpoint.pt").read_bytes()
+    assert (dst / "metrics.jsonl").read_text() == (src / "metrics.jsonl").read_text()  # no step trained again
+    rows = [json.loads(line) for line in (dst / "results.jsonl").read_text().splitlines()]
+    assert rows and all(r["copied_from"] == str(src) for r in rows)
+    assert {r["sampler"] for r in rows if r["metric"] == "fid"} == {"prior"}  # only what this cell asks for
+    assert run_grid.is_done(dst_cell, dst)
+    assert json.loads((dst / STATE_FILE).read_text())["state"] == "done"
+
+    # the same config trained again elsewhere (other weights) lends no rows
+    other_cell = expand("main", "digits", tiny, eval_sizes=SIZES, only=["dmz"])[0]
+    other = cell_dir(other_cell, tmp_path)
+    other.mkdir(parents=True)
+    (other / "checkpoint.pt").write_bytes(b"other weights")
+    (other / "train_summary.json").write_text(json.dumps({"finished": True}))
+    assert run_grid.share_rows(other_cell, other) == []
+    (other / "checkpoint.pt").write_bytes((src / "checkpoint.pt").read_bytes())  # the same weights do
+    assert {r["T"] for r in run_grid.share_rows(other_cell, other)} == {2}
