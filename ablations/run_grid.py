@@ -726,6 +726,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results-dir", type=Path, default=None, help="where tables go (default results/)")
     p.add_argument("--parallel", type=int, default=None,
                    help="local executor: cells at once (default: the profile's array_parallelism, at most the cores)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="local executor: torch threads per cell (default: the cores shared between the cells); e.g. "
+                   "--parallel 1 --threads 1 for one of two grids run side by side on 2 cores")
     p.add_argument("--progress-every", type=float, default=60.0, metavar="SECONDS",
                    help="local/slurm executors: a progress line per running cell (phase, step/total, elapsed, ETA) "
                         "this often and at each phase change (0 = off; default 60)")
@@ -773,7 +776,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{', fit PixelSNAIL' if c.needs_pixelsnail else ''}; evaluate {e}")
         say(f"{len(todo)} job(s) would be submitted to {kind}")
         return 0
-    outcomes = launch(todo, kind=kind, profile=profile, root=root, parallel=parallel, say=say,
+    outcomes = launch(todo, kind=kind, profile=profile, root=root, parallel=parallel, say=say, threads=args.threads,
                       progress_s=args.progress_every)
     failed = [o for o in outcomes if not o.ok]
     skipped = [o for o in outcomes if o.ok and o.skipped and not is_done(o.cell, cell_dir(o.cell, root))]
