@@ -2,6 +2,7 @@
 
     python ablations/report.py --grid latent_size                 # digits; results/latent_size/digits/table.md
     python ablations/report.py --grid main --preset cifar10
+    python ablations/report.py --paper --preset digits            # every grid: the paper's claims with verdicts
 
 Writes ``results/<grid>/<preset>/``: ``results.csv`` (see :mod:`ablations.collect`), ``table.md``, ``table.tex`` and
 the plots that apply (``fid_vs_T.png``, ``fid_vs_z.png``, ``probe_vs_z.png``). Cells read ``mean ± sd`` over the
@@ -329,6 +330,21 @@ def main(argv: list[str] | None = None) -> int:
     p = cell_parser("python ablations/report.py", __doc__.split("\n\n")[0],
                     results_help="where tables go (default results/)")
     p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--paper", action="store_true", help="instead of one grid's table: every grid's results.csv on "
+                   "--preset, each of the paper's claims with a verdict computed from them "
+                   "(results/paper/<preset>/REPORT.md, verdicts.csv; see ablations/paper_report.py)")
+    next(a for a in p._actions if a.dest == "grid").required = False  # --paper reads every grid
+    args = p.parse_args(argv)
+    if args.paper:
+        from ablations.paper_report import run
+
+        cell_opts = [a.option_strings[0] for a in p._actions if a.dest not in ("help", "preset", "results_dir",
+                     "no_plots", "paper") and getattr(args, a.dest) not in (None, [])]
+        if cell_opts:
+            p.error(f"--paper reads every grid's results.csv on --preset; it takes no {', '.join(cell_opts)}")
+        return run(args.preset, args.results_dir, plots=not args.no_plots)
+    if args.grid is None:
+        p.error("the following arguments are required: --grid (or --paper)")
     parsed = parse_cells(p, argv)
     if parsed is None:
         return 2

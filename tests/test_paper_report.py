@@ -1,0 +1,354 @@
+"""ablations.paper_report on synthetic results.csv files: every verdict is computed from the numbers and flips with
+them (no training, no sampling, no plots except one smoke test)."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from ablations.paper_report import (
+    FAILS,
+    HOLDS,
+    NO_DATA,
+    UNRESOLVED,
+    Ctx,
+    Num,
+    build_claims,
+    combine,
+    judge,
+    load_all,
+    paper_report,
+)
+
+EXT = "digits-classifier-v1"
+PRIORS = {"ddpm": "none", "dmz": "bernoulli", "bernoulli": "bernoulli", "normal": "normal",
+          "categorical": "categorical", "categorical-16bit": "categorical", "none": "none"}
+
+
+def fid(variant, T, value, sd=0.5, *, sampler="prior", seeds=3, solver="ddpm", latent_dim=16, **extra):
+    return {"variant": variant, "metric": "fid", "T": T, "sampler": sampler, "value": value,
+            "sd": sd if seeds > 1 else math.nan, "seeds": seeds, "N": 300, "solver": solver,
+            "feature_extractor": EXT, "latent_dim": latent_dim, **extra}
+
+
+def probe(variant, prior, latent_dim, acc, sd=0.01):
+    return [{"variant": variant, "prior": prior, "latent_dim": latent_dim, "metric": m, "value": v, "sd": s,
+             "N": 1797 if m.endswith("cv") else 360}
+            for m, v, s in (("probe_acc_cv", acc, sd), ("probe_acc_heldout", acc, math.nan),
+                            ("probe_auroc_cv", 0.9, sd))]
+
+
+def write(root, grid, rows, label="digits"):
+    """A results.csv as collect.py writes it (the columns the paper report reads, and a few it does not)."""
+    df = pd.DataFrame(rows)
+    df.insert(0, "grid", grid)
+    df.insert(1, "preset", "digits")
+    df["dataset"] = "digits"
+    if "prior" not in df:
+        df["prior"] = df["variant"].map(lambda v: PRIORS.get(v.split("-")[0], "bernoulli"))
+    for col, val in (("prior_matching", 0.0), ("train_steps", 1000), ("run_id", "r"), ("reference", "train")):
+        if col not in df:
+            df[col] = val
+    folder = root / grid / label
+    folder.mkdir(parents=True, exist_ok=True)
+    df.to_csv(folder / "results.csv", index=False)
+    return folder / "results.csv"
+
+
+def claims(root):
+    return {c.cid: c for c in build_claims(Ctx("digits", load_all("digits", root)))}
+
+
+def parts(claim):
+    return {p.pid: p.verdict for p in claim.parts}
+
+
+def main_rows(dmz10, ddpm10, dmz20=5.0, ddpm20=9.0, sd=0.5, seeds=3, dmz100=3.0, ddpm100=3.2):
+    return [fid("dmz", 10, dmz10, sd, seeds=seeds), fid("ddpm", 10, ddpm10, sd, seeds=seeds),
+            fid("dmz", 20, dmz20, sd, seeds=seeds), fid("ddpm", 20, ddpm20, sd, seeds=seeds),
+            fid("dmz", 100, dmz100, sd, seeds=seeds), fid("ddpm", 100, ddpm100, sd, seeds=seeds)]
+
+
+# ---------------------------------------------------------------------------------------------------- the rule
+def test_judge_counts_a_difference_beyond_twice_the_combined_spread():
+    def a(v, sd=0.3):
+        return Num("a", v, sd, "fid", EXT)
+
+    # threshold 2 * sqrt(0.3^2 + 0.4^2) = 1.0
+    assert judge(a(5.0), a(6.01, 0.4), "lower")[0] == HOLDS
+    assert judge(a(6.01), a(5.0, 0.4), "lower")[0] == FAILS
+    verdict, diff, thr, _ = judge(a(5.0), a(5.99, 0.4), "lower")
+    assert verdict == UNRESOLVED and thr == pytest.approx(1.0) and diff == pytest.approx(-0.99)
+    assert judge(a(6.01), a(5.0, 0.4), "higher")[0] == HOLDS  # probe accuracy: higher is better
+    assert judge(a(1.0, None), a(50.0), "lower")[0] == UNRESOLVED  # one seed: never resolved, whatever the gap
+    assert judge(None, a(5.0), "lower")[0] == NO_DATA
+    other = Num("b", 50.0, 0.1, "fid", "inception-v3-compat")
+    assert judge(a(1.0), other, "lower")[0] == UNRESOLVED  # FIDs of different extractors are not compared
+
+
+def test_multi_part_logic():
+    assert combine([HOLDS, HOLDS]) == HOLDS
+    assert combine([HOLDS, FAILS, UNRESOLVED]) == FAILS
+    assert combine([HOLDS, UNRESOLVED]) == UNRESOLVED
+    assert combine([HOLDS, NO_DATA]) == UNRESOLVED  # a part without data keeps the claim from holding
+    assert combine([NO_DATA, NO_DATA]) == combine([]) == NO_DATA
+
+
+# ---------------------------------------------------------------------------------------------------- claims 1, 2
+def test_small_T_verdicts_flip_with_the_numbers(tmp_path):
+    write(tmp_path, "main", main_rows(dmz10=5.0, ddpm10=9.0))
+    c = claims(tmp_path)
+    assert parts(c["1"]) == {"1a": HOLDS, "1b": HOLDS} and c["1"].verdict == HOLDS
+    write(tmp_path, "main", main_rows(dmz10=12.0, ddpm10=9.0))  # DMZ worse at T=10
+    c = claims(tmp_path)
+    assert parts(c["1"]) == {"1a": FAILS, "1b": HOLDS} and c["1"].verdict == FAILS
+    write(tmp_path, "main", main_rows(dmz10=9.5, ddpm10=9.0))  # within 2 * sqrt(0.5^2 + 0.5^2) = 1.41
+    c = claims(tmp_path)
+    assert parts(c["1"])["1a"] == UNRESOLVED and c["1"].verdict == UNRESOLVED
+    write(tmp_path, "main", main_rows(dmz10=5.0, ddpm10=9.0, seeds=1))  # one seed: no sd
+    c = claims(tmp_path)
+    assert parts(c["1"]) == {"1a": UNRESOLVED, "1b": UNRESOLVED}
+    assert "no sd" in c["1"].parts[0].why
+
+
+def test_T100_says_which_is_better_and_whether_resolved(tmp_path):
+    write(tmp_path, "main", main_rows(5.0, 9.0, dmz100=4.0, ddpm100=2.0))
+    c = claims(tmp_path)["2"]
+    assert c.verdict == FAILS and "lower FID is DDPM's (4.00 vs 2.00)" in " ".join(c.notes)
+    write(tmp_path, "main", main_rows(5.0, 9.0, dmz100=2.0, ddpm100=4.0))
+    c = claims(tmp_path)["2"]
+    assert c.verdict == HOLDS and "lower FID is DMZ's" in " ".join(c.notes)
+    write(tmp_path, "main", main_rows(5.0, 9.0, dmz100=3.0, ddpm100=3.2))
+    c = claims(tmp_path)["2"]
+    assert c.verdict == UNRESOLVED and "NOT resolved" in " ".join(c.notes)
+
+
+# ---------------------------------------------------------------------------------------------------- claim 3
+def latent_type_rows(normal_prior=20.0, normal_sampler=15.0, cat=12.0, cat16=11.0, bern=5.0):
+    rows = []
+    for T in (10, 100):
+        rows += [fid("bernoulli", T, bern), fid("bernoulli", T, 30.0, sampler="const"),
+                 fid("normal", T, normal_prior), fid("normal", T, normal_sampler, sampler="normal"),
+                 fid("categorical", T, cat), fid("categorical-16bit", T, cat16, latent_dim=8),
+                 fid("none", T, 8.0)]
+    return rows + probe("bernoulli", "bernoulli", 16, 0.8)
+
+
+def test_latent_type_sub_verdicts_and_the_combined_one(tmp_path):
+    write(tmp_path, "latent_type", latent_type_rows())
+    c = claims(tmp_path)["3"]
+    counted = {p.pid: p.verdict for p in c.parts if p.counted}
+    assert counted == {"3a": HOLDS, "3b": HOLDS, "3c": HOLDS, "3d": HOLDS} and c.verdict == HOLDS
+    assert all("T=100" in p.a.what for p in c.parts if p.counted)  # FID@100 decides; T=10 is information
+    write(tmp_path, "latent_type", latent_type_rows(normal_sampler=2.0))  # the normal sampler beats Bernoulli
+    c = claims(tmp_path)["3"]
+    assert parts(c)["3b"] == FAILS and parts(c)["3a"] == HOLDS and c.verdict == FAILS
+    write(tmp_path, "latent_type", latent_type_rows(cat16=5.5))  # capacity-matched categorical: too close to tell
+    c = claims(tmp_path)["3"]
+    assert parts(c)["3d"] == UNRESOLVED and c.verdict == UNRESOLVED
+
+
+# ---------------------------------------------------------------------------------------------------- claim 4
+def size_rows(z128_prior=21.0, sd=1.4, seeds=3):
+    return [fid("z16", 10, 3.3, 0.1, latent_dim=16, seeds=seeds), fid("z16", 10, 2.8, sampler="dataset", seeds=seeds),
+            fid("z128", 10, z128_prior, sd, latent_dim=128, seeds=seeds),
+            fid("z128", 10, 2.4, sampler="dataset", latent_dim=128, seeds=seeds)]
+
+
+def full_rows(pixelsnail=13.0):
+    out = []
+    for z, prior in ((16, 2.4), (64, 8.8), (128, 16.1)):
+        for T in (10, 100):
+            out += [fid(f"z{z}", T, prior + (5 if T == 10 else 0), latent_dim=z, seeds=1),
+                    fid(f"z{z}", T, pixelsnail if z == 128 else prior, sampler="pixelsnail", latent_dim=z, seeds=1)]
+    # prior matching cells are not part of the claim, even with the largest |z|
+    out.append(fid("z256-pm0.1", 100, 1.0, latent_dim=256, seeds=1, prior_matching=0.1))
+    return out
+
+
+def test_latent_size_prefers_the_table_with_seeds_and_checks_pixelsnail(tmp_path):
+    write(tmp_path, "latent_size", size_rows())
+    write(tmp_path, "latent_size", full_rows(), label="digits-full")
+    c = claims(tmp_path)["4"]
+    a = next(p for p in c.parts if p.pid == "4a")
+    assert a.verdict == HOLDS and a.a.value == 21.0 and a.b.value == 3.3 and "digits, T=10" in a.statement
+    info = next(p for p in c.parts if p.pid == "4a-digits-full")  # the one-seed table at its largest T: information
+    assert not info.counted and "T=100" in info.statement and info.verdict == UNRESOLVED
+    b = next(p for p in c.parts if p.pid == "4b")
+    assert "|z|=128, T=100" in b.statement and b.verdict == UNRESOLVED  # one seed: not resolved
+    assert c.verdict == UNRESOLVED
+    assert any("recovers" in n for n in c.notes)
+    md = paper_report("digits", results_dir=tmp_path, plots=False)["markdown_text"]
+    assert "latent_size/digits/results.csv" in md and "latent_size/digits-full/results.csv" in md  # both tables
+
+    write(tmp_path, "latent_size", size_rows(z128_prior=1.0, sd=0.3))  # larger |z|, better prior samples
+    assert parts(claims(tmp_path)["4"])["4a"] == FAILS
+    write(tmp_path, "latent_size", size_rows(z128_prior=4.5))  # +1.2 against a threshold of 2.81
+    assert parts(claims(tmp_path)["4"])["4a"] == UNRESOLVED
+
+
+def test_latent_size_largest_common_T_and_no_pixelsnail(tmp_path):
+    rows = [fid("z16", 10, 3.0, latent_dim=16), fid("z16", 50, 2.0, latent_dim=16),
+            fid("z256", 10, 20.0, latent_dim=256), fid("z256", 50, 15.0, latent_dim=256),
+            fid("z256", 100, 1.0, latent_dim=256)]  # T=100 only at one |z|: not shared
+    write(tmp_path, "latent_size", rows)
+    c = claims(tmp_path)["4"]
+    assert "T=50" in c.parts[0].statement and parts(c)["4a"] == HOLDS
+    assert parts(c)["4b"] == NO_DATA and "PixelSNAIL" in c.parts[-1].why
+    assert c.verdict == UNRESOLVED  # 4a holds, 4b has no data: not every part holds
+
+
+# ---------------------------------------------------------------------------------------------------- claims 5-7
+def test_conditioning_counts_concat_and_add_only(tmp_path):
+    rows = []
+    for T in (10, 100):
+        rows += [fid("cross_attention", T, 5.0), fid("concat", T, 9.0), fid("add", T, 10.0),
+                 fid("cross_attention_add", T, 2.0), fid("cross_attention_tokens4", T, 5.1)]
+    write(tmp_path, "conditioning", rows)
+    c = claims(tmp_path)["5"]
+    assert c.verdict == HOLDS  # cross_attention_add beating it is information, not a counter-example
+    assert parts(c)["5-cross_attention_add@T=10"] == FAILS
+    assert not next(p for p in c.parts if p.pid == "5-cross_attention_add@T=10").counted
+    rows[-4] = fid("concat", 100, 3.0)  # concat wins at T=100
+    write(tmp_path, "conditioning", rows)
+    assert claims(tmp_path)["5"].verdict == FAILS
+
+
+def test_representation_per_prior_with_the_fold_spread(tmp_path):
+    def rows(normal_big):
+        out = []
+        for prior, accs in (("bernoulli", (0.6, 0.7, 0.8)), ("normal", (0.6, 0.65, normal_big)),
+                            ("categorical", (0.5, 0.6, 0.7))):
+            for L, acc in zip((16, 64, 256), accs):
+                out += probe(f"{prior}-z{L}", prior, L, acc)
+        return out
+
+    write(tmp_path, "representation", rows(0.7))
+    c = claims(tmp_path)["6"]
+    assert parts(c) == {"6-bernoulli": HOLDS, "6-normal": HOLDS, "6-categorical": HOLDS} and c.verdict == HOLDS
+    assert "probe_acc_cv" in c.notes[0] and "CV folds" in c.notes[0]
+    write(tmp_path, "representation", rows(0.5))
+    c = claims(tmp_path)["6"]
+    assert parts(c)["6-normal"] == FAILS and c.verdict == FAILS
+    write(tmp_path, "representation", rows(0.61))  # +0.01 against 2 * sqrt(2) * 0.01
+    assert claims(tmp_path)["6"].verdict == UNRESOLVED
+
+
+def test_ddim_needs_gamma0_at_the_smallest_T(tmp_path):
+    def rows(dmz_gamma0_10):
+        out = []
+        for T in (10, 20, 50, 100):
+            for m, sampler in (("ddpm", "prior"), ("dmz", "prior")):
+                g0 = dmz_gamma0_10 if (m, T) == ("dmz", 10) else 6.0
+                out += [fid(f"{m}-gamma0", T, g0, solver="ddim", sampler=sampler, input_perturbation=0.0),
+                        fid(f"{m}-released", T, 12.0, solver="ddim", sampler=sampler, input_perturbation=0.1),
+                        fid(f"{m}-gamma0", T, 4.0, sampler=sampler, input_perturbation=0.0),  # ancestral: unused
+                        fid(f"{m}-released", T, 3.0, sampler=sampler, input_perturbation=0.1)]
+        return out
+
+    write(tmp_path, "ddim", rows(6.0))
+    c = claims(tmp_path)["7"]
+    assert {p.pid: p.verdict for p in c.parts if p.counted} == {"7-ddpm": HOLDS, "7-dmz": HOLDS}
+    assert len(c.parts) == 8 and c.verdict == HOLDS and "dmz-released=0.1" in c.notes[0]
+    write(tmp_path, "ddim", rows(20.0))
+    assert parts(claims(tmp_path)["7"])["7-dmz"] == FAILS
+    write(tmp_path, "ddim", rows(11.5))
+    assert claims(tmp_path)["7"].verdict == UNRESOLVED
+
+
+def test_nll_compares_nll_bpd_z_with_the_standard_error(tmp_path):
+    def rows(dmz_z):
+        out = main_rows(5.0, 9.0)
+        for v, bpd, bpd_z in (("dmz", 1.00, dmz_z), ("ddpm", 1.30, 1.30)):
+            for split in ("train", "test"):
+                out += [{"variant": v, "metric": m, "reference": split, "value": x, "sd": 0.5, "se": 0.01, "N": 2500,
+                         "sampler": z} for m, x, z in (("nll_bpd", bpd, None), ("nll_bpd_z", bpd_z, "prior"))]
+                if v == "dmz":  # a second code model: information beside the prior's
+                    out.append({"variant": v, "metric": "nll_bpd_z", "reference": split, "value": 1.05, "sd": 0.5,
+                                "se": 0.01, "N": 2500, "sampler": "pixelsnail"})
+        return out
+
+    write(tmp_path, "main", rows(1.10))
+    c = claims(tmp_path)["N"]
+    assert c.kind == "information" and c.verdict == HOLDS
+    assert parts(c) == {"N-test": HOLDS, "N-test-pixelsnail": HOLDS, "N-train": HOLDS, "N-train-pixelsnail": HOLDS}
+    p = c.parts[0]
+    assert p.a.value == 1.10 and p.b.value == 1.30 and p.threshold == pytest.approx(2 * math.sqrt(2) * 0.01)
+    write(tmp_path, "main", rows(1.50))  # z's bits cost more than the bound gains: DDPM lower
+    c = claims(tmp_path)["N"]
+    assert parts(c)["N-test"] == FAILS and c.verdict == FAILS and "lower NLL is DDPM's" in c.notes[0]
+    assert parts(c)["N-test-pixelsnail"] == HOLDS  # information only
+
+
+# ---------------------------------------------------------------------------------------------------- the files
+def test_missing_grids_give_no_data_and_the_report_is_still_written(tmp_path):
+    write(tmp_path, "main", main_rows(5.0, 9.0))
+    out = paper_report("digits", results_dir=tmp_path, plots=False, today="2026-01-01")
+    by = {c.cid: c.verdict for c in out["claims"]}
+    assert by["1"] == HOLDS and by["3"] == by["5"] == by["6"] == by["7"] == NO_DATA and by["4"] == NO_DATA
+    assert set(out["missing"]) == {"latent_type", "conditioning", "latent_size", "representation", "ddim"}
+    md = out["report"].read_text()
+    assert "python ablations/run_grid.py --grid ddim --preset digits" in md
+    assert "python ablations/run_grid.py --grid latent_size --preset digits --budget full" in md
+    v = pd.read_csv(out["verdicts"])
+    assert v.loc[(v["claim_id"] == "3") & v["part_id"].isna(), "verdict"].item() == NO_DATA
+    empty = paper_report("digits", results_dir=tmp_path / "none", plots=False)  # nothing at all: still a report
+    assert all(c.verdict == NO_DATA for c in empty["claims"]) and empty["report"].exists()
+
+
+def test_report_files_carry_the_numbers_and_the_plots_exist(tmp_path):
+    write(tmp_path, "main", main_rows(5.0, 9.0))
+    write(tmp_path, "latent_size", size_rows())
+    out = paper_report("digits", results_dir=tmp_path, today="2026-01-01 00:00 UTC")
+    folder = tmp_path / "paper" / "digits"
+    md = (folder / "REPORT.md").read_text()
+    assert md == out["markdown_text"] and "preset `digits`" in md and "Generated 2026-01-01 00:00 UTC" in md
+    assert "| 1. DMZ beats DDPM at small T" in md and "**holds**" in md  # the summary table
+    assert "5.00 ± 0.50" in md and "9.00 ± 0.50" in md and "21.00 ± 1.40" in md  # the tables' numbers
+    assert "FID [digits-classifier-v1] T=10" in md and "(N=300, 3 seeds)" in md
+    assert "2 · √(sd_a² + sd_b²)" in md and "never comparable with the paper's Inception" in md
+    assert "17.23" in md and "another dataset: not comparable" in md  # the paper's CIFAR-10 number, labelled
+    assert "| latent_size | `" in md and "| main        | `" in md  # the protocol table
+    v = pd.read_csv(folder / "verdicts.csv")
+    row = v[v["part_id"] == "1a"].iloc[0]
+    assert row["verdict"] == HOLDS and row["a_value"] == 5.0 and row["b_value"] == 9.0
+    assert row["threshold"] == pytest.approx(2 * math.sqrt(0.5)) and "2 * sqrt" in row["rule"]
+    assert set(v["verdict"]) <= {HOLDS, FAILS, UNRESOLVED, NO_DATA}
+    names = {p.name for p in out["plots"]}
+    assert names == {"verdicts.png", "claim1_digits_fid_vs_T.png", "claim4_digits_fid_vs_z.png"}
+    assert all((folder / n).stat().st_size > 1000 and f"({n})" in md for n in names)
+
+
+def test_report_command_line_paper_flag(tmp_path, capsys):
+    from ablations import paper_report as paper_cli
+    from ablations import report as report_cli
+
+    write(tmp_path, "main", main_rows(5.0, 9.0))
+    assert report_cli.main(["--paper", "--preset", "digits", "--results-dir", str(tmp_path), "--no-plots"]) == 0
+    assert "claim 1 (DMZ beats DDPM at small T): holds" in capsys.readouterr().out
+    assert (tmp_path / "paper" / "digits" / "REPORT.md").exists()
+    assert paper_cli.main(["--preset", "digits", "--results-dir", str(tmp_path), "--no-plots"]) == 0
+    with pytest.raises(SystemExit) as e:
+        report_cli.main(["--paper", "--grid", "main", "--preset", "digits"])
+    assert e.value.code == 2 and "--grid" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        report_cli.main(["--preset", "digits"])  # neither --grid nor --paper
+    assert e.value.code == 2
+
+
+def test_other_presets_pick_T_from_their_rows_and_join_the_papers_numbers(tmp_path):
+    inception = "inception-v3-compat"
+    rows = [fid(f"z{z}", T, v + (10 if T == 10 else 0), 0.2, latent_dim=z, feature_extractor=inception)
+            for z, v in ((16, 5.0), (64, 9.0), (128, 18.0)) for T in (10, 20, 50, 100)]
+    df = pd.DataFrame(rows).assign(grid="latent_size", preset="cifar10", dataset="cifar10", prior="bernoulli")
+    (tmp_path / "latent_size" / "cifar10").mkdir(parents=True)
+    df.to_csv(tmp_path / "latent_size" / "cifar10" / "results.csv", index=False)
+    out = paper_report("cifar10", results_dir=tmp_path, plots=False)
+    c = {c.cid: c for c in out["claims"]}["4"]
+    a = c.parts[0]
+    assert a.verdict == HOLDS and "T=100" in a.statement and a.a.extractor == inception
+    assert (a.a.paper, a.b.paper) == (17.23, 4.79)  # results/paper_numbers.csv, CIFAR-10 |z|=128 and |z|=16
+    assert "17.23 / 4.79" in out["markdown_text"] and "paper FID [Inception] T=100" in out["markdown_text"]
+    assert (tmp_path / "paper" / "cifar10" / "REPORT.md").exists()
