@@ -1,9 +1,10 @@
-"""Evaluate a run folder: FID across T, linear probes (accuracy / AUROC), reconstruction MSE, code diagnostics -> rows.
+"""Evaluate a run folder: FID across T, linear probes (accuracy / AUROC), reconstruction MSE, codes, NLL -> rows.
 
     python -m evaluation.run --run runs/digits-dmz                          # FID at T=10,20,50,100 + probes
     python -m evaluation.run --run runs/digits-dmz --metrics fid probe recon --sampler prior empirical --kid
     python -m evaluation.run --run runs/digits-dmz --metrics fid codes --sampler pixelsnail pixelsnail:temperature=0.8
     python -m evaluation.run --run runs/cifar10-dmz --steps 100 --device cuda --feature-extractor inception-v3-compat
+    python -m evaluation.run --run runs/digits-dmz --metrics nll --nll-images 64
 
 One checkpoint (EMA weights) serves every T. Every image has its own seed: image i of sampling seed k uses sample
 seed ``k * 1_000_000 + i`` (its z and x_T come from seeds 2s+1 and 2s, see :mod:`dmz.sample`), so the same z and x_T
@@ -21,6 +22,16 @@ units, plus the same with shuffled codes as a control. LPIPS is not computed (it
 Codes (discrete latents): ``bits_per_code`` per z-sampler with a likelihood (prior, empirical, pixelsnail once fitted)
 on the test split's codes, and ``heldout_dup_frac``, from :func:`dmz.zsamplers.pixelsnail.diagnose`. A z-sampler takes
 options after a colon (``pixelsnail:temperature=0.8``); the whole spec is the row's ``sampler``.
+
+NLL (:mod:`evaluation.nll`, PAPER.md 3.3): bits/dim of the first N train and the first N test images under the full
+VLB over every training diffusion step (I-DDPM ``calc_bpd_loop``: prior term, KL terms, discretised decoder; learned
+variance, ``clip_denoised``, fp32, EMA weights), given the image's hard code z from ``encode_split`` (the release used
+the soft z). Each image has its own q-sample noise seed. Rows per split (``reference`` = train | test, ``T`` None,
+``N`` images): ``nll_bpd`` (the bound given z; per-image ``values``, ``prior_bpd`` / ``decoder_bpd`` / ``kl_bpd``
+means, ``vb_mean_per_t``) and ``nll_bpd_z`` = nll_bpd + bits(z) / (C*H*W), one per code model (``sampler`` ``prior``:
+|z| bits for Bernoulli(0.5), |z| log2 K for uniform categories, 0 for prior=none; ``pixelsnail`` when fitted; none for
+a continuous z); both carry ``value`` (mean), ``sd`` (over images), ``se``, ``timesteps`` and ``z_bits``. Defaults:
+N=1,000 per split on cifar10 / celeba64 (released), :data:`NLL_DEFAULTS` on digits.
 """
 
 from __future__ import annotations
@@ -42,7 +53,7 @@ if TYPE_CHECKING:
 # torch, diffusers and the feature extractors are imported where they are used, so `--help` answers at once
 
 RESULTS = "results.jsonl"
-METRIC_GROUPS = ("fid", "probe", "recon", "codes")
+METRIC_GROUPS = ("fid", "probe", "recon", "codes", "nll")
 DEFAULT_STEPS = (10, 20, 50, 100)
 DATASET_DEFAULTS = {  # (num_samples, seeds): released protocol for the paper datasets, smaller N for digits
     "cifar10": (10_000, 1),
@@ -50,6 +61,11 @@ DATASET_DEFAULTS = {  # (num_samples, seeds): released protocol for the paper da
     "digits": (1_000, 3),
 }
 FALLBACK_DEFAULTS = (10_000, 1)
+# NLL: images per split (first N of train and of test), each costing diffusion_steps (1000) denoiser calls. Released:
+# 1,000 (cifar10, celeba64). Digits: 64 = two CPU micro-batches of 32; on one CPU thread ~3 min per split (README).
+NLL_DEFAULTS = {"cifar10": 1_000, "celeba64": 1_000, "digits": 64}
+NLL_FALLBACK = 1_000
+NLL_SPLITS = ("train", "test")
 RECON_DEFAULTS = (10, 5)  # images x decodes, as released
 PROBE_TEST_SPLIT = {"celeba64": "valtest"}  # the release pools celeba64_val_test with train; others: "test"
 
@@ -69,6 +85,11 @@ def _say(msg: str) -> None:
 def dataset_defaults(dataset: str) -> tuple[int, int]:
     """``(num_samples, seeds)`` used when the caller gives none."""
     return DATASET_DEFAULTS.get(dataset, FALLBACK_DEFAULTS)
+
+
+def nll_defaults(dataset: str) -> int:
+    """Images per split scored by ``--metrics nll`` when the caller gives none."""
+    return NLL_DEFAULTS.get(dataset, NLL_FALLBACK)
 
 
 def config_fields(run: LoadedRun) -> dict[str, Any]:
@@ -144,7 +165,7 @@ class _Plan:
         return row
 
 
-def _validate(metrics, samplers, steps, seeds, num_samples, solver) -> None:
+def _validate(metrics, samplers, steps, seeds, num_samples, solver, nll_images=None) -> None:
     from dmz.sampling import SEED_STRIDE
     from dmz.zsamplers import check_zsampler
 
@@ -165,6 +186,8 @@ def _validate(metrics, samplers, steps, seeds, num_samples, solver) -> None:
         raise EvaluationError(f"--num-samples must be in [2, {SEED_STRIDE}]")
     if solver not in ("ddpm", "ddim"):
         raise EvaluationError(f"unknown solver {solver!r}; valid: ddpm, ddim")
+    if nll_images is not None and not 1 <= nll_images <= SEED_STRIDE:
+        raise EvaluationError(f"--nll-images must be in [1, {SEED_STRIDE}]")
 
 
 def evaluate(
@@ -172,7 +195,7 @@ def evaluate(
     *,
     steps: Sequence[int] = DEFAULT_STEPS,  # denoising steps T (respaced); one checkpoint serves all
     num_samples: int | None = None,  # N generated images per (T, sampler, seed); None = dataset default
-    metrics: Sequence[str] = ("fid", "probe"),  # any of fid | probe | recon | codes
+    metrics: Sequence[str] = ("fid", "probe"),  # any of fid | probe | recon | codes | nll
     samplers: Sequence[str] = ("prior",),  # z-samplers (dmz.zsamplers): prior | dataset | empirical | pixelsnail
     seeds: int | None = None,  # K sampling seeds (offsets k * 1_000_000); None = dataset default
     feature_extractor: str | None = None,  # None = digits-classifier-v1 for digits, inception-v3-compat otherwise
@@ -182,6 +205,7 @@ def evaluate(
     repr_mode: str | None = None,  # probe features: soft (released) | hard | probs | mean | sample; None = default_repr
     recon_images: int = RECON_DEFAULTS[0],  # reconstruction: first N test images
     recon_decodes: int = RECON_DEFAULTS[1],  # reconstruction: K stochastic decodes per image
+    nll_images: int | None = None,  # NLL: the first N train and the first N test images; None = nll_defaults
     solver: str = "ddpm",  # ddpm (ancestral, released) | ddim (eta=0)
     batch_size: int = 256,  # images in flight; results do not depend on it
     micro_batch: int | None = None,  # rows per denoiser call (results depend on it); None = device default
@@ -206,12 +230,12 @@ def evaluate(
     from dmz.sampling import check_steps, default_micro_batch, sampling_setup
 
     metrics, samplers, steps = tuple(metrics), tuple(samplers), tuple(int(t) for t in steps)
-    _validate(metrics, samplers, steps, seeds, num_samples, solver)
+    _validate(metrics, samplers, steps, seeds, num_samples, solver, nll_images)
     t_start = time.perf_counter()
     run = load_run(run_dir, device=device, weights=weights)
     cfg = run.cfg
     dataset = cfg.data.dataset
-    for t in steps:
+    for t in steps if {"fid", "recon"} & set(metrics) else ():  # T matters to sampling only
         try:
             check_steps(t, cfg.diffusion.diffusion_steps, solver)
         except ValueError as e:
@@ -233,7 +257,7 @@ def evaluate(
                      feature_extractor=feature_extractor, reference_split=reference_split, kid=kid, prc=prc,
                      keep_samples=keep_samples, cache_dir=cache_dir, allow_download=allow_download,
                      has_latent=has_latent, gen_kw=gen_kw, repr_mode=repr_mode, recon_images=recon_images,
-                     recon_decodes=recon_decodes)
+                     recon_decodes=recon_decodes, nll_images=int(nll_images or nll_defaults(dataset)))
     finally:  # rows computed before a failure are in results.jsonl: show them in TensorBoard too
         if plan.new and cfg.train.logger != "none":
             from dmz.tblog import log_result_rows
@@ -246,7 +270,7 @@ def evaluate(
 
 def _run_metrics(run, plan: _Plan, log, *, metrics, steps, n, k_seeds, samplers, feature_extractor,
                  reference_split, kid, prc, keep_samples, cache_dir, allow_download, has_latent, gen_kw, repr_mode,
-                 recon_images, recon_decodes) -> None:
+                 recon_images, recon_decodes, nll_images) -> None:
     cfg = run.cfg
     if "fid" in metrics:
         _fid(run, plan, log, steps=steps, n=n, k_seeds=k_seeds, samplers=samplers, extractor_name=feature_extractor,
@@ -267,6 +291,8 @@ def _run_metrics(run, plan: _Plan, log, *, metrics, steps, n, k_seeds, samplers,
             _recon(run, plan, log, steps=steps, images=recon_images, decodes=recon_decodes, gen_kw=gen_kw)
         else:
             log(f"recon: skipped, run {run.path.name} has no latent (prior={cfg.model.prior})")
+    if "nll" in metrics:
+        _nll(run, plan, log, n=nll_images, gen_kw=gen_kw)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -442,6 +468,65 @@ def _recon(run, plan: _Plan, log, *, steps, images: int, decodes: int, gen_kw) -
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# NLL in bits/dim (full VLB) and with the coding cost of z
+
+
+def _nll(run, plan: _Plan, log, *, n: int, gen_kw) -> None:
+    """``nll_bpd`` and ``nll_bpd_z`` rows per split (module docstring; :mod:`evaluation.nll`). A ``nll_bpd`` row
+    keeps its per-image ``values``, so a missing ``nll_bpd_z`` row (e.g. PixelSNAIL fitted later) is added without
+    recomputing the bound. Like the ``codes`` rows, a PixelSNAIL refit needs ``--force`` to be re-scored."""
+    from evaluation import nll as nll_eval
+
+    prior = run.model.prior
+    models = nll_eval.code_models(run, log)
+    if models is None:
+        log(f"nll: no nll_bpd_z rows, prior={prior.name} has a continuous z: its coding cost is not finite "
+            f"(a density, not a probability; only nll_bpd, the bound given z, is written)")
+    steps = run.cfg.diffusion.diffusion_steps
+    common = {"T": None, "solver": None, "seeds": None, "feature_extractor": None,
+              "feature_extractor_weights_sha256": None,
+              "repr": None if prior.code_dim == 0 else ("hard" if prior.discrete else "sample")}
+    fixed = {"timesteps": steps, "clip_denoised": True, "precision": "fp32", "amp": False}  # NLL is always fp32
+    for split in NLL_SPLITS:
+        n_s = min(n, len(run.dataset(split)))
+        where = {"N": n_s, "reference": split, **common}
+        key_v = plan.key(metric="nll_bpd", sampler=None, **where)
+        keys_z = {s: plan.key(metric="nll_bpd_z", sampler=s, **where) for s in (models or {})}
+        if plan.done([key_v, *keys_z.values()]):
+            log(f"nll {split} N={n_s}: present, skipped")
+            continue
+        old = None if plan.force else plan.existing.get(key_v)
+        if old is not None and len(old.get("values") or ()) == n_s and old.get("dims"):
+            plan.rows.append(old)  # the bound is there: only z rows are missing
+            per_image, dims, vlb = np.asarray(old["values"], dtype=np.float64), int(old["dims"]), old
+            codes = nll_eval.split_codes(run, split, n_s)
+        else:
+            log(f"nll {split}: full VLB over {steps} steps, {n_s} images")
+            r = nll_eval.nll_for_split(run, split, n_s, batch_size=gen_kw["batch_size"],
+                                       micro_batch=gen_kw["micro_batch"], compile=gen_kw["compile"],
+                                       progress=gen_kw["progress"])
+            per_image, dims, codes = r["total_bpd"], r["dims"], r["codes"]
+            vlb = plan.add(metric="nll_bpd", sampler=None, **where, **nll_eval.summarize(per_image), z_bits=None,
+                           **fixed, prior_bpd=float(r["prior_bpd"].mean()),
+                           decoder_bpd=float(r["decoder_bpd"].mean()), kl_bpd=float(r["kl_bpd"].mean()), dims=dims,
+                           values=per_image.tolist(), vb_mean_per_t=r["vb_mean_per_t"].tolist(),
+                           noise_seed_offset=nll_eval.noise_seeds(split, 1)[0], eval_seconds=r["seconds"])
+            log(f"nll_bpd {split}: {vlb['value']:.4f} +- {vlb['se'] or 0:.4f} (se) bits/dim over {n_s} images "
+                f"({r['seconds']:.0f}s)")
+        for s, model in (models or {}).items():
+            if not plan.force and keys_z[s] in plan.existing:
+                plan.rows.append(plan.existing[keys_z[s]])
+                continue
+            t0 = time.perf_counter()
+            bits = model.nll_bits(codes).double().cpu().numpy()
+            row = plan.add(metric="nll_bpd_z", sampler=s, **where, **nll_eval.summarize(per_image + bits / dims),
+                           z_bits=float(bits.mean()), z_bits_sd=float(bits.std(ddof=1)) if n_s > 1 else None,
+                           z_bpd=float(bits.mean() / dims), nll_bpd=vlb["value"], **fixed, dims=dims,
+                           eval_seconds=time.perf_counter() - t0)
+            log(f"nll_bpd_z {split} ({s}): {row['value']:.4f} bits/dim (z: {row['z_bits']:.2f} bits per image)")
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # table + CLI
 
 
@@ -450,6 +535,8 @@ def results_table(rows: list[dict]):
     import pandas as pd
 
     cols = ["metric", "T", "sampler", "value", "sd", "N", "seeds", "feature_extractor", "repr", "checkpoint_step"]
+    if any(str(r.get("metric", "")).startswith("nll") for r in rows):  # NLL rows differ by split only
+        cols.insert(3, "reference")
     df = pd.DataFrame(rows)
     if df.empty:
         return pd.DataFrame(columns=cols)
@@ -483,6 +570,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="probe features: soft (released) | hard | probs (bernoulli); mean | sample (normal)")
     p.add_argument("--recon-images", type=int, default=RECON_DEFAULTS[0])
     p.add_argument("--recon-decodes", type=int, default=RECON_DEFAULTS[1])
+    p.add_argument("--nll-images", type=int, default=None,
+                   help="NLL: the first N train and the first N test images; default 1000 (cifar10, celeba64), "
+                        f"{NLL_DEFAULTS['digits']} (digits)")
     p.add_argument("--solver", default="ddpm", choices=["ddpm", "ddim"])
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--micro-batch", type=int, default=None, help="rows per denoiser call (default 32 CPU, 256 CUDA)")
@@ -509,7 +599,8 @@ def main(argv: list[str] | None = None) -> int:
         rows = evaluate(args.run, steps=args.steps, num_samples=args.num_samples, metrics=args.metrics,
                         samplers=args.samplers, seeds=args.seeds, feature_extractor=args.feature_extractor,
                         reference_split=args.reference_split, kid=args.kid, prc=args.prc, repr_mode=args.repr_mode,
-                        recon_images=args.recon_images, recon_decodes=args.recon_decodes, solver=args.solver,
+                        recon_images=args.recon_images, recon_decodes=args.recon_decodes,
+                        nll_images=args.nll_images, solver=args.solver,
                         batch_size=args.batch_size, micro_batch=args.micro_batch, device=args.device,
                         weights=args.weights, amp=args.amp,
                         precision=args.precision, compile=args.compile, keep_samples=args.keep_samples, force=args.force,
