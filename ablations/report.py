@@ -54,6 +54,12 @@ def metric_label(metric: str, extractor: Any = None) -> str:
     return metric
 
 
+def nll_label(metric: str, code_model: Any, split: Any) -> str:
+    """``nll_bpd`` -> ``NLL bits/dim (test)``; ``nll_bpd_z`` + ``prior`` -> ``NLL + z bits [prior] bits/dim (test)``."""
+    what = "NLL" if metric == "nll_bpd" else f"NLL + z bits [{code_model}]"
+    return f"{what} bits/dim ({split})"
+
+
 def column_label(metric: str, extractor: Any, T: Any) -> str:
     t = "" if _missing(T) else f" T={int(T)}"
     return metric_label(metric, extractor) + t
@@ -102,6 +108,12 @@ def build_table(df: pd.DataFrame, grid: str, paper: pd.DataFrame | None = None) 
         return pd.DataFrame(), ["no result rows yet"]
     df = df.copy()
     df["column"] = [column_label(m, e, t) for m, e, t in zip(df["metric"], df["feature_extractor"], df["T"])]
+    nll = df["metric"].astype(str).str.startswith("nll_")
+    if nll.any():  # per-cell columns: one per metric, split and code model (the sampler names the code model)
+        df.loc[nll, "column"] = [nll_label(m, s, r) for m, s, r in
+                                 zip(df.loc[nll, "metric"], df.loc[nll, "sampler"], df.loc[nll, "reference"])]
+        df["sampler"] = df["sampler"].astype(object)
+        df.loc[nll, "sampler"] = None
     gen = df[df["sampler"].notna()]
     rep = df[df["sampler"].isna()]
     index = [k for k in g.index if k in df.columns]

@@ -148,12 +148,34 @@ def test_latent_size_table_joins_by_z_and_sampler_and_broadcasts_probe(tmp_path)
 
 def test_paper_numbers_only_join_their_dataset(tmp_path):
     cells = expand("main", "digits", TINY)
-    write(cells[1], tmp_path, [fid_row(100, "prior", 12.0, N=DIGITS_MAIN.num_samples)])  # the digits main budget
+    write(cells[1], tmp_path,  # the digits main budget
+          [fid_row(100, "prior", 12.0, N=DIGITS_MAIN.num_samples, seeds=DIGITS_MAIN.seeds)])
     table, notes = build_table(collect(cells, tmp_path), "main", load_paper_numbers())
     assert not any(c.startswith("paper") for c in table.columns)  # digits FIDs never sit beside Inception numbers
     assert any("none known" in n for n in notes)
     assert any("digits-classifier-v1" in n and "not comparable" in n for n in notes)
     assert "FID [digits-classifier-v1] T=100" in table.columns
+
+
+def nll_rows(value, *, bits=0.0, code_model="prior", N=8):
+    out = []
+    for split, shift in (("train", 0.0), ("test", 0.1)):
+        out.append({"metric": "nll_bpd", "T": None, "sampler": None, "reference": split, "N": N, "seeds": None,
+                    "value": value + shift, "sd": 0.2, "feature_extractor": None})
+        out.append({**out[-1], "metric": "nll_bpd_z", "sampler": code_model, "value": value + shift + bits})
+    return out
+
+
+def test_main_table_has_one_nll_column_per_split_and_code_model(tmp_path):
+    cells = expand("main", "digits", TINY)
+    write(cells[0], tmp_path, [fid_row(10, "prior", 5.0)] + nll_rows(1.0))
+    write(cells[1], tmp_path, [fid_row(10, "prior", 3.0)] + nll_rows(1.5, bits=0.25))
+    table, _ = build_table(collect(cells, tmp_path, requested_only=False), "main")
+    row = {r["variant"]: r for _, r in table.iterrows()}
+    assert len(table) == 2  # one row per cell: the NLL columns sit beside its FID
+    assert row["ddpm"]["NLL bits/dim (test)"] == "1.100 ± 0.200" and row["dmz"]["NLL bits/dim (train)"] == "1.500 ± 0.200"
+    assert row["dmz"]["NLL + z bits [prior] bits/dim (test)"] == "1.850 ± 0.200"
+    assert row["dmz"]["FID [digits-classifier-v1] T=10"] == "3.00"
 
 
 def test_several_rows_for_one_entry_average_with_sd():
