@@ -561,7 +561,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="generated images per (T, sampler, seed); default 10000 (cifar10, celeba64), 1000 (digits)")
     p.add_argument("--metrics", nargs="+", default=["fid", "probe"], help=f"any of {', '.join(METRIC_GROUPS)}")
     p.add_argument("--sampler", nargs="+", default=["prior"], dest="samplers",
-                   help="z-samplers: prior | empirical | dataset | pixelsnail; options after a colon, e.g. "
+                   help="z-samplers: prior | empirical | dataset | normal | const | pixelsnail; options after a colon, e.g. "
                         "pixelsnail:temperature=0.8 (the whole spec names the result row)")
     p.add_argument("--seeds", type=int, default=None, help="sampling seeds K (mean +- sd); default 3 digits, else 1")
     p.add_argument("--feature-extractor", default=None,
