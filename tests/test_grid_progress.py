@@ -33,17 +33,18 @@ def test_train_line_counts_only_this_jobs_steps_for_the_eta(tmp_path):
 
 
 def test_evaluate_line_counts_rows_and_estimates_from_rows_done_since_first_seen(tmp_path):
-    cell = expand("main", "digits", TINY, eval_sizes={"steps": [2, 4], "num_samples": 20, "seeds": 1})[0]
+    cell = expand("latent_type", "digits", TINY, eval_sizes={"steps": [2, 4], "num_samples": 20, "seeds": 1},
+                  only=["none"])[0]
     want = requested_rows(cell)
     assert len(want) == 2
     _state(tmp_path, state="running", phase="evaluate", time=T0 + 100)
     track: dict = {}
     assert cell_progress(cell, tmp_path, started=T0, now=T0 + 110, track=track) == \
-        "ddpm: evaluate rows 0/2 | elapsed 1m50s | ETA ?"
+        "none: evaluate rows 0/2 | elapsed 1m50s | ETA ?"
     row = {k: (v if v is not None else 1) for k, v in want[0].items()}
     (tmp_path / "results.jsonl").write_text(json.dumps({**row, "value": 1.0}) + "\n")
     assert cell_progress(cell, tmp_path, started=T0, now=T0 + 150, track=track) == \
-        "ddpm: evaluate rows 1/2 | elapsed 2m30s | ETA 40s (evaluate)"
+        "none: evaluate rows 1/2 | elapsed 2m30s | ETA 40s (evaluate)"
 
 
 def test_a_job_waiting_for_another_process_says_whom_it_waits_for(tmp_path):

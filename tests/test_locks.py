@@ -21,7 +21,7 @@ from dmz.runio import append_jsonl, read_jsonl
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = ["base_channels=8", "latent_dim=4", "attention_head_dim=2", "batch_size=16", "steps=3", "log_every=1"]
-SIZES = {"steps": [2], "num_samples": 20, "seeds": 1}
+SIZES = {"steps": [2], "num_samples": 20, "seeds": 1, "nll_images": 4}
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
 
 HOLD = """
@@ -49,7 +49,7 @@ def sigkill(p: subprocess.Popen) -> None:
 
 def tiny_args(root, *extra):
     sets = [a for s in TINY for a in ("--set", s)]
-    return ["--grid", "main", "--preset", "digits", *sets, "--T", "2", "--num-samples", "20", "--eval-seeds", "1",
+    return ["--grid", "main", "--preset", "digits", *sets, "--T", "2", "--num-samples", "20", "--eval-seeds", "1", "--nll-images", "4",
             "--out", str(root), "--no-report", *extra]
 
 

@@ -233,7 +233,7 @@ def test_collect_and_report_command_lines(tmp_path, capsys):
     from ablations import report as report_cli
 
     sets = [a for s in TINY for a in ("--set", s)]
-    common = ["--grid", "main", "--preset", "digits", *sets, "--T", "2", "--num-samples", "20", "--eval-seeds", "1",
+    common = ["--grid", "main", "--preset", "digits", *sets, "--T", "2", "--num-samples", "20", "--eval-seeds", "1", "--nll-images", "4",
               "--out", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "res")]
     cells = expand("main", "digits", TINY, eval_sizes={"steps": [2], "num_samples": 20, "seeds": 1})
     write(cells[1], tmp_path / "runs", [fid_row(2, "prior", 33.3)])

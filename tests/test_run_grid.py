@@ -21,8 +21,8 @@ from ablations.run_grid import STATE_FILE, CellJob, cell_statuses, format_status
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = ["base_channels=8", "latent_dim=4", "attention_head_dim=2", "batch_size=16", "steps=3"]
-SIZES = {"steps": [2], "num_samples": 20, "seeds": 1}
-CLI_SIZES = ["--T", "2", "--num-samples", "20", "--eval-seeds", "1"]
+SIZES = {"steps": [2], "num_samples": 20, "seeds": 1, "nll_images": 4}
+CLI_SIZES = ["--T", "2", "--num-samples", "20", "--eval-seeds", "1", "--nll-images", "4"]
 
 
 def tiny_args(root, *extra):

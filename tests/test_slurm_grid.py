@@ -22,7 +22,7 @@ from ablations.run_grid import CellJob, cell_statuses, launch, main, make_grid_e
 pytestmark = [pytest.mark.slurm, pytest.mark.timeout(600)]
 
 TINY = ["base_channels=8", "latent_dim=4", "attention_head_dim=2", "batch_size=16", "steps=3"]
-SIZES = {"steps": [2], "num_samples": 20, "seeds": 1}
+SIZES = {"steps": [2], "num_samples": 20, "seeds": 1, "nll_images": 4}
 
 
 if not sinfo_answers():
@@ -42,7 +42,7 @@ def _sacct_state(job, expected="COMPLETED", timeout_s=30.0) -> str:
 
 def test_tiny_grid_as_a_slurm_array_and_collected(tmp_path, capsys):
     sets = [a for s in TINY for a in ("--set", s)]
-    args = ["--grid", "main", "--preset", "digits", *sets, "--T", "2", "--num-samples", "20", "--eval-seeds", "1",
+    args = ["--grid", "main", "--preset", "digits", *sets, "--T", "2", "--num-samples", "20", "--eval-seeds", "1", "--nll-images", "4",
             "--out", str(tmp_path), "--results-dir", str(tmp_path / "res"), "--executor", "slurm",
             "--cluster", "local"]
     assert main(args) == 0, capsys.readouterr().out
