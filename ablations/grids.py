@@ -256,7 +256,7 @@ CATEGORICAL_MATCHED = {"prior": "categorical", "latent_dim": 8, "categories": 4}
 
 
 def _latent_type() -> list[Variant]:
-    return [Variant("bernoulli", {"prior": "bernoulli"}, metrics=("fid", "probe"), samplers=("prior", "const")),
+    return [Variant("bernoulli", {"prior": "bernoulli"}, metrics=("fid", "probe")),
             # N(0, I) (the prior), the release's `normal` sampler (per-dimension mean / std of the training latents,
             # drawn Gaussian: the release drew uniform noise, PAPER.md 1.5) and its `const` sampler
             Variant("normal", {"prior": "normal"}, metrics=("fid", "probe"), samplers=("prior", "normal", "const")),
