@@ -22,7 +22,7 @@ from torch import nn
 
 import dmz
 from dmz.accel import amp_dtype, autocast, precision_name
-from dmz.config import EXECUTION_FIELDS, Config, ConfigError
+from dmz.config import EXECUTION_FIELDS, LATER_FIELDS, Config, ConfigError
 from dmz.data import build_dataset, from_uint8
 from dmz.diffusion import create_diffusion, create_named_schedule_sampler
 from dmz.distributed import all_reduce_mean, barrier, init_distributed
@@ -114,6 +114,8 @@ class StepMeter:
 
 
 def _diff_config(a: dict, b: dict, prefix: str = "") -> list[str]:
+    """Keys whose values differ, less the runtime fields and a field added later (``LATER_FIELDS``) that one side
+    lacks (written before the field existed) while the other holds its default: the same config."""
     keys = []
     for k in sorted(set(a) | set(b)):
         va, vb = a.get(k), b.get(k)
@@ -121,6 +123,8 @@ def _diff_config(a: dict, b: dict, prefix: str = "") -> list[str]:
         if isinstance(va, dict) and isinstance(vb, dict):
             keys += _diff_config(va, vb, name + ".")
         elif va != vb and name not in RUNTIME_FIELDS:
+            if name in LATER_FIELDS and (k not in a or k not in b) and (va if k in a else vb) == LATER_FIELDS[name]:
+                continue
             keys.append(name)
     return keys
 

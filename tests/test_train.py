@@ -94,6 +94,23 @@ def test_resume_with_a_different_config_is_refused(tmp_path, tiny):
         train(resolve("digits", tiny(lr=5e-4, steps=5)), tmp_path / "r", progress=False)
 
 
+def test_a_checkpoint_from_before_a_later_field_resumes_at_its_default(tmp_path, tiny):
+    """A checkpoint written before ``model.z_tokens`` existed has no such key: it resumes with the default (1), is
+    refused with any other value, and a finished one is not trained again."""
+    from dmz.config import LATER_FIELDS
+    from dmz.runio import load_checkpoint, save_checkpoint
+
+    assert LATER_FIELDS["model.z_tokens"] == 1
+    run = tmp_path / "r"
+    train(resolve("digits", tiny()), run, progress=False)
+    state = load_checkpoint(run / "checkpoint.pt")
+    del state["config"]["model"]["z_tokens"]
+    save_checkpoint(state, run / "checkpoint.pt")
+    with pytest.raises(ConfigError, match=r"model\.z_tokens differ"):
+        train(resolve("digits", tiny(z_tokens=2)), run, progress=False)
+    assert train(resolve("digits", tiny()), run, progress=False)["step"] == 3
+
+
 def test_cli_trains_and_reports_missing_dataset(tmp_path):
     r = subprocess.run([sys.executable, "-m", "dmz.train", "--preset", "cifar10", "--set", f"data_root={tmp_path}",
                         "--out", str(tmp_path / "r"), "--no-progress"], capture_output=True, text=True, timeout=300)
