@@ -41,6 +41,7 @@ from ablations.report import (
     load_paper_numbers,
     metric_label,
 )
+from ablations.report import to_markdown as markdown_table
 from evaluation.features import INCEPTION_NAME
 
 REPO = Path(__file__).resolve().parent.parent
@@ -930,14 +931,12 @@ RULE_MD = (
 )
 
 
+PAPER_TEXT_COLUMNS = {"claim", "verdict", "parts", "grid", "results", "cells with rows", "solvers", "FID extractor",
+                      "metrics", "part", "comparison", "a", "b", "why"}
+
+
 def to_markdown(table: pd.DataFrame) -> str:
-    """Left-aligned text columns, right-aligned numbers; cells kept as written ("30.00", not 30)."""
-    if table.empty:
-        return "(no rows)"
-    text = {"claim", "verdict", "parts", "grid", "results", "cells with rows", "solvers", "FID extractor", "metrics",
-            "part", "comparison", "a", "b", "why", "variant", "sampler", "solver", "prior"}
-    align = ["left" if c in text else "right" for c in table.columns]
-    return table.to_markdown(index=False, disable_numparse=True, colalign=align)
+    return markdown_table(table, PAPER_TEXT_COLUMNS)
 
 
 def render(ctx: Ctx, claims: list[Claim], plots: dict[str, list[Path]], folder: Path, today: str) -> str:

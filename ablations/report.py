@@ -204,11 +204,19 @@ def _join_paper(table: pd.DataFrame, df: pd.DataFrame, grid: str, paper: pd.Data
     return table, notes
 
 
-def to_markdown(table: pd.DataFrame) -> str:
+TEXT_COLUMNS = {"variant", "sampler", "solver", "prior"}
+
+
+def to_markdown(table: pd.DataFrame, text_columns: set[str] | frozenset[str] = frozenset()) -> str:
+    """Text columns left-aligned, numbers right-aligned, cells kept as written ("30.00", not 30); a ``|`` inside a
+    cell or header (``|z|``) is escaped so it does not split the Markdown table."""
     if table.empty:
         return "(no rows)"
-    align = ["left" if c in ("variant", "sampler", "prior") else "right" for c in table.columns]
-    return table.to_markdown(index=False, disable_numparse=True, colalign=align)  # keep "30.00", not 30
+    esc = lambda v: v.replace("|", "\\|") if isinstance(v, str) else v  # noqa: E731
+    table = table.rename(columns=esc).map(esc)
+    text = {esc(c) for c in TEXT_COLUMNS | set(text_columns)}
+    align = ["left" if c in text else "right" for c in table.columns]
+    return table.to_markdown(index=False, disable_numparse=True, colalign=align)
 
 
 def _tex(s: Any) -> str:

@@ -20,7 +20,8 @@ from dmz.locks import FileLock, LockHeld, held_by, read_holder
 from dmz.runio import append_jsonl, read_jsonl
 
 REPO = Path(__file__).resolve().parent.parent
-TINY = ["base_channels=8", "latent_dim=4", "attention_head_dim=2", "batch_size=16", "steps=3", "log_every=1"]
+TINY = ["base_channels=8", "latent_dim=4", "attention_head_dim=2", "batch_size=16", "steps=3", "log_every=1",
+        "sampling_compile=false"]  # compiling the tiny denoiser costs a minute per process: tested in test_run_grid
 SIZES = {"steps": [2], "num_samples": 20, "seeds": 1, "nll_images": 4}
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
 

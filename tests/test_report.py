@@ -13,7 +13,7 @@ from ablations.grids import DIGITS_MAIN, cell_dir, expand
 from ablations.report import (PAPER_NUMBERS, build_table, column_label, load_paper_numbers, metric_label, report,
                               to_latex)
 
-TINY = ["base_channels=8", "latent_dim=4", "attention_head_dim=2", "batch_size=16", "steps=3"]
+TINY = ["base_channels=8", "latent_dim=4", "attention_head_dim=2", "batch_size=16", "steps=3", "sampling_compile=false"]
 INCEPTION = "inception-v3-compat"
 DIGITS_EXT = "digits-classifier-v1"
 

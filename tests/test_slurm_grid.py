@@ -21,7 +21,7 @@ from ablations.run_grid import CellJob, cell_statuses, launch, main, make_grid_e
 
 pytestmark = [pytest.mark.slurm, pytest.mark.timeout(600)]
 
-TINY = ["base_channels=8", "latent_dim=4", "attention_head_dim=2", "batch_size=16", "steps=3"]
+TINY = ["base_channels=8", "latent_dim=4", "attention_head_dim=2", "batch_size=16", "steps=3", "sampling_compile=false"]
 SIZES = {"steps": [2], "num_samples": 20, "seeds": 1, "nll_images": 4}
 
 
