@@ -8,20 +8,15 @@ Runs nothing. Reads each grid's ``results/<grid>/<label>/results.csv`` (``label`
 ``results/paper/<preset>/``: ``REPORT.md`` (protocol, rule, one section per claim with the table that tests it and
 the paper's number beside ours where known), ``verdicts.csv`` (one row per claim and per part) and PNG plots.
 
-Every verdict is computed from the rows by one rule (:func:`judge`): a difference between two numbers ``a`` and
-``b`` counts when ``|a - b| > 2 * sqrt(sd_a**2 + sd_b**2)``; one that counts in the claimed direction means the
-claim **holds**, in the other direction it **does not hold**; otherwise it is **not resolved at this budget** (also
-when a number has no sd, e.g. one sampling seed). A claim of several parts holds only if every part holds and does
-not hold if any part does not; a grid without rows gives **no data**. Claims and their parts are :data:`CLAIMS`.
+This module only renders: the claims, the rule that judges them and the reading of the rows are in
+:mod:`ablations.claims` (the names callers import from here are re-exported, see ``__all__``).
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -31,6 +26,30 @@ import pandas as pd
 if __package__ in (None, ""):  # run by path
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from ablations.claims import (
+    FAILS,
+    GRIDS_USED,
+    HOLDS,
+    K_SPREAD,
+    NLL_LABELS,
+    NO_DATA,
+    PROBE_PREFERENCE,
+    REPO,
+    UNRESOLVED,
+    Claim,
+    Ctx,
+    Num,
+    Part,
+    _best,
+    combine,
+    expected_cells,
+    fid_rows,
+    judge,
+    load_all,
+    run_commands,
+    verdict_rows,
+)
+from ablations.claims import build_claims as judged_claims
 from ablations.report import (
     PAPER_EXTRACTOR,
     PAPER_NUMBERS,
@@ -44,608 +63,14 @@ from ablations.report import (
 from ablations.report import to_markdown as markdown_table
 from evaluation.features import INCEPTION_NAME
 
-REPO = Path(__file__).resolve().parent.parent
-HOLDS, FAILS, UNRESOLVED, NO_DATA = "holds", "does not hold", "not resolved at this budget", "no data"
-VERDICTS = (HOLDS, FAILS, UNRESOLVED, NO_DATA)
-K_SPREAD = 2.0  # a difference counts when it exceeds K_SPREAD x the combined spread sqrt(sd_a^2 + sd_b^2)
-RULE = (f"a difference counts when |a - b| > {K_SPREAD:g} * sqrt(sd_a^2 + sd_b^2); counted in the claimed "
-        "direction -> holds, in the other -> does not hold, else (or without an sd) not resolved")
-GRIDS_USED = ("main", "latent_type", "conditioning", "latent_size", "representation", "ddim")
-#: probe metric for the representation claim, in order of preference (CV rows carry an sd over folds)
-PROBE_PREFERENCE = ("probe_acc_cv", "probe_auroc_cv", "probe_acc_heldout", "probe_auroc_heldout")
-NLL_LABELS = {"nll_bpd": "NLL given z", "nll_bpd_z": "NLL with z's bits"}
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# the rows
-# ----------------------------------------------------------------------------------------------------------------
-DEFAULTS: dict[str, Any] = {"solver": "ddpm", "prior_matching": 0.0, "sd": math.nan, "se": math.nan,
-                            "seeds": math.nan, "N": math.nan, "T": math.nan, "sampler": None, "reference": None,
-                            "feature_extractor": None, "latent_dim": math.nan, "dataset": None, "prior": None,
-                            "train_steps": math.nan, "checkpoint_step": math.nan}
-
-
-def read_results(path: Path) -> pd.DataFrame | None:
-    """One results.csv, with the columns this report reads filled in where an older file lacks them; None when it
-    is absent or has no rows."""
-    if not path.exists():
-        return None
-    try:
-        df = pd.read_csv(path)
-    except pd.errors.EmptyDataError:
-        return None
-    if df.empty:
-        return None
-    for col, val in DEFAULTS.items():
-        if col not in df.columns:
-            df[col] = val
-    fid = df["metric"] == "fid"
-    df["solver"] = df["solver"].astype(object)
-    df.loc[fid, "solver"] = df.loc[fid, "solver"].fillna("ddpm")
-    df["prior_matching"] = df["prior_matching"].fillna(0.0).astype(float)
-    df["source"] = _rel(path)
-    return df
-
-
-def _rel(path: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(REPO))
-    except ValueError:
-        return str(path)
-
-
-def load_all(preset: str, results_dir: str | Path | None = None) -> dict[str, dict[str, pd.DataFrame]]:
-    """``{grid: {label: rows}}`` for every grid with rows on ``preset``; the preset's own label (the default
-    budget) first, then ``<preset>-<budget>`` labels in name order."""
-    root = Path(results_dir) if results_dir else REPO / "results"
-    out: dict[str, dict[str, pd.DataFrame]] = {}
-    for grid in GRIDS_USED:
-        folders = sorted((root / grid).glob(f"{preset}-*")) if (root / grid).is_dir() else []
-        frames = {}
-        for folder in [root / grid / preset, *folders]:
-            df = read_results(folder / "results.csv")
-            if df is not None:
-                frames[folder.name] = df
-        if frames:
-            out[grid] = frames
-    return out
-
-
-def run_commands(grid: str, preset: str) -> list[str]:
-    """The commands that produce a grid's tables on ``preset`` (one per named budget)."""
-    try:
-        from ablations.grids import get_grid
-
-        budgets = get_grid(grid).budget_names(preset)
-    except (ImportError, ValueError):  # a grid the installed grids.py does not define yet (GridError)
-        budgets = ["default"]
-    return [f"python ablations/run_grid.py --grid {grid} --preset {preset}"
-            + ("" if b == "default" else f" --budget {b}") for b in budgets]
-
-
-def expected_cells(grid: str, preset: str, label: str) -> list[str] | None:
-    """The cell names the grid's budget behind ``label`` runs (None if the grid definitions cannot say)."""
-    try:
-        from ablations.grids import expand
-
-        budget = None if label == preset else label[len(preset) + 1:]
-        return [c.name for c in expand(grid, preset, budget=budget)]
-    except (ImportError, ValueError):  # GridError, ConfigError
-        return None
-
-
-def _best(rows: pd.DataFrame) -> pd.Series | None:
-    """One row of several for the same entry: the most seeds, then the most samples."""
-    if rows.empty:
-        return None
-    return rows.assign(_s=rows["seeds"].fillna(1), _n=rows["N"].fillna(0)).sort_values(
-        ["_s", "_n"], ascending=False, kind="stable").iloc[0]
-
-
-def select(df: pd.DataFrame, **where: Any) -> pd.DataFrame:
-    """Rows matching every ``column=value`` (a float column compares as float)."""
-    keep = pd.Series(True, index=df.index)
-    for k, v in where.items():
-        col = df[k]
-        keep &= (col.astype(float) == float(v)) if isinstance(v, (int, float)) and not isinstance(v, bool) \
-            else (col == v)
-    return df[keep]
-
-
-def fid_rows(df: pd.DataFrame, solver: str = "ddpm") -> pd.DataFrame:
-    return df[(df["metric"] == "fid") & (df["solver"] == solver) & df["value"].notna()]
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# numbers and the rule
-# ----------------------------------------------------------------------------------------------------------------
-@dataclass
-class Num:
-    """One number of ours, with what it is and its spread.
-
-    :param sd: the spread the rule uses (sd over sampling seeds for FID, over CV folds for probe CV rows, the
-        standard error over images for NLL); None when there is none (one seed, held-out probe).
-    """
-
-    what: str
-    value: float
-    sd: float | None
-    metric: str
-    extractor: str | None = None
-    T: float | None = None
-    N: float | None = None
-    seeds: float | None = None
-    spread: str = ""
-    paper: float | None = None
-    source: str = ""
-
-    def text(self) -> str:
-        digits = 2 if self.metric == "fid" else 3
-        out = fmt(self.value, self.sd, digits)
-        bits = []
-        if self.N is not None:
-            bits.append(f"N={int(self.N)}")
-        if self.metric == "fid":
-            k = int(self.seeds) if self.seeds is not None else 1
-            bits.append(f"{k} seed{'s' if k != 1 else ''}" + ("" if self.sd is not None else ", no sd"))
-        elif self.spread:
-            bits.append(self.spread)
-        return out + (f" ({', '.join(bits)})" if bits else "")
-
-
-def as_num(row: pd.Series | None, what: str, paper: pd.DataFrame | None = None) -> Num | None:
-    """A result row as a :class:`Num` (None for no row)."""
-    if row is None or _missing(row["value"]):
-        return None
-    metric = row["metric"]
-    def num(k: str) -> float | None:
-        return None if _missing(row.get(k)) else float(row[k])
-
-    if metric in NLL_LABELS:
-        sd, spread = num("se"), "± se over images" + ("" if num("sd") is None else f"; sd over images {num('sd'):.3f}")
-    elif metric == "fid":
-        sd, spread = num("sd"), "sd over sampling seeds"
-    elif str(metric).endswith("_cv"):
-        sd, spread = num("sd"), "± sd over CV folds"
-    else:
-        sd, spread = num("sd"), ""
-    return Num(what=what, value=float(row["value"]), sd=sd, metric=metric, extractor=row.get("feature_extractor")
-               if metric == "fid" else None, T=num("T"), N=num("N"), seeds=num("seeds"), spread=spread,
-               paper=paper_value(paper, row), source=str(row.get("source", "")))
-
-
-def paper_value(paper: pd.DataFrame | None, row: pd.Series) -> float | None:
-    """The paper's number for this row (same dataset, grid, variant, |z|, sampler, metric, T), if known."""
-    if paper is None or paper.empty:
-        return None
-    hit = paper[(paper["dataset"] == row.get("dataset")) & (paper["grid"] == row.get("grid"))
-                & (paper["variant"] == row.get("variant")) & (paper["metric"] == row["metric"])
-                & (paper["sampler"] == row.get("sampler"))]
-    if not _missing(row.get("latent_dim")):
-        hit = hit[hit["latent_dim"].astype(float) == float(row["latent_dim"])]
-    if not _missing(row.get("T")):
-        hit = hit[hit["T"].astype(float) == float(row["T"])]
-    return float(hit["value"].iloc[0]) if len(hit) else None
-
-
-def judge(a: Num | None, b: Num | None, better: str, k: float = K_SPREAD) -> tuple[str, float | None, float | None,
-                                                                                  str]:
-    """(verdict, a - b, threshold, why) for the claim a < b (``better="lower"``, e.g. FID) or a > b (``"higher"``)."""
-    if a is None or b is None:
-        return NO_DATA, None, None, "no row for " + " and ".join(x for x, n in (("a", a), ("b", b)) if n is None)
-    diff = a.value - b.value
-    if a.metric == "fid" and a.extractor != b.extractor:
-        return UNRESOLVED, diff, None, f"different feature extractors ({a.extractor} vs {b.extractor})"
-    if a.sd is None or b.sd is None:
-        return UNRESOLVED, diff, None, "no sd (one seed / no spread): a difference cannot be resolved"
-    thr = k * math.sqrt(a.sd ** 2 + b.sd ** 2)
-    if abs(diff) <= thr:
-        return UNRESOLVED, diff, thr, f"|difference| {abs(diff):.3g} <= threshold {thr:.3g}"
-    claimed = diff < 0 if better == "lower" else diff > 0
-    return (HOLDS if claimed else FAILS), diff, thr, f"|difference| {abs(diff):.3g} > threshold {thr:.3g}"
-
-
-def combine(verdicts: list[str]) -> str:
-    """A multi-part verdict: holds only if every part holds; does not hold if any part does not; no data if no part
-    has data; else not resolved."""
-    if not verdicts or all(v == NO_DATA for v in verdicts):
-        return NO_DATA
-    if all(v == HOLDS for v in verdicts):
-        return HOLDS
-    if any(v == FAILS for v in verdicts):
-        return FAILS
-    return UNRESOLVED
-
-
-@dataclass
-class Part:
-    """One comparison: the claim a < b (``better="lower"``) or a > b (``"higher"``), judged by :func:`judge`.
-    ``counted`` parts decide the claim; the others are information."""
-
-    pid: str
-    statement: str
-    a: Num | None
-    b: Num | None
-    better: str = "lower"
-    counted: bool = True
-    why_missing: str = ""
-    verdict: str = field(init=False)
-    diff: float | None = field(init=False)
-    threshold: float | None = field(init=False)
-    why: str = field(init=False)
-
-    def __post_init__(self):
-        self.verdict, self.diff, self.threshold, self.why = judge(self.a, self.b, self.better)
-        if self.verdict == NO_DATA and self.why_missing:
-            self.why = self.why_missing
-
-    @property
-    def rule(self) -> str:
-        metric = f" ({(self.a or self.b).metric})" if (self.a or self.b) else ""
-        return f"claimed: {self.claimed}{metric}; {RULE}"
-
-    @property
-    def claimed(self) -> str:
-        return "a < b" if self.better == "lower" else "a > b"
-
-
-@dataclass
-class Claim:
-    cid: str
-    title: str
-    statement: str
-    grid: str
-    parts: list[Part] = field(default_factory=list)
-    kind: str = "claim"  # claim | information
-    notes: list[str] = field(default_factory=list)
-    tables: list[tuple[str, pd.DataFrame]] = field(default_factory=list)
-    plots: list[Path] = field(default_factory=list)
-    missing: str = ""  # why there is no data at all
-
-    @property
-    def verdict(self) -> str:
-        return combine([p.verdict for p in self.parts if p.counted])
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# the claims
-# ----------------------------------------------------------------------------------------------------------------
-@dataclass
-class Ctx:
-    preset: str
-    data: dict[str, dict[str, pd.DataFrame]]
-    paper: pd.DataFrame | None = None
-
-    def frames(self, grid: str) -> list[tuple[str, pd.DataFrame]]:
-        return list(self.data.get(grid, {}).items())
-
-    def frame(self, grid: str) -> tuple[str, pd.DataFrame] | None:
-        f = self.frames(grid)
-        return f[0] if f else None
-
-    def missing(self, grid: str) -> str:
-        return (f"no results for grid {grid} on {self.preset} (results/{grid}/{self.preset}/results.csv); produce "
-                f"them with `{run_commands(grid, self.preset)[0]}`")
-
-    def num(self, df: pd.DataFrame | None, what: str, **where) -> Num | None:
-        return None if df is None else as_num(_best(select(df, **where)), what, self.paper)
-
-
-def _fid_what(variant: str, sampler: str | None, T: float, extractor: Any, solver: str = "ddpm") -> str:
-    z = f", z~{sampler}" if sampler else ""
-    loop = "" if solver == "ddpm" else f", {solver}"
-    return f"{variant}{z}{loop}: {column_label('fid', extractor or '?', T)}"
-
-
-def _fid(ctx: Ctx, df: pd.DataFrame, variant: str, T: float, sampler: str | None = "prior",
-         solver: str = "ddpm", **where) -> Num | None:
-    rows = select(fid_rows(df, solver), variant=variant, T=T, **where)
-    if sampler is not None:
-        rows = select(rows, sampler=sampler)
-    r = _best(rows)
-    ext = r["feature_extractor"] if r is not None else None
-    return as_num(r, _fid_what(variant, sampler, T, ext, solver), ctx.paper)
-
-
-def _pick_T(available, want: float) -> tuple[float | None, str]:
-    ts = sorted({float(t) for t in available if not _missing(t)})
-    if not ts:
-        return None, ""
-    if want in ts:
-        return want, ""
-    return ts[-1], f"T={want:g} is not in the rows; the largest T there, T={ts[-1]:g}, is used instead"
-
-
-def claim_small_T(ctx: Ctx) -> Claim:
-    c = Claim("1", "DMZ beats DDPM at small T", "At T=10 and at T=20, DMZ (z ~ Bernoulli(0.5) prior) has a lower "
-              "FID than unconditional DDPM at the same T (Table 1; 'clear gains at small numbers of denoising "
-              "steps').", "main")
-    got = ctx.frame("main")
-    if got is None:
-        c.missing = ctx.missing("main")
-        c.parts = [Part(f"1{s}", f"T={T}", None, None, why_missing=c.missing) for s, T in (("a", 10), ("b", 20))]
-        return c
-    _, df = got
-    for s, T in (("a", 10), ("b", 20)):
-        a, b = _fid(ctx, df, "dmz", T), _fid(ctx, df, "ddpm", T, sampler=None)
-        c.parts.append(Part(f"1{s}", f"T={T}: DMZ FID < DDPM FID", a, b,
-                            why_missing=f"main has no FID row at T={T} for " + ("dmz" if a is None else "ddpm")))
-    return c
-
-
-def claim_T100(ctx: Ctx) -> Claim:
-    c = Claim("2", "DMZ vs DDPM at T=100", "At T=100, DMZ's FID is lower than DDPM's. ICLR reviewers read Table 1 "
-              "as the opposite on CIFAR-10 (DMZ worse than DDPM); 'does not hold' here means we reproduce their "
-              "reading, 'not resolved' that this budget cannot tell.", "main")
-    got = ctx.frame("main")
-    if got is None:
-        c.missing = ctx.missing("main")
-        c.parts = [Part("2", "T=100", None, None, why_missing=c.missing)]
-        return c
-    _, df = got
-    T, note = _pick_T(fid_rows(df)["T"], 100.0)
-    if note:
-        c.notes.append(note)
-    a, b = (_fid(ctx, df, "dmz", T), _fid(ctx, df, "ddpm", T, sampler=None)) if T else (None, None)
-    p = Part("2", f"T={T or 100:g}: DMZ FID < DDPM FID", a, b, why_missing="main has no FID rows at T=100")
-    c.parts.append(p)
-    if p.diff is not None:
-        better = "DMZ" if p.diff < 0 else "DDPM" if p.diff > 0 else "neither"
-        resolved = ("resolved" if p.verdict in (HOLDS, FAILS) else "NOT resolved (" + p.why + ")")
-        c.notes.append(f"At T={T:g} the lower FID is {better}'s ({a.value:.2f} vs {b.value:.2f}); the difference is "
-                       f"{resolved}.")
-    return c
-
-
-def claim_latent_type(ctx: Ctx) -> Claim:
-    c = Claim("3", "Bernoulli beats Normal and categorical latents", "At FID@100, the Bernoulli latent (prior "
-              "sampler) has a lower FID than a Normal latent (with its N(0, I) prior, and with the release's "
-              "`normal` sampler: per-dimension mean/std of training latents) and than categorical latents "
-              "(16 groups of K=4 = 32 bits, and the capacity-matched 8 groups of K=4 = 16 bits).", "latent_type")
-    rivals = [("a", "normal", "prior", "Normal, z ~ N(0, I)"), ("b", "normal", "normal", "Normal, `normal` sampler"),
-              ("c", "categorical", "prior", "categorical 16x4 (32 bits)"),
-              ("d", "categorical-16bit", "prior", "categorical 8x4 (16 bits, capacity-matched)")]
-    got = ctx.frame("latent_type")
-    if got is None:
-        c.missing = ctx.missing("latent_type")
-        c.parts = [Part(f"3{s}", f"vs {text}", None, None, why_missing=c.missing) for s, _, _, text in rivals]
-        return c
-    _, df = got
-    fid = fid_rows(df)
-    T, note = _pick_T(fid["T"], 100.0)
-    if note:
-        c.notes.append(note)
-    ts = sorted({float(t) for t in fid["T"].dropna()})
-    for t in ts:
-        counted = t == T
-        a = _fid(ctx, df, "bernoulli", t)
-        for s, variant, sampler, text in rivals:
-            b = _fid(ctx, df, variant, t, sampler=sampler)
-            c.parts.append(Part(f"3{s}" + ("" if counted else f"@T={t:g}"), f"T={t:g}: Bernoulli FID < {text} FID",
-                                a, b, counted=counted, why_missing=f"no FID row at T={t:g} for "
-                                + ("bernoulli/prior" if a is None else f"{variant}/{sampler}")))
-        b = _fid(ctx, df, "none", t, sampler=None)
-        if b is not None:
-            c.parts.append(Part(f"3-none@T={t:g}", f"T={t:g}: Bernoulli FID < no latent (DDPM) FID", a, b,
-                                counted=False))
-    if not any(p.counted for p in c.parts):
-        c.parts = [Part(f"3{s}", f"vs {text}", None, None, why_missing="latent_type has no FID rows")
-                   for s, _, _, text in rivals]
-    return c
-
-
-def claim_latent_size(ctx: Ctx) -> Claim:
-    c = Claim("4", "|z| hurts prior sampling; PixelSNAIL recovers part of it", "(4a) Bernoulli(0.5)-prior FID is "
-              "worse at the largest |z| than at the smallest (cells without prior matching, the largest T both "
-              "have; the table with the most sampling seeds); (4b) at the largest |z| with a PixelSNAIL row, the "
-              "PixelSNAIL z-sampler's FID is below the prior's.", "latent_size")
-    frames = ctx.frames("latent_size")
-    if not frames:
-        c.missing = ctx.missing("latent_size")
-        c.parts = [Part("4a", "|z| effect", None, None, better="higher", why_missing=c.missing),
-                   Part("4b", "PixelSNAIL", None, None, why_missing=c.missing)]
-        return c
-    # 4a: smallest vs largest |z| per table, at the largest T both have
-    cands = []
-    for label, df in frames:
-        prior = fid_rows(df)
-        prior = prior[(prior["sampler"] == "prior") & (prior["prior_matching"] == 0)]
-        sizes = sorted({float(z) for z in prior["latent_dim"].dropna()})
-        if len(sizes) < 2:
-            continue
-        lo, hi = sizes[0], sizes[-1]
-        common = (set(select(prior, latent_dim=lo)["T"].astype(float))
-                  & set(select(prior, latent_dim=hi)["T"].astype(float)))
-        if not common:
-            continue
-        T = max(common)
-        a, b = (as_num(_best(select(prior, latent_dim=z, T=T)), f"|z|={z:g} ({label}), z~prior: "
-                       f"{column_label('fid', select(prior, latent_dim=z)['feature_extractor'].iloc[0], T)}",
-                       ctx.paper) for z in (hi, lo))
-        seeds = min(x.seeds or 1 for x in (a, b))
-        cands.append((seeds, hi - lo, label == ctx.preset, label, T, hi, lo, a, b))
-    cands.sort(key=lambda t: t[:3], reverse=True)  # most seeds, then the widest |z| range, then the default budget
-    for i, (_, _, _, label, T, hi, lo, a, b) in enumerate(cands):
-        # "a is worse (higher FID) than b": the claimed direction is a - b > 0
-        c.parts.append(Part("4a" if i == 0 else f"4a-{label}", f"{label}, T={T:g}: prior FID at |z|={hi:g} > at "
-                            f"|z|={lo:g}", a, b, better="higher", counted=i == 0))
-    if not cands:
-        c.parts.append(Part("4a", "|z| effect", None, None, better="higher", why_missing="no latent_size table has "
-                            "prior-sampler FID at two |z| sharing a T"))
-    # 4b: PixelSNAIL vs the prior at the largest |z| that has both, at the largest T they share
-    cands = []
-    for label, df in frames:
-        fid = fid_rows(df)
-        fid = fid[fid["prior_matching"] == 0]
-        for z in sorted({float(z) for z in fid.loc[fid["sampler"] == "pixelsnail", "latent_dim"].dropna()},
-                        reverse=True):
-            both = set(select(fid, latent_dim=z, sampler="pixelsnail")["T"].astype(float)) & set(
-                select(fid, latent_dim=z, sampler="prior")["T"].astype(float))
-            if both:
-                T = max(both)
-                ext = select(fid, latent_dim=z, sampler="prior")["feature_extractor"].iloc[0]
-                a = as_num(_best(select(fid, latent_dim=z, sampler="pixelsnail", T=T)),
-                           f"|z|={z:g} ({label}), z~pixelsnail: {column_label('fid', ext, T)}", ctx.paper)
-                b = as_num(_best(select(fid, latent_dim=z, sampler="prior", T=T)),
-                           f"|z|={z:g} ({label}), z~prior: {column_label('fid', ext, T)}", ctx.paper)
-                cands.append((min(x.seeds or 1 for x in (a, b)), z, label, T, a, b, fid))
-                break
-    cands.sort(key=lambda t: (t[1], t[0]), reverse=True)
-    for i, (_, z, label, T, a, b, fid) in enumerate(cands):
-        c.parts.append(Part("4b" if i == 0 else f"4b-{label}", f"{label}, |z|={z:g}, T={T:g}: PixelSNAIL FID < prior "
-                            "FID", a, b, counted=i == 0))
-        lo_rows = select(fid, sampler="prior", T=T)
-        zmin = lo_rows["latent_dim"].astype(float).min()
-        lo = _best(select(lo_rows, latent_dim=zmin))
-        if lo is not None and zmin < z and b.value > lo["value"]:
-            frac = (b.value - a.value) / (b.value - float(lo["value"]))
-            c.notes.append(f"{label}, T={T:g}: PixelSNAIL recovers {frac:.0%} of the prior's FID gap between "
-                           f"|z|={zmin:g} ({float(lo['value']):.2f}) and |z|={z:g} ({b.value:.2f}) "
-                           f"(information, not part of the rule).")
-    if not cands:
-        cmds = " or ".join(f"`{cmd}`" for cmd in run_commands("latent_size", ctx.preset))
-        c.parts.append(Part("4b", "PixelSNAIL", None, None, why_missing=f"no latent_size table on {ctx.preset} has "
-                            f"PixelSNAIL z-sampler rows (the budget that scores them: one of {cmds})"))
-    return c
-
-
-def claim_conditioning(ctx: Ctx) -> Claim:
-    c = Claim("5", "Cross-attention beats concatenation and addition", "The released cross-attention "
-              "conditioning (z as one token) has a lower FID than z concatenated to / added to the time "
-              "embedding, at every T the grid scores. cross_attention+add and z as 4 tokens are reported as "
-              "information.", "conditioning")
-    rivals = [("concat", True), ("add", True)]
-    got = ctx.frame("conditioning")
-    if got is None:
-        c.missing = ctx.missing("conditioning")
-        c.parts = [Part(f"5-{v}", f"vs {v}", None, None, why_missing=c.missing) for v, k in rivals if k]
-        return c
-    _, df = got
-    rivals += [(v, False) for v in dict.fromkeys(df["variant"]) if v not in ("cross_attention", "concat", "add")]
-    ts = sorted({float(t) for t in fid_rows(df)["T"].dropna()})
-    for t in ts:
-        a = _fid(ctx, df, "cross_attention", t)
-        for v, counted in rivals:
-            b = _fid(ctx, df, v, t)
-            if b is None and not counted:
-                continue
-            c.parts.append(Part(f"5-{v}@T={t:g}", f"T={t:g}: cross_attention FID < {v} FID", a, b, counted=counted,
-                                why_missing=f"no FID row at T={t:g} for "
-                                + ("cross_attention" if a is None else v)))
-    if not ts:
-        c.parts = [Part(f"5-{v}", f"vs {v}", None, None, why_missing="conditioning has no FID rows")
-                   for v, k in rivals if k]
-    return c
-
-
-def claim_representation(ctx: Ctx) -> Claim:
-    c = Claim("6", "Probe accuracy rises with |z|", "For each prior (Bernoulli, Normal, categorical), the "
-              "linear-probe score at the largest |z| is above the one at the smallest |z| (reviewer 4: "
-              "'representation learning ... benefits from more informative, higher-dimensional latents').",
-              "representation")
-    got = ctx.frame("representation")
-    priors = ("bernoulli", "normal", "categorical")
-    if got is None:
-        c.missing = ctx.missing("representation")
-        c.parts = [Part(f"6-{p}", p, None, None, why_missing=c.missing) for p in priors]
-        return c
-    _, df = got
-    metric = next((m for m in PROBE_PREFERENCE if (df["metric"] == m).any()), None)
-    if metric is None:
-        c.parts = [Part(f"6-{p}", p, None, None, why_missing="representation has no probe rows") for p in priors]
-        return c
-    c.notes.append(f"Score: {metric_label(metric)} (`{metric}`)" + (
-        "; its sd is the spread (numpy std, ddof=0) of the per-fold score over the 5 CV folds: it is not a spread "
-        "over training or sampling seeds." if metric.endswith("_cv") else "; held-out rows have no sd, so no "
-        "difference can be resolved."))
-    rows = df[df["metric"] == metric]
-    for p in [*priors, *sorted(set(rows["prior"].dropna()) - set(priors))]:
-        part = rows[rows["prior"] == p]
-        sizes = sorted({float(z) for z in part["latent_dim"].dropna()})
-        if len(sizes) < 2:
-            c.parts.append(Part(f"6-{p}", f"{p}: score at largest |z| > at smallest", None, None,
-                                better="higher", counted=p in priors,
-                                why_missing=f"{p}: fewer than two |z| with `{metric}` rows"))
-            continue
-        a = as_num(_best(select(part, latent_dim=sizes[-1])), f"{p}, |z|={sizes[-1]:g}: {metric}", ctx.paper)
-        b = as_num(_best(select(part, latent_dim=sizes[0])), f"{p}, |z|={sizes[0]:g}: {metric}", ctx.paper)
-        c.parts.append(Part(f"6-{p}", f"{p}: score at |z|={sizes[-1]:g} > at |z|={sizes[0]:g}", a, b,
-                            better="higher", counted=p in priors))
-    return c
-
-
-def claim_ddim(ctx: Ctx) -> Claim:
-    c = Claim("7", "DDIM needs gamma=0", "With the DDIM (eta=0) loop, a model trained without input perturbation "
-              "(gamma=0) has a lower FID than the same model trained with the released gamma, for DDPM and for "
-              "DMZ, at the smallest T the grid scores (the other T are information; reviewer 4: 'limited "
-              "compatibility with DDIM in Table 10').", "ddim")
-    got = ctx.frame("ddim")
-    if got is None:
-        c.missing = ctx.missing("ddim")
-        c.parts = [Part(f"7-{m}", m, None, None, why_missing=c.missing) for m in ("ddpm", "dmz")]
-        return c
-    _, df = got
-    ddim = fid_rows(df, "ddim")
-    ts = sorted({float(t) for t in ddim["T"].dropna()})
-    if not ts:
-        c.parts = [Part(f"7-{m}", m, None, None, why_missing="ddim has no FID rows with solver ddim")
-                   for m in ("ddpm", "dmz")]
-        return c
-    for t in ts:
-        for m in ("ddpm", "dmz"):
-            sampler = None if m == "ddpm" else "prior"
-            a = _fid(ctx, df, f"{m}-gamma0", t, sampler=sampler, solver="ddim")
-            b = _fid(ctx, df, f"{m}-released", t, sampler=sampler, solver="ddim")
-            c.parts.append(Part(f"7-{m}" + ("" if t == ts[0] else f"@T={t:g}"),
-                                f"{m}, DDIM T={t:g}: gamma=0 FID < released-gamma FID", a, b, counted=t == ts[0],
-                                why_missing=f"no DDIM FID row at T={t:g} for {m}-"
-                                + ("gamma0" if a is None else "released")))
-    gam = df.drop_duplicates("variant").set_index("variant")["input_perturbation"] \
-        if "input_perturbation" in df.columns else pd.Series(dtype=float)
-    if len(gam):
-        c.notes.append("gamma (input_perturbation) per cell: " + ", ".join(f"{v}={g:g}" for v, g in gam.items()
-                                                                            if not _missing(g)))
-    return c
-
-
-def nll_section(ctx: Ctx) -> Claim:
-    c = Claim("N", "NLL: DMZ (with z's bits) below DDPM", "Information (we know of no NLL claim in the paper). "
-              "Bits/dim per split (evaluation/nll.py): `nll_bpd` is the diffusion bound given z, `nll_bpd_z` adds "
-              "z's coding cost under a code model (`sampler`: `prior` = |z| bits for Bernoulli(0.5), `pixelsnail` = "
-              "the fitted PixelSNAIL's bits; 0 for DDPM), so `nll_bpd_z` with the prior is the fair comparison with "
-              "DDPM. The rule uses the standard error over images (`se`) as the spread; the images and noise are "
-              "the same for both models, so an unpaired se is conservative.", "main", kind="information")
-    got = ctx.frame("main")
-    if got is None:
-        c.missing = ctx.missing("main")
-        return c
-    _, df = got
-    nll = df[df["metric"].isin(list(NLL_LABELS)) & df["value"].notna()]
-    if nll.empty:
-        c.missing = f"main on {ctx.preset} has no NLL rows (`nll_bpd`, `nll_bpd_z`)"
-        return c
-    for split in [s for s in ("test", "train") if (nll["reference"] == s).any()]:
-        b = ctx.num(nll, f"ddpm: nll_bpd_z ({split})", variant="ddpm", metric="nll_bpd_z", reference=split)
-        if b is None:  # DDPM has no z: its NLL with z's bits is its bound
-            b = ctx.num(nll, f"ddpm: nll_bpd ({split}, no z)", variant="ddpm", metric="nll_bpd", reference=split)
-        dmz = nll[(nll["variant"] == "dmz") & (nll["metric"] == "nll_bpd_z") & (nll["reference"] == split)]
-        models = ["prior"] + sorted(set(dmz["sampler"].dropna()) - {"prior"})
-        for m in models:
-            a = ctx.num(dmz, f"dmz: nll_bpd_z, z coded by {m} ({split})", sampler=m)
-            p = Part(f"N-{split}" + ("" if m == "prior" else f"-{m}"), f"{split}: DMZ nll_bpd_z (z~{m}) < DDPM's",
-                     a, b, counted=m == "prior",
-                     why_missing=f"no NLL row for {'dmz (z coded by ' + m + ')' if a is None else 'ddpm'} on {split}")
-            c.parts.append(p)
-            if p.diff is not None:
-                c.notes.append(f"{split}, z coded by {m}: the lower NLL is {'DMZ' if p.diff < 0 else 'DDPM'}'s "
-                               f"({a.value:.3f} vs {b.value:.3f} bits/dim); "
-                               + ("resolved." if p.verdict in (HOLDS, FAILS) else f"not resolved ({p.why})."))
-    return c
-
-
-#: the claims in report order; each a function of the loaded rows
-CLAIMS: tuple[Callable[[Ctx], Claim], ...] = (claim_small_T, claim_T100, claim_latent_type, claim_latent_size,
-                                               claim_conditioning, claim_representation, claim_ddim, nll_section)
+__all__ = [
+    # this module: the report
+    "grid_table", "parts_table", "context_tables", "protocol_table", "make_plots", "verdict_plot", "build_claims",
+    "RULE_MD", "to_markdown", "render", "paper_report", "main", "run",
+    # re-exported from ablations.claims for callers that import them from here
+    "HOLDS", "FAILS", "UNRESOLVED", "NO_DATA", "Ctx", "Num", "Part", "Claim", "combine", "judge", "load_all",
+    "verdict_rows",
+]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -863,38 +288,11 @@ def verdict_plot(claims: list[Claim], path: Path) -> Path:
 # the report
 # ----------------------------------------------------------------------------------------------------------------
 def build_claims(ctx: Ctx) -> list[Claim]:
-    claims = [f(ctx) for f in CLAIMS]
+    """:func:`ablations.claims.build_claims`, each claim with the tables of the rows it reads."""
+    claims = judged_claims(ctx)
     for c in claims:
         c.tables = context_tables(ctx, c)
     return claims
-
-
-def verdict_rows(claims: list[Claim], preset: str) -> pd.DataFrame:
-    def num(n: Num | None, k: str) -> Any:
-        return getattr(n, k) if n is not None else None
-
-    rows = []
-    for c in claims:
-        rows.append({"preset": preset, "claim_id": c.cid, "part_id": "", "kind": c.kind, "grid": c.grid,
-                     "statement": c.statement, "verdict": c.verdict,
-                     "numbers": "; ".join(f"{p.pid}: {p.verdict}" for p in c.parts if p.counted) or c.missing,
-                     "rule": "multi-part: holds only if every counted part holds; does not hold if any does not; "
-                     "else not resolved (no data if no part has data)"})
-        for p in c.parts:
-            rows.append({"preset": preset, "claim_id": c.cid, "part_id": p.pid,
-                         "kind": "part" if p.counted and c.kind == "claim" else "information", "grid": c.grid,
-                         "statement": p.statement, "verdict": p.verdict,
-                         "numbers": (f"a = {p.a.text() if p.a else '–'}; b = {p.b.text() if p.b else '–'}; "
-                                     f"a - b = {'–' if p.diff is None else f'{p.diff:+.4g}'}; threshold = "
-                                     f"{'–' if p.threshold is None else f'{p.threshold:.4g}'}; {p.why}"),
-                         "rule": p.rule, "a": num(p.a, "what"), "a_value": num(p.a, "value"), "a_sd": num(p.a, "sd"),
-                         "a_N": num(p.a, "N"), "a_seeds": num(p.a, "seeds"), "b": num(p.b, "what"),
-                         "b_value": num(p.b, "value"), "b_sd": num(p.b, "sd"), "b_N": num(p.b, "N"),
-                         "b_seeds": num(p.b, "seeds"), "difference": p.diff, "threshold": p.threshold,
-                         "claimed": p.claimed, "feature_extractor": num(p.a or p.b, "extractor"),
-                         "paper_a": num(p.a, "paper"), "paper_b": num(p.b, "paper"),
-                         "source": num(p.a or p.b, "source")})
-    return pd.DataFrame(rows)
 
 
 def _paper_lines(ctx: Ctx, grid: str) -> list[str]:

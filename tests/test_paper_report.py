@@ -1,5 +1,5 @@
-"""ablations.paper_report on synthetic results.csv files: every verdict is computed from the numbers and flips with
-them (no training, no sampling, no plots except one smoke test)."""
+"""ablations.claims and ablations.paper_report on synthetic results.csv files: every verdict is computed from the
+numbers and flips with them (no training, no sampling, no plots except one smoke test)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import math
 import pandas as pd
 import pytest
 
-from ablations.paper_report import (
+from ablations.claims import (
     FAILS,
     HOLDS,
     NO_DATA,
@@ -19,8 +19,8 @@ from ablations.paper_report import (
     combine,
     judge,
     load_all,
-    paper_report,
 )
+from ablations.paper_report import paper_report
 
 EXT = "digits-classifier-v1"
 PRIORS = {"ddpm": "none", "dmz": "bernoulli", "bernoulli": "bernoulli", "normal": "normal",
@@ -352,3 +352,16 @@ def test_other_presets_pick_T_from_their_rows_and_join_the_papers_numbers(tmp_pa
     assert (a.a.paper, a.b.paper) == (17.23, 4.79)  # results/paper_numbers.csv, CIFAR-10 |z|=128 and |z|=16
     assert "17.23 / 4.79" in out["markdown_text"] and "paper FID [Inception] T=100" in out["markdown_text"]
     assert (tmp_path / "paper" / "cifar10" / "REPORT.md").exists()
+
+
+def test_paper_report_re_exports_the_claims_names_and_adds_the_tables(tmp_path):
+    import ablations.claims as claims_mod
+    import ablations.paper_report as paper_mod
+
+    for name in ("HOLDS", "FAILS", "UNRESOLVED", "NO_DATA", "Ctx", "Num", "combine", "judge", "load_all"):
+        assert name in paper_mod.__all__ and getattr(paper_mod, name) is getattr(claims_mod, name)
+    write(tmp_path, "main", main_rows(5.0, 9.0))
+    ctx = Ctx("digits", load_all("digits", tmp_path))
+    bare, rendered = claims_mod.build_claims(ctx), paper_mod.build_claims(ctx)
+    assert [(c.cid, c.verdict) for c in bare] == [(c.cid, c.verdict) for c in rendered]
+    assert not bare[0].tables and rendered[0].tables  # the report's build_claims adds claim 1's table of main's rows
