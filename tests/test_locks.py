@@ -21,7 +21,7 @@ from dmz.runio import append_jsonl, read_jsonl
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = ["base_channels=8", "latent_dim=4", "attention_head_dim=2", "batch_size=16", "steps=3", "log_every=1",
-        "sampling_compile=false"]  # compiling the tiny denoiser costs a minute per process: tested in test_run_grid
+        "sampling_compile=false", "diffusion_steps=20"]  # no minute of compiling; an NLL over 20 steps, not 1,000
 SIZES = {"steps": [2], "num_samples": 20, "seeds": 1, "nll_images": 4}
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
 
@@ -179,7 +179,7 @@ def _check_trained_once(root):
         d = cell_dir(cell, root)
         assert [r["step"] for r in read_jsonl(d / "metrics.jsonl")] == [1, 2, 3], cell.name  # one training
         rows = read_jsonl(d / "results.jsonl")
-        assert len(rows) == len(requested_rows(cell)) == 1, cell.name  # one evaluation
+        assert len(rows) == len(requested_rows(cell)) == 5, cell.name  # one evaluation: FID + 4 NLL rows
 
 
 def test_two_grid_invocations_started_together_never_share_a_cell(tmp_path):
@@ -225,5 +225,5 @@ def test_grid_resumes_a_cell_whose_job_was_sigkilled_holding_its_lock(tmp_path):
     assert again.returncode == 0, again.stdout + again.stderr
     assert f"took over {lock} from pid {holder.pid}" in again.stdout and "no longer running" in again.stdout
     d = cell_dir(cell, tmp_path)
-    assert read_jsonl(d / "metrics.jsonl")[-1]["step"] == 3 and len(read_jsonl(d / "results.jsonl")) == 1
+    assert read_jsonl(d / "metrics.jsonl")[-1]["step"] == 3 and len(read_jsonl(d / "results.jsonl")) == 5
     assert all(s.state == "done" for s in cell_statuses([cell], tmp_path))

@@ -13,7 +13,8 @@ from ablations.grids import DIGITS_MAIN, cell_dir, expand
 from ablations.report import (PAPER_NUMBERS, build_table, column_label, load_paper_numbers, metric_label, report,
                               to_latex)
 
-TINY = ["base_channels=8", "latent_dim=4", "attention_head_dim=2", "batch_size=16", "steps=3", "sampling_compile=false"]
+TINY = ["base_channels=8", "latent_dim=4", "attention_head_dim=2", "batch_size=16", "steps=3", "sampling_compile=false",
+        "diffusion_steps=20"]  # the NLL runs over every diffusion step: 20, not 1,000
 INCEPTION = "inception-v3-compat"
 DIGITS_EXT = "digits-classifier-v1"
 

@@ -20,7 +20,8 @@ from ablations.grids import cell_dir, expand, requested_rows
 from ablations.run_grid import STATE_FILE, CellJob, cell_statuses, format_statuses, launch, main
 
 REPO = Path(__file__).resolve().parent.parent
-TINY = ["base_channels=8", "latent_dim=4", "attention_head_dim=2", "batch_size=16", "steps=3"]
+TINY = ["base_channels=8", "latent_dim=4", "attention_head_dim=2", "batch_size=16", "steps=3",
+        "diffusion_steps=20"]  # the NLL runs over every diffusion step: 20, not 1,000
 SIZES = {"steps": [2], "num_samples": 20, "seeds": 1, "nll_images": 4}
 CLI_SIZES = ["--T", "2", "--num-samples", "20", "--eval-seeds", "1", "--nll-images", "4"]
 
@@ -54,7 +55,7 @@ def record(root, cell, executor, job_id, host=None):
 
 # ---------------------------------------------------------------------------------------------------- status
 def test_status_reports_every_state(tmp_path, monkeypatch):
-    cells = expand("latent_type", "digits", TINY, eval_sizes=SIZES)
+    cells = expand("latent_type", "digits", TINY, eval_sizes=SIZES, only=["bernoulli", "normal", "categorical", "none"])
     done, failed, running, queued = cells
     fake_done(done, tmp_path)
     d = cell_dir(failed, tmp_path)
@@ -115,7 +116,7 @@ def test_done_and_live_cells_are_not_submitted(tmp_path, monkeypatch, capsys):
     args = ["--grid", "latent_type", "--preset", "digits", *[a for s in TINY for a in ("--set", s)], *CLI_SIZES,
             "--out", str(tmp_path), "--executor", "debug", "--no-report"]
     assert main(args) == 0
-    assert launched == [["categorical", "none"]]
+    assert launched == [["categorical", "categorical-16bit", "none"]]
     out = capsys.readouterr().out
     assert "skip bernoulli: done" in out and "skip normal: running" in out
 
@@ -171,7 +172,7 @@ def test_debug_executor_grid_one_failure_does_not_stop_the_others(tmp_path, monk
     assert ckpt.stat().st_mtime_ns == trained_at  # finished training is not redone
     assert all(s.state == "done" for s in cell_statuses(expand("main", "digits", TINY, eval_sizes=SIZES), tmp_path))
     csv = (tmp_path / "res" / "main" / "digits" / "results.csv").read_text()
-    assert csv.count("\n") == 1 + 2  # header + one FID row per cell
+    assert csv.count("\n") == 1 + 2 * 5  # header + per cell one FID row and 4 NLL rows (2 metrics x 2 splits)
 
 
 def test_local_executor_runs_cells_as_subprocesses_then_skips(tmp_path, capsys):
@@ -204,7 +205,8 @@ def test_ddp_cell_through_submitit_tasks_matches_one_process(tmp_path):
     assert len(loss2) == 3 and loss2 == pytest.approx(loss1, rel=1e-4)
     assert loss2[0] != pytest.approx(loss2[2], rel=1e-3)  # the model did change over the 3 steps
     rows2, rows1 = ([json.loads(line) for line in (d / "results.jsonl").read_text().splitlines()] for d in (d2, d1))
-    assert [(r["metric"], r["T"]) for r in rows2] == [("fid", 2)]  # only rank 0 evaluated
+    assert [(r["metric"], r["T"]) for r in rows2][:1] == [("fid", 2)]  # only rank 0 evaluated: one row each
+    assert len(rows2) == 5  # FID + 4 NLL rows, once
     assert rows2[0]["value"] == pytest.approx(rows1[0]["value"], rel=1e-3)
 
 

@@ -21,7 +21,8 @@ from ablations.run_grid import CellJob, cell_statuses, launch, main, make_grid_e
 
 pytestmark = [pytest.mark.slurm, pytest.mark.timeout(600)]
 
-TINY = ["base_channels=8", "latent_dim=4", "attention_head_dim=2", "batch_size=16", "steps=3", "sampling_compile=false"]
+TINY = ["base_channels=8", "latent_dim=4", "attention_head_dim=2", "batch_size=16", "steps=3", "sampling_compile=false",
+        "diffusion_steps=20"]  # the NLL runs over every diffusion step: 20, not 1,000
 SIZES = {"steps": [2], "num_samples": 20, "seeds": 1, "nll_images": 4}
 
 
