@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import hashlib
 import json
 import os
 import shutil
@@ -42,7 +41,7 @@ from ablations.grids import (Cell, GridError, add_cell_args, cell_dir, cells_fro
                              row_matches, train_finished)
 from dmz.config import ConfigError
 from dmz.locks import FileLock, held_by, read_holder
-from dmz.runio import METRICS, append_jsonl, atomic_write_json, read_jsonl
+from dmz.runio import METRICS, append_jsonl, atomic_write_json, file_sha256, read_jsonl
 
 STATE_FILE = "cell_state.json"  # written by the job in the cell folder: running / failed / done
 LOCK_FILE = "cell.lock"  # flock held by the job working on the cell (dmz.locks): one process per cell at a time
@@ -211,14 +210,6 @@ def reusable_training(cell: Cell, run_dir: Path) -> Path | None:
     return found[0] if found else None
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def share_rows(cell: Cell, run_dir: Path) -> list[dict[str, Any]]:
     """Copy into ``run_dir/results.jsonl`` the requested rows that are missing here but present in another grid's
     folder holding the very same checkpoint (same bytes): an evaluation one grid has done is never redone by
@@ -232,8 +223,8 @@ def share_rows(cell: Cell, run_dir: Path) -> list[dict[str, Any]]:
         rows = [r for r in read_jsonl(src / RESULTS_FILE) if any(row_matches(w, r) for w in missing)]
         if not rows:
             continue
-        mine = mine or _sha256(ckpt)
-        if _sha256(src / "checkpoint.pt") != mine:
+        mine = mine or file_sha256(ckpt)
+        if file_sha256(src / "checkpoint.pt") != mine:
             continue  # the same config trained again elsewhere: not the same weights, so not the same numbers
         for r in rows:
             if any(row_matches(w, r) for w in missing):
@@ -244,12 +235,14 @@ def share_rows(cell: Cell, run_dir: Path) -> list[dict[str, Any]]:
 
 
 def copy_training(src: Path, run_dir: Path) -> list[str]:
-    """Copy a finished run folder's training (checkpoint, config, metrics, TensorBoard, encodings) into ``run_dir``: staged in a temporary sibling folder, then moved in with ``train_summary.json`` last, so a
-    job killed half-way leaves either nothing or complete files (a complete checkpoint resumes at its last step)."""
+    """Copy a finished run folder's training (checkpoint, config, metrics, TensorBoard, encodings) into ``run_dir``:
+    staged in a temporary sibling folder, then moved in with ``train_summary.json`` last, so a job killed half-way
+    leaves either nothing or complete files (a complete checkpoint resumes at its last step)."""
     stage = run_dir.parent / f".{run_dir.name}.reuse-tmp"
     shutil.rmtree(stage, ignore_errors=True)
     stage.mkdir(parents=True)
-    names = sorted((p.name for p in src.iterdir() if p.name not in REUSE_SKIP), key=lambda n: n == "train_summary.json")
+    names = sorted((p.name for p in src.iterdir() if p.name not in REUSE_SKIP),
+                   key=lambda n: n == "train_summary.json")
     for name in names:
         (shutil.copytree if (src / name).is_dir() else shutil.copy2)(src / name, stage / name)
     run_dir.mkdir(parents=True, exist_ok=True)

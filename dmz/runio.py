@@ -7,6 +7,7 @@ A run folder holds ``config.json`` (the resolved config), ``run.json`` (ids, ver
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import tempfile
@@ -104,3 +105,20 @@ def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
             except json.JSONDecodeError:  # a line cut short by a killed job: skip it
                 continue
     return rows
+
+
+_FILE_HASHES: dict[tuple[str, int, int], str] = {}
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a file's bytes, cached per (real path, size, mtime)."""
+    path = os.path.realpath(path)
+    st = os.stat(path)
+    key = (path, st.st_size, st.st_mtime_ns)
+    if key not in _FILE_HASHES:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        _FILE_HASHES[key] = h.hexdigest()
+    return _FILE_HASHES[key]

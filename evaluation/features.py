@@ -41,6 +41,8 @@ from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 from torch_fidelity.utils import create_feature_extractor
 
+from dmz.runio import file_sha256
+
 INCEPTION_NAME = "inception-v3-compat"
 DIGITS_CLASSIFIER_NAME = "digits-classifier-v1"
 EXTRACTOR_NAMES = (INCEPTION_NAME, DIGITS_CLASSIFIER_NAME)
@@ -119,20 +121,6 @@ def state_dict_sha256(state_dict: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
-_FILE_HASHES: dict[tuple[str, int, int], str] = {}
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    path = os.path.realpath(path)
-    st = os.stat(path)
-    key = (path, st.st_size, st.st_mtime_ns)
-    if key not in _FILE_HASHES:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        _FILE_HASHES[key] = h.hexdigest()
-    return _FILE_HASHES[key]
 
 
 # ----------------------------------------------------------------------------------------------------
