@@ -34,6 +34,7 @@ from typing import Any
 
 import pandas as pd
 
+from ablations.collect import pool_training_seeds, split_seed_label
 from ablations.report import _missing, column_label, fmt, metric_label
 
 REPO = Path(__file__).resolve().parent.parent
@@ -79,6 +80,14 @@ def read_results(path: Path) -> pd.DataFrame | None:
     return df
 
 
+def _pooled(dfs: list[pd.DataFrame]) -> pd.DataFrame:
+    """One label's rows: its own, with the replicates of other training seeds pooled in (sources joined)."""
+    df = pool_training_seeds(pd.concat(dfs, ignore_index=True)) if len(dfs) > 1 else dfs[0].assign(train_seeds=1)
+    if len(dfs) > 1:
+        df["source"] = "; ".join(dict.fromkeys(str(d["source"].iloc[0]) for d in dfs))
+    return df
+
+
 def _rel(path: Path) -> str:
     try:
         return str(path.resolve().relative_to(REPO))
@@ -88,16 +97,20 @@ def _rel(path: Path) -> str:
 
 def load_all(preset: str, results_dir: str | Path | None = None) -> dict[str, dict[str, pd.DataFrame]]:
     """``{grid: {label: rows}}`` for every grid with rows on ``preset``; the preset's own label (the default
-    budget) first, then ``<preset>-<budget>`` labels in name order."""
+    budget) first, then ``<preset>-<budget>`` labels in name order. Training-seed replicates (``<label>-seed<k>``
+    folders, written by ``run_grid --set seed=k``) are pooled into their label's rows
+    (:func:`ablations.collect.pool_training_seeds`: one row per entry, ``train_seeds`` = how many trainings it
+    holds), so each comparison reads the spread over training seeds where there is one."""
     root = Path(results_dir) if results_dir else REPO / "results"
     out: dict[str, dict[str, pd.DataFrame]] = {}
     for grid in GRIDS_USED:
         folders = sorted((root / grid).glob(f"{preset}-*")) if (root / grid).is_dir() else []
-        frames = {}
+        frames: dict[str, list[pd.DataFrame]] = {}
         for folder in [root / grid / preset, *folders]:
             df = read_results(folder / "results.csv")
             if df is not None:
-                frames[folder.name] = df
+                frames.setdefault(split_seed_label(folder.name)[0], []).append(df)
+        frames = {label: _pooled(dfs) for label, dfs in frames.items()}
         if frames:
             out[grid] = frames
     return out
@@ -169,6 +182,7 @@ class Num:
     seeds: float | None = None
     spread: str = ""
     paper: float | None = None
+    train_seeds: float | None = None
     source: str = ""
 
     def text(self) -> str:
@@ -177,11 +191,17 @@ class Num:
         bits = []
         if self.N is not None:
             bits.append(f"N={int(self.N)}")
+        trainings = int(self.train_seeds or 1)
         if self.metric == "fid":
             k = int(self.seeds) if self.seeds is not None else 1
-            bits.append(f"{k} seed{'s' if k != 1 else ''}" + ("" if self.sd is not None else ", no sd"))
-        elif self.spread:
-            bits.append(self.spread)
+            seeds = (f"{trainings} trainings x {k // trainings} sampling seeds" if trainings > 1
+                     else f"{k} seed{'s' if k != 1 else ''}")
+            bits.append(seeds + ("" if self.sd is not None else ", no sd"))
+        else:
+            if trainings > 1:
+                bits.append(f"{trainings} trainings")
+            if self.spread:
+                bits.append(self.spread)
         return out + (f" ({', '.join(bits)})" if bits else "")
 
 
@@ -193,17 +213,19 @@ def as_num(row: pd.Series | None, what: str, paper: pd.DataFrame | None = None) 
     def num(k: str) -> float | None:
         return None if _missing(row.get(k)) else float(row[k])
 
+    pooled = (num("train_seeds") or 1) > 1  # training-seed replicates pooled (collect.pool_training_seeds)
     if metric in NLL_LABELS:
-        sd, spread = num("se"), "± se over images" + ("" if num("sd") is None else f"; sd over images {num('sd'):.3f}")
+        sd, spread = num("se"), ("± se over images and trainings" if pooled else "± se over images"
+                                 + ("" if num("sd") is None else f"; sd over images {num('sd'):.3f}"))
     elif metric == "fid":
-        sd, spread = num("sd"), "sd over sampling seeds"
+        sd, spread = num("sd"), "sd over training and sampling seeds" if pooled else "sd over sampling seeds"
     elif str(metric).endswith("_cv"):
-        sd, spread = num("sd"), "± sd over CV folds"
+        sd, spread = num("sd"), "± sd over CV folds and trainings" if pooled else "± sd over CV folds"
     else:
-        sd, spread = num("sd"), ""
+        sd, spread = num("sd"), "± sd over trainings" if pooled else ""
     return Num(what=what, value=float(row["value"]), sd=sd, metric=metric, extractor=row.get("feature_extractor")
                if metric == "fid" else None, T=num("T"), N=num("N"), seeds=num("seeds"), spread=spread,
-               paper=paper_value(paper, row), source=str(row.get("source", "")))
+               paper=paper_value(paper, row), source=str(row.get("source", "")), train_seeds=num("train_seeds"))
 
 
 def paper_value(paper: pd.DataFrame | None, row: pd.Series) -> float | None:

@@ -11,6 +11,9 @@ too when pyarrow is installed.
 from __future__ import annotations
 
 import json
+import math
+import re
+import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -72,6 +75,81 @@ def collect(cells: list[Cell], runs_root: str | Path | None = None, *, requested
     return df[[*FIRST, *[c for c in df.columns if c not in FIRST]]]
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# training-seed replicates
+# ----------------------------------------------------------------------------------------------------------------
+SEED_LABEL = re.compile(r"^(?P<base>.+)-seed(?P<seed>\d+)$")
+#: what makes two rows of different training seeds the same entry of a table
+POOL_KEY = ("grid", "variant", "metric", "T", "sampler", "solver", "N", "seeds", "feature_extractor", "reference",
+            "repr", "train_steps")
+
+
+def split_seed_label(label: str) -> tuple[str, int | None]:
+    """``("digits", 1)`` for ``digits-seed1`` (a training-seed replicate's tables), ``(label, None)`` otherwise."""
+    m = SEED_LABEL.match(label)
+    return (m["base"], int(m["seed"])) if m else (label, None)
+
+
+def _ident(v: Any) -> str:
+    """A key field as text: 3 and 3.0 alike, every missing value alike."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return ""
+    return repr(float(v)) if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v)
+
+
+def _values(v: Any) -> list[float] | None:
+    if isinstance(v, str) and v.startswith("["):
+        try:
+            return [float(x) for x in json.loads(v)]
+        except (ValueError, TypeError):
+            return None
+    return None
+
+
+def _pool(group: pd.DataFrame) -> dict[str, Any]:
+    """One row from the same entry trained with k > 1 seeds.
+
+    FID rows (a ``values`` list of per-sampling-seed FIDs): the value and sd are the mean and sd (ddof=1) over all
+    k x K values, so the sd holds the spread between trainings as well as between sampling seeds; ``seeds`` = k x K.
+    Other rows: the mean of the k values; the sd (and NLL's se) by the law of total variance: the mean within-seed
+    variance plus the variance between the k values (for se: each divided by k)."""
+    first = group.iloc[0].to_dict()
+    per_seed = [float(v) for v in group["value"]]
+    k = len(group)
+    out = {**first, "train_seeds": k, "train_seed_list": json.dumps(sorted(int(s) for s in group["seed"])),
+           "train_seed_values": json.dumps(per_seed), "run_id": ";".join(map(str, group["run_id"])),
+           "cell_dir": ";".join(map(str, group.get("cell_dir", pd.Series([""] * k))))}
+    lists = [_values(v) for v in group.get("values", pd.Series([None] * k))]
+    between = statistics.variance(per_seed)
+    if all(lst for lst in lists):
+        allv = [x for lst in lists for x in lst]
+        out.update(value=statistics.fmean(allv), sd=statistics.stdev(allv) if len(allv) > 1 else math.nan,
+                   values=json.dumps(allv), seeds=len(allv))
+        return out
+    out["value"] = statistics.fmean(per_seed)
+    for col, scale in (("sd", 1), ("se", k)):
+        if col in group and group[col].notna().all():
+            out[col] = math.sqrt((statistics.fmean(float(x) ** 2 for x in group[col]) + between) / scale)
+        elif col == "sd":
+            out[col] = math.sqrt(between)
+    return out
+
+
+def pool_training_seeds(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows of the same entry (:data:`POOL_KEY`) from runs with different training seeds (column ``seed``) merged
+    into one (:func:`_pool`), with ``train_seeds`` (k, 1 for a row that was not replicated), ``train_seed_list`` and
+    ``train_seed_values`` (the k per-training-seed values). Row order: first appearance."""
+    if df.empty or "seed" not in df.columns:
+        return df.assign(train_seeds=1) if not df.empty else df
+    key = [c for c in POOL_KEY if c in df.columns]
+    ident = df[key].apply(lambda r: "\x1f".join(map(_ident, r)), axis=1)
+    rows = []
+    for _, group in df.groupby(ident, sort=False):
+        group = group.drop_duplicates(subset=["seed"], keep="last")
+        rows.append(_pool(group) if group["seed"].nunique() > 1 else {**group.iloc[0].to_dict(), "train_seeds": 1})
+    return pd.DataFrame(rows)
+
+
 def results_folder(grid: str, preset: str, results_dir: str | Path | None = None) -> Path:
     return Path(results_dir or default_results_dir()) / grid / preset
 
@@ -99,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     args, preset, cells = parsed
     df = collect(cells, args.out)
-    paths = save(df, args.grid, results_label(preset, args.budget), args.results_dir)
+    paths = save(df, args.grid, results_label(preset, args.budget, cells), args.results_dir)
     print(f"{len(df)} rows from {df['variant'].nunique()} of {len(cells)} cells -> {paths['csv']}")
     return 0
 

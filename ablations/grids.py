@@ -520,10 +520,16 @@ def add_cell_args(p) -> None:
     p.add_argument("--out", type=Path, default=None, help="root of the cell folders (default results/runs)")
 
 
-def results_label(preset: str, budget: str | None = None) -> str:
+def results_label(preset: str, budget: str | None = None, cells: list[Cell] | None = None) -> str:
     """The folder name of a grid's tables under ``results/<grid>/``: the preset, plus the budget's name when it is
-    not the default one (``digits-full``), so the two budgets' tables never overwrite each other."""
-    return preset if budget in (None, "default") else f"{preset}-{budget}"
+    not the default one (``digits-full``), so the two budgets' tables never overwrite each other, plus
+    ``-seed<k>`` when every cell trains with the same seed k other than 0 (``--set seed=1``: a training-seed
+    replicate, ``digits-seed1``; ``ablations/claims.py`` pools it with the seed-0 table)."""
+    label = preset if budget in (None, "default") else f"{preset}-{budget}"
+    seeds = {c.config().train.seed for c in cells or []}
+    if len(seeds) == 1 and (seed := seeds.pop()) != 0:
+        label += f"-seed{seed}"
+    return label
 
 
 def cell_parser(prog: str, description: str, *, results_help: str = "default results/"):

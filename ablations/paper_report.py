@@ -177,7 +177,8 @@ def _protocol_line(df: pd.DataFrame) -> str:
     fid = df[df["metric"] == "fid"]
     bits = []
     if len(fid):
-        bits.append(f"FID: N={_ints(fid['N'])}, {_ints(fid['seeds'])} sampling seed(s), T={_ints(fid['T'])}, "
+        seeds = fid["seeds"] / fid["train_seeds"].fillna(1) if "train_seeds" in fid else fid["seeds"]
+        bits.append(f"FID: N={_ints(fid['N'])}, {_ints(seeds)} sampling seed(s), T={_ints(fid['T'])}, "
                     f"extractor {', '.join(sorted(fid['feature_extractor'].dropna().astype(str).unique()))}")
     probe = df[df["metric"].astype(str).str.startswith("probe_")]
     if len(probe):
@@ -207,7 +208,9 @@ def protocol_table(ctx: Ctx) -> tuple[pd.DataFrame, list[str]]:
                          "cells with rows": f"{len(have)}" + (f" of {len(want)}" if want else "")
                          + (f" (none yet: {', '.join(lacking)})" if lacking else ""),
                          "training steps": _ints(steps), "FID N": _ints(fid["N"]),
-                         "sampling seeds": _ints(fid["seeds"]), "T": _ints(fid["T"]),
+                         "training seeds": _ints(df["train_seeds"]) if "train_seeds" in df else "1",
+                         "sampling seeds": _ints(fid["seeds"] / fid["train_seeds"].fillna(1)
+                                                 if "train_seeds" in fid else fid["seeds"]), "T": _ints(fid["T"]),
                          "solvers": ", ".join(sorted(fid["solver"].dropna().astype(str).unique())) or "–",
                          "FID extractor": ", ".join(sorted(fid["feature_extractor"].dropna().astype(str).unique()))
                          or "–", "probe N": _ints(probe["N"]),
@@ -321,8 +324,11 @@ RULE_MD = (
      "A difference that counts in the claimed direction: **holds**; one in the other direction: **does not hold**; "
      "otherwise **not resolved at this budget**. A number without an sd (one sampling seed, a held-out probe) "
      "cannot resolve a difference: not resolved, whatever the gap."),
-    ("* sd is: for FID, the sd over sampling seeds (each cell is one training run; the spread over training seeds "
-     "is not measured); for probe CV rows, the sd over the 5 CV folds; for NLL, the standard error over images."),
+    ("* sd is: for FID, the sd over sampling seeds of one training run, or, for a cell trained with several seeds "
+     "(`run_grid --set seed=k` writes `results/<grid>/<preset>-seed<k>/`, pooled here), the sd over all its "
+     "trainings' sampling seeds together; for probe CV rows, the sd over the 5 CV folds; for NLL, the standard error "
+     "over images (with several trainings: both by the law of total variance). The Protocol table gives the "
+     "training seeds per grid; a number's own text says when it pools several trainings."),
     ("* A claim of several parts holds only if every counted part holds, does not hold if any counted part does "
      "not, and is otherwise not resolved; parts marked (info) are reported but do not decide. **no data**: the "
      "grid has no rows on this preset (the command that produces them is listed under Protocol)."),

@@ -369,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     if parsed is None:
         return 2
     args, preset, cells = parsed
-    out = report(args.grid, results_label(preset, args.budget), cells=cells, runs_root=args.out,
+    out = report(args.grid, results_label(preset, args.budget, cells), cells=cells, runs_root=args.out,
                  results_dir=args.results_dir, plots=not args.no_plots, say=print)
     print(out["markdown_text"])
     return 0

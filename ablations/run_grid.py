@@ -777,7 +777,7 @@ def main(argv: list[str] | None = None) -> int:
         from ablations.report import report
 
         try:
-            paths = report(args.grid, results_label(preset, args.budget), cells=cells, runs_root=root, results_dir=args.results_dir, say=say)
+            paths = report(args.grid, results_label(preset, args.budget, cells), cells=cells, runs_root=root, results_dir=args.results_dir, say=say)
             say(paths["markdown_text"])
         except Exception as e:  # a report problem must not hide the grid's outcome
             say(f"report failed: {type(e).__name__}: {e}")

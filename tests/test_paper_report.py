@@ -365,3 +365,74 @@ def test_paper_report_re_exports_the_claims_names_and_adds_the_tables(tmp_path):
     bare, rendered = claims_mod.build_claims(ctx), paper_mod.build_claims(ctx)
     assert [(c.cid, c.verdict) for c in bare] == [(c.cid, c.verdict) for c in rendered]
     assert not bare[0].tables and rendered[0].tables  # the report's build_claims adds claim 1's table of main's rows
+
+
+# ---------------------------------------------------------------------------------------------------- training seeds
+def seeded(rows, seed):
+    """Rows of one training seed: FID rows carry their per-sampling-seed values (as collect.py writes them)."""
+    return [{**r, "seed": seed, "run_id": f"r-s{seed}"} for r in rows]
+
+
+def fid_values(variant, T, values):
+    import statistics
+
+    return fid(variant, T, statistics.fmean(values), statistics.stdev(values), seeds=len(values),
+               values=str(list(values)))
+
+
+def test_pool_training_seeds_pools_fid_values_and_other_rows_by_total_variance():
+    import statistics
+
+    from ablations.collect import pool_training_seeds
+
+    rows = (seeded([fid_values("dmz", 10, [4.0, 5.0, 6.0]),
+                    {"variant": "dmz", "metric": "nll_bpd", "reference": "test", "value": 1.0, "se": 0.03},
+                    fid_values("ddpm", 10, [7.0, 8.0, 9.0])], 0)
+            + seeded([fid_values("dmz", 10, [5.0, 5.0, 5.5]),
+                      {"variant": "dmz", "metric": "nll_bpd", "reference": "test", "value": 1.2, "se": 0.04}], 1))
+    df = pd.DataFrame(rows)
+    df.insert(0, "grid", "main")
+    out = pool_training_seeds(df)
+    assert len(out) == 3  # dmz FID and NLL pooled; ddpm (one training) untouched
+    d = out[(out["variant"] == "dmz") & (out["metric"] == "fid")].iloc[0]
+    every = [4.0, 5.0, 6.0, 5.0, 5.0, 5.5]
+    assert d["train_seeds"] == 2 and d["seeds"] == 6 and d["train_seed_list"] == "[0, 1]"
+    assert d["value"] == pytest.approx(statistics.fmean(every)) and d["sd"] == pytest.approx(statistics.stdev(every))
+    n = out[out["metric"] == "nll_bpd"].iloc[0]
+    assert n["value"] == pytest.approx(1.1)
+    # se of the mean of two trainings: (mean within-training se^2 + variance between them) / 2
+    assert n["se"] == pytest.approx(math.sqrt(((0.03 ** 2 + 0.04 ** 2) / 2 + statistics.variance([1.0, 1.2])) / 2))
+    p = out[out["variant"] == "ddpm"].iloc[0]
+    assert p["train_seeds"] == 1 and p["value"] == pytest.approx(8.0) and p["seeds"] == 3
+
+
+def test_a_training_seed_replicate_folder_is_pooled_and_can_resolve_a_claim(tmp_path):
+    # one training each: dmz 5 +- 1 vs ddpm 9 +- 2 at T=10: threshold 2 * sqrt(1 + 4) = 4.47 > 4, not resolved
+    base = [fid_values("dmz", 10, [4.0, 5.0, 6.0]), fid_values("ddpm", 10, [7.0, 9.0, 11.0]),
+            fid("dmz", 20, 5.0), fid("ddpm", 20, 9.0), fid("dmz", 100, 3.0), fid("ddpm", 100, 3.2)]
+    write(tmp_path, "main", seeded(base, 0))
+    c = claims(tmp_path)
+    assert parts(c["1"])["1a"] == UNRESOLVED
+    # a second training of both (run_grid --set seed=1 writes main/digits-seed1): its values are tight
+    write(tmp_path, "main", seeded([fid_values("dmz", 10, [5.0, 5.0, 5.0]), fid_values("ddpm", 10, [9.0, 9.0, 9.0])],
+                                   1), label="digits-seed1")
+    frames = load_all("digits", tmp_path)["main"]
+    assert list(frames) == ["digits"]  # pooled into the preset's label, not a table of its own
+    c = claims(tmp_path)
+    p = next(p for p in c["1"].parts if p.pid == "1a")
+    assert p.verdict == HOLDS and p.a.train_seeds == 2 and p.a.seeds == 6
+    assert p.a.value == pytest.approx(5.0) and p.b.value == pytest.approx(9.0)
+    assert "2 trainings x 3 sampling seeds" in p.a.text()
+    # the replicate pulls the other way: DDPM's second training as good as DMZ's -> not resolved again
+    write(tmp_path, "main", seeded([fid_values("dmz", 10, [5.0, 5.0, 5.0]), fid_values("ddpm", 10, [5.0, 5.0, 5.0])],
+                                   1), label="digits-seed1")
+    assert parts(claims(tmp_path)["1"])["1a"] == UNRESOLVED
+
+
+def test_results_label_names_a_training_seed_replicate():
+    from ablations.grids import expand, results_label
+
+    assert results_label("digits", None, expand("main", "digits")) == "digits"
+    assert results_label("digits", None, expand("main", "digits", ["seed=1"])) == "digits-seed1"
+    assert results_label("digits", "full", expand("latent_size", "digits", ["seed=2"], budget="full")) \
+        == "digits-full-seed2"
