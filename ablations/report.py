@@ -26,7 +26,7 @@ if __package__ in (None, ""):  # run by path
 
 from ablations.collect import collect, results_folder, save
 from ablations.grids import Cell, get_grid
-from evaluation.features import INCEPTION_NAME
+from evaluation.extractor_names import INCEPTION_NAME
 
 REPO = Path(__file__).resolve().parent.parent
 PAPER_NUMBERS = REPO / "results" / "paper_numbers.csv"

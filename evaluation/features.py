@@ -43,9 +43,7 @@ from torch_fidelity.utils import create_feature_extractor
 
 from dmz.runio import file_sha256
 
-INCEPTION_NAME = "inception-v3-compat"
-DIGITS_CLASSIFIER_NAME = "digits-classifier-v1"
-EXTRACTOR_NAMES = (INCEPTION_NAME, DIGITS_CLASSIFIER_NAME)
+from evaluation.extractor_names import DIGITS_CLASSIFIER_NAME, EXTRACTOR_NAMES, INCEPTION_NAME  # noqa: F401
 
 INCEPTION_FEATURE_LAYER = "2048"
 DIGITS_FEATURE_LAYER = "penultimate64"

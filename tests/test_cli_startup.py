@@ -22,7 +22,7 @@ sys.argv = ["prog", "--help"]
 
 
 @pytest.mark.parametrize("target", ["module:dmz.train", "module:dmz.sample", "module:evaluation.run",
-                                    "path:ablations/run_grid.py", "module:dmz.apps"])
+                                    "path:ablations/run_grid.py", "module:dmz.apps", "path:ablations/report.py"])
 def test_help_imports_no_heavy_library(target):
     kind, name = target.split(":")
     run = (f"runpy.run_module({name!r}, run_name='__main__')" if kind == "module" else
