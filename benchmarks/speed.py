@@ -8,7 +8,8 @@
 with its defaults, MSE on the output, a fixed z token; sampling is a plain ancestral I-DDPM loop over the same
 respaced T with learned variance, one UNet call per step on the whole batch. fp32 on CPU, fp16 autocast (with loss
 scaling) on CUDA. **Ours**: the real ``Trainer`` step (batch, per-step randomness, prior + UNet + hybrid loss,
-loss-second-moment sampler, clipping, AdamW, EMA) and ``dmz.sample.generate``, each with the preset's execution
+loss-second-moment sampler, clipping, AdamW, EMA) and ``dmz.sample.generate`` as evaluation calls it (its default
+micro-batch: the denoiser runs on fixed pieces of 32 rows on CPU, 256 on CUDA), each with the preset's execution
 options (``train.precision``/``train.compile``, ``train.sampling_precision``/``train.sampling_compile``).
 
 Method: both sides are built in one process with the same weights and batch; warm-up calls (compilation included)
@@ -137,13 +138,16 @@ def build(cfg, device, workdir):
     return trainer, ref, run
 
 
-def measure(cfg, device, *, batch: int, steps_T: list[int], rounds: int, iters: int, n_sample: int) -> dict:
-    """One row of rates and ratios for ``cfg``'s options (ours) against the reference."""
+def measure(cfg, device, *, batch: int, steps_T: list[int], rounds: int, iters: int, n_sample: int,
+            micro_batch: int | None = None) -> dict:
+    """One row of rates and ratios for ``cfg``'s options (ours) against the reference; ours samples in
+    ``micro_batch`` pieces (None: ``generate``'s default for the device)."""
 
     from dmz.accel import precision_name
-    from dmz.sampling import generate, respacing, sampling_setup
+    from dmz.sampling import default_micro_batch, generate, respacing, sampling_setup
     from dmz.trainer import diffusion_from_config
 
+    micro_batch = micro_batch or default_micro_batch(device)
     with tempfile.TemporaryDirectory() as tmp:
         trainer, ref, run = build(cfg, device, tmp)
         shape = (trainer.model.channels, trainer.model.resolution, trainer.model.resolution)
@@ -166,7 +170,7 @@ def measure(cfg, device, *, batch: int, steps_T: list[int], rounds: int, iters: 
         seeds = list(range(n_sample))
 
         def ours_sample(T):
-            generate(run, steps=T, seeds=seeds, batch_size=n_sample, micro_batch=n_sample)
+            generate(run, steps=T, seeds=seeds, batch_size=n_sample, micro_batch=micro_batch)
             _sync(device)
 
         diffs = {T: diffusion_from_config(cfg, timestep_respacing=respacing(T)) for T in steps_T}
@@ -218,7 +222,7 @@ def measure(cfg, device, *, batch: int, steps_T: list[int], rounds: int, iters: 
         row[f"sample_warmup_s_T{T}"] = warm[f"ours_sample_T{T}"]
     row["sample_ratio"] = statistics.median(row[f"sample_ratio_T{T}"] for T in steps_T)
     row["precision_used"] = {"train": precision_name(trainer.amp_dtype), "sampling": precision_name(dtype),
-                             "sampling_compile": compiled}
+                             "sampling_compile": compiled, "sampling_micro_batch": micro_batch}
     return row
 
 
@@ -252,6 +256,8 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=None, help="training and sampling batch (default: digits 64, "
                    "others 4 on CPU; the preset's on CUDA)")
     p.add_argument("--T", nargs="+", type=int, default=[10, 100], dest="steps_T")
+    p.add_argument("--micro-batch", type=int, default=None, help="rows per denoiser call when ours samples "
+                   "(default: generate's default for the device, 32 on CPU, as evaluation runs it)")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--iters", type=int, default=4, help="training steps per timed call")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
@@ -297,7 +303,7 @@ def main(argv=None) -> int:
     n_sample = batch
     for name, cfg in configs:
         row = {"variant": name, **measure(cfg, device, batch=batch, steps_T=args.steps_T, rounds=args.rounds,
-                                          iters=args.iters, n_sample=n_sample)}
+                                          iters=args.iters, n_sample=n_sample, micro_batch=args.micro_batch)}
         row["mfu_fp32_peak"] = row["train_flop_s"] / peak["fp32"]
         row["ref_mfu_fp32_peak"] = row["ref_train_flop_s"] / peak["fp32"]
         print(json.dumps(row), flush=True)
@@ -316,7 +322,8 @@ def main(argv=None) -> int:
     for r in rows:
         u = r["precision_used"]
         label = (f"{r['variant']}: {u['train']}{' compiled' if r['train_compile'] else ''} / "
-                 f"{u['sampling']}{' compiled' if u['sampling_compile'] else ''}")
+                 f"{u['sampling']}{' compiled' if u['sampling_compile'] else ''}, micro-batch "
+                 f"{u['sampling_micro_batch']}")
         lines.append(
             f"| {label} | {r['train_img_s']:.0f} | {r['ref_train_img_s']:.0f} | **{r['train_ratio']:.2f}** | "
             f"{r['mfu_fp32_peak']:.1%} / {r['ref_mfu_fp32_peak']:.1%} | {r['train_warmup_s']:.1f} / "
