@@ -102,8 +102,10 @@ def grid_table(df: pd.DataFrame, keys: list[str], paper: pd.DataFrame | None = N
         *row, col = key
         r = _best(grp)
         sd = r["se"] if r["metric"] in NLL_LABELS else r["sd"]
+        k = r.get("train_seeds", 1)
+        pooled = "" if _missing(k) or int(k) <= 1 else f" ({int(k)} trainings)"  # training-seed replicates pooled
         cells.setdefault(tuple(row), {})[col] = fmt(float(r["value"]), None if _missing(sd) else float(sd),
-                                                    2 if r["metric"] == "fid" else 3)
+                                                    2 if r["metric"] == "fid" else 3) + pooled
         first.setdefault(tuple(row), r)
     out = pd.DataFrame([{**dict(zip(keys, k)), **v} for k, v in cells.items()])
     out = out[keys + [c for c in columns if c in out.columns]]

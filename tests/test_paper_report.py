@@ -423,6 +423,10 @@ def test_a_training_seed_replicate_folder_is_pooled_and_can_resolve_a_claim(tmp_
     assert p.verdict == HOLDS and p.a.train_seeds == 2 and p.a.seeds == 6
     assert p.a.value == pytest.approx(5.0) and p.b.value == pytest.approx(9.0)
     assert "2 trainings x 3 sampling seeds" in p.a.text()
+    from ablations.paper_report import grid_table
+
+    table = grid_table(frames["digits"], ["variant", "sampler"])
+    assert table.loc[table["variant"] == "dmz"].iloc[0].str.contains(r"5\.00 ± 0\.63 \(2 trainings\)").any()
     # the replicate pulls the other way: DDPM's second training as good as DMZ's -> not resolved again
     write(tmp_path, "main", seeded([fid_values("dmz", 10, [5.0, 5.0, 5.0]), fid_values("ddpm", 10, [5.0, 5.0, 5.0])],
                                    1), label="digits-seed1")
