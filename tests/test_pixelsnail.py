@@ -145,7 +145,8 @@ def test_sampling_matches_exact_tempered_distribution(temperature):
         model.out.g.mul_(4.0)
     codes = all_codes(3)
     p = _tempered_probs(model, codes, temperature)
-    assert abs(float(p.sum()) - 1.0) < 1e-9
+    # a causality leak would be off by ~0.1; the float32 convolutions leave ~1e-9 (1.2e-9 on an AMD EPYC's oneDNN)
+    assert abs(float(p.sum()) - 1.0) < 1e-6
     n = 4000
     s = sample(model, n, temperature=temperature, generator=torch.Generator().manual_seed(3))
     assert s.dtype == torch.long and s.shape == (n, 3)
