@@ -120,13 +120,13 @@ def _pool(group: pd.DataFrame) -> dict[str, Any]:
            "train_seed_values": json.dumps(per_seed), "run_id": ";".join(map(str, group["run_id"])),
            "cell_dir": ";".join(map(str, group.get("cell_dir", pd.Series([""] * k))))}
     lists = [_values(v) for v in group.get("values", pd.Series([None] * k))]
-    between = statistics.variance(per_seed)
     if all(lst for lst in lists):
         allv = [x for lst in lists for x in lst]
         out.update(value=statistics.fmean(allv), sd=statistics.stdev(allv) if len(allv) > 1 else math.nan,
                    values=json.dumps(allv), seeds=len(allv))
         return out
     out["value"] = statistics.fmean(per_seed)
+    between = statistics.variance(per_seed)
     for col, scale in (("sd", 1), ("se", k)):
         if col in group and group[col].notna().all():
             out[col] = math.sqrt((statistics.fmean(float(x) ** 2 for x in group[col]) + between) / scale)

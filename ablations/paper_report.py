@@ -175,12 +175,16 @@ def _ints(values) -> str:
     return ", ".join(map(str, vals)) if vals else "–"
 
 
+def _sampling_seeds(fid: pd.DataFrame) -> pd.Series:
+    """Sampling seeds per training of FID rows (a pooled row's ``seeds`` counts every training's seeds)."""
+    return fid["seeds"] / fid["train_seeds"].fillna(1) if "train_seeds" in fid else fid["seeds"]
+
+
 def _protocol_line(df: pd.DataFrame) -> str:
     fid = df[df["metric"] == "fid"]
     bits = []
     if len(fid):
-        seeds = fid["seeds"] / fid["train_seeds"].fillna(1) if "train_seeds" in fid else fid["seeds"]
-        bits.append(f"FID: N={_ints(fid['N'])}, {_ints(seeds)} sampling seed(s), T={_ints(fid['T'])}, "
+        bits.append(f"FID: N={_ints(fid['N'])}, {_ints(_sampling_seeds(fid))} sampling seed(s), T={_ints(fid['T'])}, "
                     f"extractor {', '.join(sorted(fid['feature_extractor'].dropna().astype(str).unique()))}")
     probe = df[df["metric"].astype(str).str.startswith("probe_")]
     if len(probe):
@@ -211,8 +215,7 @@ def protocol_table(ctx: Ctx) -> tuple[pd.DataFrame, list[str]]:
                          + (f" (none yet: {', '.join(lacking)})" if lacking else ""),
                          "training steps": _ints(steps), "FID N": _ints(fid["N"]),
                          "training seeds": _ints(df["train_seeds"]) if "train_seeds" in df else "1",
-                         "sampling seeds": _ints(fid["seeds"] / fid["train_seeds"].fillna(1)
-                                                 if "train_seeds" in fid else fid["seeds"]), "T": _ints(fid["T"]),
+                         "sampling seeds": _ints(_sampling_seeds(fid)), "T": _ints(fid["T"]),
                          "solvers": ", ".join(sorted(fid["solver"].dropna().astype(str).unique())) or "–",
                          "FID extractor": ", ".join(sorted(fid["feature_extractor"].dropna().astype(str).unique()))
                          or "–", "probe N": _ints(probe["N"]),
