@@ -10,7 +10,8 @@ respaced T with learned variance, one UNet call per step on the whole batch. fp3
 scaling) on CUDA. **Ours**: the real ``Trainer`` step (batch, per-step randomness, prior + UNet + hybrid loss,
 loss-second-moment sampler, clipping, AdamW, EMA) and ``dmz.sample.generate`` as evaluation calls it (its default
 micro-batch: the denoiser runs on fixed pieces of 32 rows on CPU, 256 on CUDA), each with the preset's execution
-options (``train.precision``/``train.compile``, ``train.sampling_precision``/``train.sampling_compile``).
+options (``train.precision``/``train.compile``, ``train.sampling_precision``/``train.sampling_compile``,
+``train.cross_attention_shortcut``; the reference always runs diffusers' own attention and trains every parameter).
 
 Method: both sides are built in one process with the same weights and batch; warm-up calls (compilation included)
 are excluded from the rates and reported on their own; then ``--rounds`` rounds alternate between the sides, and a
@@ -66,7 +67,13 @@ class Reference:
 
         import torch
         self.torch = torch
+        from diffusers.models.attention_processor import AttnProcessor2_0
+
         self.unet = copy.deepcopy(model.unet).to(device)
+        # diffusers' own attention everywhere and every parameter trained, as released (ours may use the exact
+        # single-token cross-attention, train.cross_attention_shortcut)
+        self.unet.set_attn_processor(AttnProcessor2_0())
+        self.unet.requires_grad_(True)
         self.methods = model.methods  # how z reaches the UNet (cross-attention token, class embedding)
         self.device, self.cfg = device, cfg
         self.cond_dim = model.prior.cond_dim
@@ -209,6 +216,7 @@ def measure(cfg, device, *, batch: int, steps_T: list[int], rounds: int, iters: 
 
     row = {"train_precision": cfg.train.precision, "train_compile": cfg.train.compile,
            "sampling_precision": cfg.train.sampling_precision, "sampling_compile": cfg.train.sampling_compile,
+           "cross_attention_shortcut": cfg.train.cross_attention_shortcut,
            "train_img_s": rate("ours_train", batch * iters), "ref_train_img_s": rate("ref_train", batch * iters),
            "train_ratio": ratio("ours_train", "ref_train"),
            "train_warmup_s": warm["ours_train"], "ref_train_warmup_s": warm["ref_train"],
@@ -252,7 +260,8 @@ def main(argv=None) -> int:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="config overrides for ours (e.g. compile=true, sampling_precision=bf16)")
     p.add_argument("--variants", action="store_true",
-                   help="also measure every precision (fp32, bf16 where supported) x compile option of ours")
+                   help="also measure every precision (fp32, bf16 where supported) x compile option of ours, and "
+                   "the preset with diffusers' cross-attention (train.cross_attention_shortcut=false)")
     p.add_argument("--batch", type=int, default=None, help="training and sampling batch (default: digits 64, "
                    "others 4 on CPU; the preset's on CUDA)")
     p.add_argument("--T", nargs="+", type=int, default=[10, 100], dest="steps_T")
@@ -299,6 +308,9 @@ def main(argv=None) -> int:
                                             f"sampling_precision={prec}", f"sampling_compile={comp}"])
                 if cfg != base:  # the preset's own options are measured once
                     configs.append((name, cfg))
+        if base.train.cross_attention_shortcut:  # before/after of the exact single-token cross-attention
+            configs.append(("preset, diffusers cross-attention",
+                            resolve(args.preset, [*sets, "cross_attention_shortcut=false"])))
     rows = []
     n_sample = batch
     for name, cfg in configs:
@@ -323,7 +335,7 @@ def main(argv=None) -> int:
         u = r["precision_used"]
         label = (f"{r['variant']}: {u['train']}{' compiled' if r['train_compile'] else ''} / "
                  f"{u['sampling']}{' compiled' if u['sampling_compile'] else ''}, micro-batch "
-                 f"{u['sampling_micro_batch']}")
+                 f"{u['sampling_micro_batch']}{', cross-attention shortcut' if r['cross_attention_shortcut'] else ''}")
         lines.append(
             f"| {label} | {r['train_img_s']:.0f} | {r['ref_train_img_s']:.0f} | **{r['train_ratio']:.2f}** | "
             f"{r['mfu_fp32_peak']:.1%} / {r['ref_mfu_fp32_peak']:.1%} | {r['train_warmup_s']:.1f} / "

@@ -81,6 +81,9 @@ class TrainConfig:
     compile: bool = False  # torch.compile the training step's loss (prior, UNet, hybrid loss; forward and backward)
     sampling_precision: str = "fp32"  # sampling (dmz.sample, evaluation): fp32 | bf16 | auto (bf16 on CUDA)
     sampling_compile: bool = False  # sampling: torch.compile the denoiser
+    # cross-attention to the single z token as its value projection (exact: a softmax over one key is 1; the
+    # forward is bit-identical, the dead to_q/to_k are frozen); false = diffusers' processor, as released
+    cross_attention_shortcut: bool = True
     log_every: int = 100
     ckpt_every: int = 10_000  # steps between checkpoints (released save_interval)
     ckpt_minutes: float = 30.0  # also checkpoint when this much wall time passed since the last one
@@ -171,7 +174,8 @@ class Config:
 # fields that change how a run executes, not what it computes: left out of the run id
 EXECUTION_FIELDS = ("train.device", "train.threads", "train.log_every", "train.ckpt_every", "train.ckpt_minutes",
                     "train.keep_checkpoints", "train.compile", "train.sampling_precision", "train.sampling_compile",
-                    "train.logger", "train.sample_every", "data.num_workers", "data.data_root", "data.download")
+                    "train.cross_attention_shortcut", "train.logger", "train.sample_every", "data.num_workers",
+                    "data.data_root", "data.download")
 
 
 # fields added after run ids were first published, with their defaults: at the default they stay out of the digest

@@ -8,7 +8,7 @@ from torch import nn
 
 from dmz.backbone import build_unet
 from dmz.conditioning import build_conditioning
-from dmz.conditioning.cross_attention import ZTokens
+from dmz.conditioning.cross_attention import ZTokens, use_single_token_cross_attention
 from dmz.data import dataset_info
 from dmz.priors import build_prior
 
@@ -38,6 +38,13 @@ class DMZModel(nn.Module):
                 kwargs["encoder_hidden_states"] = self.z_tokens(cond)
         return self.unet(x_t, t, return_dict=False, **kwargs)[0]
 
+    def single_token_cross_attention(self) -> int:
+        """Cross-attention to the single z token the exact cheap way (:class:`SingleTokenCrossAttention`) when the
+        model has cross-attention and hands z over as one token; returns how many layers changed (0 otherwise)."""
+        if self.z_tokens is not None or not any(m.uses_cross_attention for m in self.methods):
+            return 0
+        return use_single_token_cross_attention(self.unet)
+
     def param_counts(self) -> dict[str, int]:
         unet = sum(p.numel() for p in self.unet.parameters())
         enc = sum(p.numel() for p in self.prior.parameters())
@@ -51,4 +58,7 @@ class DMZModel(nn.Module):
 def build_model(cfg) -> DMZModel:
     """Build from a full :class:`dmz.config.Config` (the dataset gives channels and resolution)."""
     info = dataset_info(cfg.data.dataset, resolution=cfg.data.resolution)
-    return DMZModel(cfg.model, info.channels, cfg.data.resolution or info.resolution)
+    model = DMZModel(cfg.model, info.channels, cfg.data.resolution or info.resolution)
+    if cfg.train.cross_attention_shortcut:
+        model.single_token_cross_attention()
+    return model

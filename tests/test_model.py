@@ -100,3 +100,60 @@ def test_conditioning_registry_rejects_conflicts():
         build_conditioning("add+concat")
     with pytest.raises(ValueError, match="valid: add, concat, cross_attention"):
         build_conditioning("film")
+
+
+# train.cross_attention_shortcut: the single z token's cross-attention as its value projection
+def _pair(sets):
+    """The same weights built with diffusers' cross-attention processor and with the single-token shortcut."""
+    torch.manual_seed(0)
+    plain = build_model(resolve("digits", [*sets, "cross_attention_shortcut=false"]))
+    fast = build_model(resolve("digits", sets))
+    fast.load_state_dict(plain.state_dict())
+    return plain.train(), fast.train()
+
+
+def _shortcut_layers(model):
+    return [m for m in model.modules() if type(getattr(m, "processor", None)).__name__ == "SingleTokenCrossAttention"]
+
+
+@pytest.mark.parametrize("sets", [[], ["prior=none", "baseline_attention=dummy_token"]])
+def test_single_token_cross_attention_is_bit_identical_and_its_dead_projections_frozen(sets):
+    plain, fast = _pair(sets)
+    layers = _shortcut_layers(fast)
+    assert len(layers) == 4 and not _shortcut_layers(plain)  # down, mid and two up transformer blocks
+    assert plain.param_counts() == fast.param_counts()
+    g = torch.Generator().manual_seed(1)
+    x, t = torch.randn(6, 1, 16, 16, generator=g), torch.randint(0, 1000, (6,), generator=g)
+    cond = torch.rand(6, plain.prior.cond_dim, generator=g)
+    out_plain, out_fast = plain(x, t, cond=cond), fast(x, t, cond=cond)
+    assert torch.equal(out_plain, out_fast)  # the forward pass: bit for bit
+    out_plain.square().mean().backward()
+    out_fast.square().mean().backward()
+    grads = {n: p for n, p in plain.named_parameters() if p.grad is not None}  # the UNet's (cond is given)
+    scale = max(p.grad.abs().max().item() for p in grads.values())
+    frozen = {n for n, p in fast.named_parameters() if not p.requires_grad}
+    # per layer: the queries' LayerNorm (weight, bias) and projection, the keys' projection (no biases)
+    assert len(frozen) == 4 * 4 and all(".attn2.to_q." in n or ".attn2.to_k." in n or ".norm2." in n for n in frozen)
+    assert {n for n, p in fast.named_parameters() if p.grad is not None} == set(grads) - frozen
+    for name, p in fast.named_parameters():
+        if name not in grads:
+            continue
+        if name in frozen:  # dead under diffusers too: its gradient there is float noise
+            assert p.grad is None
+            assert grads[name].grad.abs().max().item() < 1e-5 * scale, name
+        else:
+            torch.testing.assert_close(p.grad, grads[name].grad, rtol=1e-4, atol=1e-5 * scale, msg=name)
+
+
+@pytest.mark.parametrize("sets", [["z_tokens=2"], ["conditioning=add"], ["prior=none"]])
+def test_single_token_cross_attention_only_where_z_is_one_token(sets):
+    _, fast = _pair(sets)
+    assert not _shortcut_layers(fast)
+    assert all(p.requires_grad for p in fast.parameters())
+
+
+def test_single_token_cross_attention_refuses_several_tokens():
+    _, fast = _pair([])
+    layer = next(m for n, m in fast.named_modules() if n.endswith("attn2"))
+    with pytest.raises(RuntimeError, match="cross_attention_shortcut=false"):
+        layer(torch.randn(2, 64, 64), encoder_hidden_states=torch.randn(2, 3, 32))

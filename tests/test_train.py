@@ -131,7 +131,7 @@ def _train_and_keep_grads(sets, out):
     """Train; return the gradients of the last step (still in .grad: zero_grad runs before each backward)."""
     trainer = Trainer(resolve("digits", sets), out, progress=False)
     trainer.train()
-    return {n: p.grad.detach().clone() for n, p in trainer.model.named_parameters()}
+    return {n: p.grad.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
 
 
 def _ddp_worker(rank, world, port, sets, out):

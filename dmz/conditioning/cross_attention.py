@@ -2,7 +2,8 @@
 transformer blocks at every attention resolution and the mid block (PAPER.md 1.7).
 
 With a single token the softmax over keys is identically 1, so the block adds the same affine function of z at every
-position: functionally an additive embedding. ``model.z_tokens = n > 1`` (beyond the release, off in every preset)
+position: functionally an additive embedding (``train.cross_attention_shortcut``, on by default, computes it that way:
+:class:`SingleTokenCrossAttention`). ``model.z_tokens = n > 1`` (beyond the release, off in every preset)
 hands z over as n tokens instead (:class:`ZTokens`), so the queries can attend to parts of the code."""
 
 import torch
@@ -39,3 +40,59 @@ class CrossAttention(ConditioningMethod):
 
     def forward_kwargs(self, cond):
         return {"encoder_hidden_states": cond[:, None, :]}  # a sequence of length 1
+
+
+class SingleTokenCrossAttention:
+    """A diffusers attention processor for cross-attention to a **single** key/value token, exact and cheaper.
+
+    With one key the softmax weight is exactly 1, so scaled-dot-product attention returns the value projection of
+    the token at every query position: the query and key projections and the attention kernel do no work that
+    reaches the output. This processor computes ``to_out(to_v(token))`` broadcast over the positions, with the
+    output projection applied to the same (B, positions, C) tensor diffusers' processor gives it, so the forward
+    pass is bit-identical to ``AttnProcessor2_0`` (tested in fp32 on CPU). In training only the gradients of the
+    dead parameters differ (``to_q``, ``to_k`` and the block's ``norm2``, which only feeds the queries): diffusers
+    gives them float noise (~1e-6, PAPER.md 1.7) that Adam amplifies into a random walk with no effect on any
+    output; :func:`use_single_token_cross_attention` freezes them instead.
+    A layer it does not cover (a mask, group/spatial norm, a residual connection, 4-D input) runs diffusers' own
+    processor; more than one token is an error, since the frozen projections would then matter."""
+
+    def __init__(self):
+        from diffusers.models.attention_processor import AttnProcessor2_0
+
+        self.fallback = AttnProcessor2_0()
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None,
+                 *args, **kwargs):
+        if (attention_mask is not None or attn.spatial_norm is not None or attn.group_norm is not None
+                or attn.residual_connection or hidden_states.ndim != 3 or args or kwargs):
+            return self.fallback(attn, hidden_states, encoder_hidden_states, attention_mask, temb, *args, **kwargs)
+        if encoder_hidden_states is None or encoder_hidden_states.shape[1] != 1:
+            got = "no" if encoder_hidden_states is None else f"{encoder_hidden_states.shape[1]}"
+            raise RuntimeError(f"single-token cross-attention got {got} key/value tokens; build the model with "
+                               "train.cross_attention_shortcut=false for several tokens")
+        if attn.norm_cross:
+            encoder_hidden_states = attn.norm_encoder_hidden_states(encoder_hidden_states)
+        b, n, _ = hidden_states.shape
+        value = attn.to_v(encoder_hidden_states)  # (B, 1, C): the attention output at every position
+        out = value.expand(b, n, value.shape[-1]).contiguous()
+        out = attn.to_out[1](attn.to_out[0](out))
+        return out / attn.rescale_output_factor
+
+
+def use_single_token_cross_attention(unet: nn.Module) -> int:
+    """Give the cross-attention layer (``attn2``) of every diffusers transformer block of ``unet``
+    :class:`SingleTokenCrossAttention` and freeze what then no longer reaches the output: its ``to_q``/``to_k`` and
+    the block's ``norm2`` (the LayerNorm whose output only makes the queries); returns how many layers. Only for
+    models whose cross-attention always sees one token (the released single z token, or the DDPM baseline's
+    constant dummy token)."""
+    n = 0
+    for block in unet.modules():
+        attn = getattr(block, "attn2", None)
+        if attn is None or not hasattr(attn, "set_processor"):
+            continue
+        attn.set_processor(SingleTokenCrossAttention())
+        for dead in (attn.to_q, attn.to_k, getattr(block, "norm2", None)):
+            if dead is not None:
+                dead.requires_grad_(False)
+        n += 1
+    return n
