@@ -80,8 +80,11 @@ def collect(cells: list[Cell], runs_root: str | Path | None = None, *, requested
 # ----------------------------------------------------------------------------------------------------------------
 SEED_LABEL = re.compile(r"^(?P<base>.+)-seed(?P<seed>\d+)$")
 #: what makes two rows of different training seeds the same entry of a table
-POOL_KEY = ("grid", "variant", "metric", "T", "sampler", "solver", "N", "seeds", "feature_extractor", "reference",
-            "repr", "train_steps")
+#: what makes two rows the same entry. The FID extractor's weights are part of it: ``digits-classifier-v1`` is trained
+#: on first use and its float weights differ between CPUs (an Intel Xeon and an AMD EPYC gave different sha256s), so
+#: FIDs from two machines are two feature spaces and are never pooled as if they were training-seed replicates
+POOL_KEY = ("grid", "variant", "metric", "T", "sampler", "solver", "N", "seeds", "feature_extractor",
+            "feature_extractor_weights_sha256", "reference", "repr", "train_steps")
 
 
 def split_seed_label(label: str) -> tuple[str, int | None]:

@@ -180,6 +180,16 @@ def _sampling_seeds(fid: pd.DataFrame) -> pd.Series:
     return fid["seeds"] / fid["train_seeds"].fillna(1) if "train_seeds" in fid else fid["seeds"]
 
 
+def _extractors(fid: pd.DataFrame) -> str:
+    """The FID extractors of a table, each with the first 8 hex digits of its weights' sha256 when recorded."""
+    out = []
+    for name in sorted(fid["feature_extractor"].dropna().astype(str).unique()):
+        col = fid.loc[fid["feature_extractor"].astype(str) == name].get("feature_extractor_weights_sha256")
+        shas = [] if col is None else list(dict.fromkeys(str(v)[:8] for v in col.dropna()))
+        out.append(f"{name} (weights {', '.join(shas)})" if shas else name)
+    return "; ".join(out) or "–"
+
+
 def _protocol_line(df: pd.DataFrame) -> str:
     fid = df[df["metric"] == "fid"]
     bits = []
@@ -217,8 +227,7 @@ def protocol_table(ctx: Ctx) -> tuple[pd.DataFrame, list[str]]:
                          "training seeds": _ints(df["train_seeds"]) if "train_seeds" in df else "1",
                          "sampling seeds": _ints(_sampling_seeds(fid)), "T": _ints(fid["T"]),
                          "solvers": ", ".join(sorted(fid["solver"].dropna().astype(str).unique())) or "–",
-                         "FID extractor": ", ".join(sorted(fid["feature_extractor"].dropna().astype(str).unique()))
-                         or "–", "probe N": _ints(probe["N"]),
+                         "FID extractor": _extractors(fid), "probe N": _ints(probe["N"]),
                          "metrics": ", ".join(dict.fromkeys(df["metric"].astype(str)))})
     return pd.DataFrame(rows), missing
 
@@ -370,6 +379,10 @@ def render(ctx: Ctx, claims: list[Claim], plots: dict[str, list[Path]], folder: 
                             for c in claims])
     md += [to_markdown(summary), "", "## Protocol", ""]
     md += [to_markdown(proto) if len(proto) else "(no grid has results on this preset)", ""]
+    if len(proto) and proto["FID extractor"].str.contains(r"\(weights [0-9a-f]{8}, ", regex=True).any():
+        md += ["Where a table lists two weights for one FID extractor, its rows come from two feature spaces (an "
+               "extractor trained on first use on two different machines): such rows are never pooled over training "
+               "seeds, and each comparison reads the first folder's rows (the `results` column's first path).", ""]
     if missing:
         md += ["Missing grids (their claims read **no data**):", ""] + [f"* {m}" for m in missing] + [""]
     md += [f"Plot of every resolvable part: ![verdicts]({plots['verdicts'][0].name})" if plots.get("verdicts") else "",

@@ -440,3 +440,30 @@ def test_results_label_names_a_training_seed_replicate():
     assert results_label("digits", None, expand("main", "digits", ["seed=1"])) == "digits-seed1"
     assert results_label("digits", "full", expand("latent_size", "digits", ["seed=2"], budget="full")) \
         == "digits-full-seed2"
+
+
+def test_fid_rows_of_two_extractor_weights_are_never_pooled():
+    """digits-classifier-v1 is trained on first use; two CPUs gave it different weights, so a replicate whose FID was
+    computed with other weights is another feature space: kept apart, while its NLL rows still pool."""
+    from ablations.collect import pool_training_seeds
+
+    def weights(rows, sha):
+        return [{**r, "feature_extractor_weights_sha256": sha} if r["metric"] == "fid" else r for r in rows]
+
+    rows = (weights(seeded([fid_values("dmz", 10, [4.0, 5.0, 6.0]),
+                            {"variant": "dmz", "metric": "nll_bpd", "reference": "test", "value": 1.0, "se": 0.03}],
+                           0), "a" * 64)
+            + weights(seeded([fid_values("dmz", 10, [9.0, 9.0, 9.5]),
+                              {"variant": "dmz", "metric": "nll_bpd", "reference": "test", "value": 1.2, "se": 0.04}],
+                             1), "b" * 64))
+    df = pd.DataFrame(rows)
+    df.insert(0, "grid", "main")
+    out = pool_training_seeds(df)
+    f = out[out["metric"] == "fid"]
+    assert len(f) == 2 and set(f["train_seeds"]) == {1}
+    assert f.iloc[0]["value"] == pytest.approx(5.0)  # the first folder's own row comes first: comparisons read it
+    n = out[out["metric"] == "nll_bpd"]
+    assert len(n) == 1 and n.iloc[0]["train_seeds"] == 2
+    # the same weights on both sides: pooled as before
+    same = pool_training_seeds(df.assign(feature_extractor_weights_sha256="a" * 64))
+    assert same[same["metric"] == "fid"].iloc[0]["train_seeds"] == 2
