@@ -82,7 +82,7 @@ class TrainConfig:
     sampling_precision: str = "fp32"  # sampling (dmz.sample, evaluation): fp32 | bf16 | auto (bf16 on CUDA)
     sampling_compile: bool = False  # sampling: torch.compile the denoiser
     # cross-attention to the single z token as its value projection (exact: a softmax over one key is 1; the
-    # forward is bit-identical, the dead to_q/to_k are frozen); false = diffusers' processor, as released
+    # forward is bit-identical, the dead to_q/to_k/norm2 are frozen); false = diffusers' processor, as released
     cross_attention_shortcut: bool = True
     log_every: int = 100
     ckpt_every: int = 10_000  # steps between checkpoints (released save_interval)
