@@ -79,10 +79,9 @@ def collect(cells: list[Cell], runs_root: str | Path | None = None, *, requested
 # training-seed replicates
 # ----------------------------------------------------------------------------------------------------------------
 SEED_LABEL = re.compile(r"^(?P<base>.+)-seed(?P<seed>\d+)$")
-#: what makes two rows of different training seeds the same entry of a table
-#: what makes two rows the same entry. The FID extractor's weights are part of it: ``digits-classifier-v1`` is trained
-#: on first use and its float weights differ between CPUs (an Intel Xeon and an AMD EPYC gave different sha256s), so
-#: FIDs from two machines are two feature spaces and are never pooled as if they were training-seed replicates
+#: what makes two rows of different training seeds the same entry of a table. The FID extractor's weights are part
+#: of it: ``digits-classifier-v1`` is trained on first use and its float weights differ between CPUs (an Intel Xeon
+#: and an AMD EPYC gave different sha256s), so FIDs from two machines are two feature spaces, never pooled
 POOL_KEY = ("grid", "variant", "metric", "T", "sampler", "solver", "N", "seeds", "feature_extractor",
             "feature_extractor_weights_sha256", "reference", "repr", "train_steps")
 
