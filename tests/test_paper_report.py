@@ -467,3 +467,24 @@ def test_fid_rows_of_two_extractor_weights_are_never_pooled():
     # the same weights on both sides: pooled as before
     same = pool_training_seeds(df.assign(feature_extractor_weights_sha256="a" * 64))
     assert same[same["metric"] == "fid"].iloc[0]["train_seeds"] == 2
+
+
+def test_protocol_names_the_extractor_weights_and_warns_when_a_table_holds_two(tmp_path):
+    from ablations.paper_report import build_claims, render
+
+    def with_sha(rows, sha):
+        return [{**r, "feature_extractor_weights_sha256": sha} for r in rows]
+
+    def report():
+        ctx = Ctx("digits", load_all("digits", tmp_path))
+        return render(ctx, build_claims(ctx), {}, tmp_path, "2026-12-02")
+
+    write(tmp_path, "main", with_sha(seeded([fid_values("dmz", 10, [4.0, 5.0, 6.0])], 0), "a" * 64))
+    write(tmp_path, "main", with_sha(seeded([fid_values("dmz", 10, [5.0, 5.0, 5.0])], 1), "a" * 64),
+          label="digits-seed1")
+    md = report()
+    assert f"{EXT} (weights aaaaaaaa)" in md and "two feature spaces" not in md
+    write(tmp_path, "main", with_sha(seeded([fid_values("dmz", 10, [5.0, 5.0, 5.0])], 1), "b" * 64),
+          label="digits-seed1")
+    md = report()
+    assert f"{EXT} (weights aaaaaaaa, bbbbbbbb)" in md and "two feature spaces" in md
