@@ -31,6 +31,7 @@ REPO = Path(__file__).resolve().parent.parent
 KEY = ("metric", "T", "sampler", "solver", "N", "seeds", "feature_extractor", "feature_extractor_weights_sha256",
        "reference", "repr", "checkpoint_step", "weights")
 CONFIG_COLUMNS = ("dataset", "prior", "latent_dim", "conditioning", "prior_matching", "categories", "run_id")
+PATH_COLUMNS = ("run_dir", "copied_from", "cell_dir")  # folders a row names: written relative to the repository
 FIRST = ("grid", "preset", "variant", *CONFIG_COLUMNS, "metric", "feature_extractor", "T", "sampler", "N", "seeds",
          "value", "sd")
 
@@ -55,8 +56,18 @@ def cell_rows(cell: Cell, run_dir: Path, *, requested_only: bool = True) -> list
     fill = {"dataset": cell.config().data.dataset, "prior": m.prior, "latent_dim": m.latent_dim,
             "conditioning": m.conditioning, "prior_matching": m.prior_matching, "categories": m.categories,
             "run_id": cell.run_id}
-    return [{**fill, **r, "grid": cell.grid, "preset": cell.preset, "variant": cell.name, "cell_dir": str(run_dir)}
+    return [{**fill, **{k: (repo_relative(v) if k in PATH_COLUMNS and isinstance(v, str) else v) for k, v in r.items()},
+             "grid": cell.grid, "preset": cell.preset, "variant": cell.name, "cell_dir": repo_relative(run_dir)}
             for r in rows]
+
+
+def repo_relative(path: str | Path) -> str:
+    """``path`` relative to the repository when it lies inside it (checked-in rows must not carry the absolute
+    paths of the machine that ran them), else as given."""
+    try:
+        return str(Path(path).resolve().relative_to(REPO))
+    except ValueError:
+        return str(path)
 
 
 def _scalar(v: Any) -> Any:

@@ -43,7 +43,7 @@ NLL_METRICS = ("nll_bpd", "nll_bpd_z")  # evaluation.run --metrics nll: VLB give
 
 __all__ = ["Budget", "EvalSpec", "Variant", "Cell", "GridDef", "GRIDS", "GridError", "expand", "get_grid",
            "requested_rows", "row_matches", "missing_rows", "is_done", "default_runs_root", "cell_dir",
-           "pixelsnail_width", "add_cell_args", "results_label", "cells_from_args", "cell_parser", "parse_cells", "LATENT_SIZES",
+           "pixelsnail_width", "add_cell_args", "results_label", "cells_from_args", "cells_by_seed", "check_seeds", "cell_parser", "parse_cells", "LATENT_SIZES",
            "ZSAMPLERS_ALL", "PRIOR_MATCHING_WEIGHT", "PRIOR_MATCHING_SIZES", "CODE_SAMPLERS", "DIGITS_LATENT_SIZES"]
 
 REPO = Path(__file__).resolve().parent.parent
@@ -196,6 +196,16 @@ class Cell:
     @property
     def needs_pixelsnail(self) -> bool:
         return any("pixelsnail" in e.samplers and {"fid", "codes"} & set(e.metrics) for e in self.evals)
+
+    @property
+    def seed(self) -> int:
+        """The training seed (``train.seed``)."""
+        return int(self.config().train.seed)
+
+    @property
+    def tag(self) -> str:
+        """The cell's name in messages: the variant, plus ``@seed<k>`` for a training-seed replicate (k != 0)."""
+        return self.name if self.seed == 0 else f"{self.name}@seed{self.seed}"
 
     @property
     def dirname(self) -> str:
@@ -518,6 +528,9 @@ def add_cell_args(p) -> None:
     p.add_argument("--budget", default=None, help="a grid's other named budget on the preset, e.g. full for "
                    "latent_size on digits (default: the grid's default budget)")
     p.add_argument("--out", type=Path, default=None, help="root of the cell folders (default results/runs)")
+    p.add_argument("--seeds", type=int, nargs="+", metavar="K", default=None,
+                   help="training seeds: every cell is trained once per seed, all in one job array; rows stay per "
+                   "training (results/<grid>/<preset>[-seed<k>]/), tables pool them (e.g. --seeds 0 1 2 3 4)")
 
 
 def results_label(preset: str, budget: str | None = None, cells: list[Cell] | None = None) -> str:
@@ -572,6 +585,35 @@ def cells_from_args(args, *, gpus_per_node: int = 0,
              "pixelsnail_epochs": args.pixelsnail_epochs, "nll_images": getattr(args, "nll_images", None)}
     gpus = gpus_per_node if preset != "digits" else min(1, gpus_per_node)
     only = [n.strip() for n in args.only.split(",") if n.strip()] if args.only else None
-    cells = expand(args.grid, preset, args.sets, eval_sizes={k: v for k, v in sizes.items() if v is not None},
-                   gpus=gpus, only=only, warn=warn, budget=getattr(args, "budget", None))
+    seeds = check_seeds(getattr(args, "seeds", None), args.sets)
+    cells = [c for k in seeds for c in expand(
+        args.grid, preset, args.sets + ([] if k is None else [f"seed={k}"]),
+        eval_sizes={k: v for k, v in sizes.items() if v is not None}, gpus=gpus, only=only, warn=warn,
+        budget=getattr(args, "budget", None))]
     return preset, why, cells
+
+
+def check_seeds(seeds: list[int] | None, sets: list[str]) -> list[int | None]:
+    """``--seeds`` as the list to expand (``[None]``: no seed option, the config's own seed). Raises
+    :class:`GridError` for duplicates, negative seeds, or ``--seeds`` with ``--set seed=...``."""
+    if seeds is None:
+        return [None]
+    if any(_canonical(_split(s)[0]) == "seed" for s in sets):
+        raise GridError("--seeds and --set seed=... both set the training seed; use one (--seeds 0 1 2)")
+    bad = [k for k in seeds if k < 0]
+    if bad:
+        raise GridError(f"--seeds: training seeds are non-negative integers, got {bad[0]}; e.g. --seeds 0 1 2")
+    dup = sorted({k for k in seeds if seeds.count(k) > 1})
+    if dup:
+        raise GridError(f"--seeds: seed {dup[0]} is listed twice; list each training seed once, e.g. --seeds "
+                        + " ".join(map(str, dict.fromkeys(seeds))))
+    return list(seeds)
+
+
+def cells_by_seed(cells: list[Cell]) -> dict[int, list[Cell]]:
+    """The cells grouped by training seed (each seed's rows go to their own results folder, see
+    :func:`results_label`), seeds in the order given."""
+    out: dict[int, list[Cell]] = {}
+    for c in cells:
+        out.setdefault(c.seed, []).append(c)
+    return out

@@ -36,7 +36,7 @@ if __package__ in (None, ""):  # run by path (python ablations/run_grid.py): mak
 import submitit
 
 from ablations.clusters import ClusterProfile, executor_parameters, load_profile, make_executor
-from ablations.grids import (Cell, GridError, add_cell_args, cell_dir, cells_from_args, default_runs_root, is_done,
+from ablations.grids import (Cell, GridError, add_cell_args, cell_dir, cells_by_seed, cells_from_args, default_runs_root, is_done,
                              RESULTS_FILE, missing_rows, pixelsnail_width, requested_rows, results_label,
                              row_matches, train_finished)
 from dmz.config import ConfigError
@@ -135,7 +135,7 @@ def run_cell(cell: Cell, run_dir: str | os.PathLike, *, threads: int | None = No
     from dmz.threads import limit_threads
 
     run_dir = Path(run_dir)
-    say = log or (lambda m: print(f"[{time.strftime('%H:%M:%S')} {cell.grid}/{cell.name}] {m}", flush=True))
+    say = log or (lambda m: print(f"[{time.strftime('%H:%M:%S')} {cell.grid}/{cell.tag}] {m}", flush=True))
     env = _job_env()
     if env is not None and env.num_tasks > 1:  # DDP through submitit tasks: RANK, WORLD_SIZE, MASTER_ADDR, ...
         submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
@@ -431,7 +431,7 @@ def cell_statuses(cells: list[Cell], root: str | os.PathLike | None = None) -> l
 def format_statuses(statuses: list[CellStatus]) -> str:
     from tabulate import tabulate
 
-    rows = [[s.cell.name, s.state, s.detail, str(s.run_dir) if s.state != "failed" else f"log: {s.log or '-'}"]
+    rows = [[s.cell.tag, s.state, s.detail, str(s.run_dir) if s.state != "failed" else f"log: {s.log or '-'}"]
             for s in statuses]
     counts = {k: sum(s.state == k for s in statuses) for k in ("done", "running", "failed", "pending")}
     return tabulate(rows, headers=["cell", "state", "detail", "folder / log"], tablefmt="simple") + \
@@ -553,16 +553,16 @@ def cell_progress(cell: Cell, run_dir: Path, *, started: float, job_id: str | No
     elapsed = f"elapsed {_duration(now - started)}"
     holder = held_by(run_dir / LOCK_FILE) if job_id is not None else None
     if holder is not None and holder.pid is not None and str(holder.info.get("job_id")) != str(job_id):
-        return f"{cell.name}: waiting for {LOCK_FILE} (held by {holder.describe()}) | {elapsed}"
+        return f"{cell.tag}: waiting for {LOCK_FILE} (held by {holder.describe()}) | {elapsed}"
     try:
         state = json.loads((run_dir / STATE_FILE).read_text())
     except (OSError, json.JSONDecodeError):
         state = {}
     t_phase = float(state.get("time") or 0)
     if t_phase < started - 5 or state.get("state") not in ("running", "done", "failed"):  # an earlier job's state
-        return f"{cell.name}: starting | {elapsed}"
+        return f"{cell.tag}: starting | {elapsed}"
     if state["state"] != "running":
-        return f"{cell.name}: {state['state']} | {elapsed}"
+        return f"{cell.tag}: {state['state']} | {elapsed}"
     phase = state.get("phase", "?")
     what, eta = phase, None
     if phase == "train":
@@ -587,7 +587,7 @@ def cell_progress(cell: Cell, run_dir: Path, *, started: float, job_id: str | No
             eta = (now - first[0]) / (first[1] - missing) * missing
     elif phase == "pixelsnail":
         what = "fit PixelSNAIL"
-    return f"{cell.name}: {what} | {elapsed} | " + (f"ETA {_duration(eta)} ({phase})" if eta is not None else "ETA ?")
+    return f"{cell.tag}: {what} | {elapsed} | " + (f"ETA {_duration(eta)} ({phase})" if eta is not None else "ETA ?")
 
 
 def launch(cells: list[Cell], *, kind: str, profile: ClusterProfile, root: Path, parallel: int = 1,
@@ -615,9 +615,9 @@ def launch(cells: list[Cell], *, kind: str, profile: ClusterProfile, root: Path,
         o = _outcome(c, j, kind)
         outcomes.append(o)
         if o.ok:
-            say(f"{c.name}: done" + (f" ({o.skipped}: this job waited for its {LOCK_FILE})" if o.skipped else ""))
+            say(f"{c.tag}: done" + (f" ({o.skipped}: this job waited for its {LOCK_FILE})" if o.skipped else ""))
         else:
-            say(f"{c.name}: FAILED: {o.error} (log: {o.log})")
+            say(f"{c.tag}: FAILED: {o.error} (log: {o.log})")
 
     def taken(c: Cell) -> bool:
         """Did another process take or finish ``c`` since the to-do list was made? Then say so and skip it."""
@@ -629,7 +629,7 @@ def launch(cells: list[Cell], *, kind: str, profile: ClusterProfile, root: Path,
             why = "another process finished it"
         else:
             return False
-        say(f"skip {c.name}: {why} since this grid started")
+        say(f"skip {c.tag}: {why} since this grid started")
         outcomes.append(Outcome(c, None, True, skipped=why))
         return True
 
@@ -645,9 +645,9 @@ def launch(cells: list[Cell], *, kind: str, profile: ClusterProfile, root: Path,
         phases = {}
         for c, _ in running:
             try:
-                phases[c.name] = json.loads((cell_dir(c, root) / STATE_FILE).read_text()).get("phase", "")
+                phases[c.tag] = json.loads((cell_dir(c, root) / STATE_FILE).read_text()).get("phase", "")
             except (OSError, json.JSONDecodeError):
-                phases[c.name] = ""
+                phases[c.tag] = ""
         if time.monotonic() - last_progress < progress_s and all(shown.get(k) == v for k, v in phases.items()):
             return
         last_progress = time.monotonic()
@@ -655,12 +655,12 @@ def launch(cells: list[Cell], *, kind: str, profile: ClusterProfile, root: Path,
         lines = [f"[{time.strftime('%H:%M:%S')}] {done}/{len(cells)} cell(s) finished, {len(running)} running, "
                  f"{len(queue)} queued"]
         for c, j in running:
-            shown[c.name] = phases[c.name]
+            shown[c.tag] = phases[c.tag]
             try:
-                line = cell_progress(c, cell_dir(c, root), started=started.get(c.name, time.time()),
-                                     job_id=str(j.job_id), track=tracks.setdefault(c.name, {}))
+                line = cell_progress(c, cell_dir(c, root), started=started.get(c.tag, time.time()),
+                                     job_id=str(j.job_id), track=tracks.setdefault(c.tag, {}))
             except Exception as e:  # a progress line must never stop the grid
-                line = f"{c.name}: progress unavailable ({type(e).__name__}: {e})"
+                line = f"{c.tag}: progress unavailable ({type(e).__name__}: {e})"
             lines.append("  " + line)
         say("\n".join(lines))
 
@@ -669,7 +669,7 @@ def launch(cells: list[Cell], *, kind: str, profile: ClusterProfile, root: Path,
         queue, running = [], list(zip(cells, jobs))
         for c, j in running:
             _record(root, c, kind, j)
-            started[c.name] = time.time()
+            started[c.tag] = time.time()
         say(f"submitted array {jobs[0].job_id.split('_')[0]} ({len(jobs)} cells) to partition {profile.partition} "
             f"of cluster profile {profile.name}")
     else:
@@ -682,8 +682,8 @@ def launch(cells: list[Cell], *, kind: str, profile: ClusterProfile, root: Path,
                 continue
             j = ex.submit(CellJob(), *a)
             _record(root, c, kind, j)
-            started[c.name] = time.time()
-            say(f"started {c.name} as {kind} job {j.job_id}" + (f" (log: {j.paths.stdout})" if kind == "local" else ""))
+            started[c.tag] = time.time()
+            say(f"started {c.tag} as {kind} job {j.job_id}" + (f" (log: {j.paths.stdout})" if kind == "local" else ""))
             running.append((c, j))
         done = [(c, j) for c, j in running if kind == "debug" or j.done()]  # debug: runs in finish()
         for c, j in done:
@@ -759,13 +759,13 @@ def main(argv: list[str] | None = None) -> int:
         + (f"; {parallel} cell(s) at a time" if kind == "local" else ""))
     for s in statuses:
         if s.cell not in todo:
-            say(f"  skip {s.cell.name}: {s.state} ({s.detail})")
+            say(f"  skip {s.cell.tag}: {s.state} ({s.detail})")
     if args.dry_run:
         for c in todo:
             e = "; ".join(_describe_eval(v) for v in c.evals)
             src = reusable_training(c, cell_dir(c, root))
             train_what = f"copy the finished training of {src}" if src else f"train {c.config().train.steps} steps"
-            say(f"  would run {c.name}: {cell_dir(c, root)}\n      {train_what}"
+            say(f"  would run {c.tag}: {cell_dir(c, root)}\n      {train_what}"
                 f"{', fit PixelSNAIL' if c.needs_pixelsnail else ''}; evaluate {e}")
         say(f"{len(todo)} job(s) would be submitted to {kind}")
         return 0
@@ -777,16 +777,18 @@ def main(argv: list[str] | None = None) -> int:
         from ablations.report import report
 
         try:
-            paths = report(args.grid, results_label(preset, args.budget, cells), cells=cells, runs_root=root, results_dir=args.results_dir, say=say)
-            say(paths["markdown_text"])
+            for group in cells_by_seed(cells).values():  # one results folder per training seed
+                paths = report(args.grid, results_label(preset, args.budget, group), cells=group, runs_root=root,
+                               results_dir=args.results_dir, say=say)
+                say(paths["markdown_text"])
         except Exception as e:  # a report problem must not hide the grid's outcome
             say(f"report failed: {type(e).__name__}: {e}")
     if skipped:
         say(f"{len(skipped)} cell(s) left to the other process that works on them: "
-            + ", ".join(f"{o.cell.name} ({o.skipped})" for o in skipped)
+            + ", ".join(f"{o.cell.tag} ({o.skipped})" for o in skipped)
             + "; run this command again when it has finished for the whole table")
     if failed:
-        say(f"{len(failed)} cell(s) failed: " + ", ".join(f"{o.cell.name} (log: {o.log})" for o in failed))
+        say(f"{len(failed)} cell(s) failed: " + ", ".join(f"{o.cell.tag} (log: {o.log})" for o in failed))
         return 1
     return 0
 

@@ -112,8 +112,7 @@ def main(argv=None) -> int:
 
         name = default_feature_extractor(d.dataset)
         try:
-            (ext, s_build) = timed(lambda: get_feature_extractor(name, dataset=d.dataset, device=args.device,
-                                                                  resolution=d.resolution), sync)
+            (ext, s_build) = timed(lambda: get_feature_extractor(name, dataset=d.dataset, device=args.device), sync)
         except Exception as e:  # e.g. Inception weights not present offline
             rows.append((f"feature extractor {name}", "n/a", "n/a", f"{type(e).__name__}: {str(e)[:120]}"))
             ext = None

@@ -36,7 +36,7 @@ RARE = 0.03  # a class under 3% of the samples (a third of its training share) c
 
 def load_classifier(resolution: int) -> DigitsClassifierFeatureExtractor:
     """digits-classifier-v1 as the FID uses it (cached checkpoint), returning logits for uint8 images."""
-    path, _ = digits_classifier_checkpoint(resolution=resolution)
+    path, _ = digits_classifier_checkpoint()
     return DigitsClassifierFeatureExtractor(DIGITS_CLASSIFIER_NAME, [DIGITS_LOGITS_LAYER],
                                             feature_extractor_weights_path=str(path))
 

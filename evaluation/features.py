@@ -7,11 +7,12 @@ extractors are not comparable:
   (the pytorch-fid / TTUR network; the paper's FIDs use this one). Weights are never downloaded
   implicitly: they are looked up at ``weights_path`` / ``$DMZ_INCEPTION_WEIGHTS`` / torch-fidelity's
   torch.hub cache file, and :class:`FeatureExtractorUnavailable` names the expected path otherwise.
-* ``"digits-classifier-v1"`` -- NOT Inception: a small CNN trained deterministically on the ``digits``
-  TRAIN split at the dataset's resolution; its 64-d penultimate layer (pre-activation, standardised with
-  fixed per-dimension mean/std of the training set, stored with the weights) is the feature.
-  Numbers computed with it ("digits-FID") are only comparable to other digits-FIDs from the same
-  weights (``weights_sha256`` in the extractor's ``meta``).
+* ``"digits-classifier-v1"`` -- NOT Inception: a small CNN trained on the ``digits`` TRAIN split at 16x16;
+  its 64-d penultimate layer (pre-activation, standardised with fixed per-dimension mean/std of the training
+  set, stored with the weights) is the feature. Its weights ship with the package
+  (``evaluation/assets/digits-classifier-v1.pt``) and their sha256 is pinned and checked at load, so digits-FIDs
+  are in one feature space on every machine. ``python -m evaluation.features --retrain`` runs the recipe on this
+  machine and says whether it reproduces the pinned weights (another CPU need not).
 
 Both are registered in torch-fidelity's feature-extractor registry, so the FID value itself is
 computed by torch-fidelity (see :mod:`evaluation.fid`). Inputs are uint8 (N, C, H, W) tensors, exactly
@@ -342,46 +343,62 @@ def train_digits_classifier(
     return {"config": config, "state_dict": state}, meta
 
 
-def digits_classifier_checkpoint(
-    *, resolution: int | None = None, root=None, cache_dir=None, train_if_missing: bool = True
-) -> tuple[Path, dict]:
-    """Path of the cached classifier checkpoint for the digits dataset at ``resolution`` (train it if needed).
+#: the one ``digits-classifier-v1``: its weights ship with the package and their state-dict sha256 is pinned here,
+#: so every machine computes digits FIDs in the same feature space (the recipe above, retrained, gives other float
+#: weights on another CPU). Made by :func:`train_digits_classifier` (``digits-cnn-v1``, 5 epochs, seed 0) on an
+#: Intel Xeon; test accuracy 0.978; every seed-0 table of ``results/`` was evaluated with it.
+DIGITS_CLASSIFIER_FILE = Path(__file__).resolve().parent / "assets" / f"{DIGITS_CLASSIFIER_NAME}.pt"
+DIGITS_CLASSIFIER_SHA256 = "9371b7aeccca287bee17f58963fb1a0749ffc420850544189f9b06730402117c"
+DIGITS_CLASSIFIER_RESOLUTION = 16
 
-    Cache key = sha256 of (train-split fingerprint, test-split fingerprint, arch version, resolution,
-    channels, training hyper-parameters). Returns ``(path, meta)``.
-    """
-    from dmz.data import build_dataset, dataset_fingerprint
 
-    train_ds = build_dataset("digits", "train", root=root, resolution=resolution)
-    test_ds = build_dataset("digits", "test", root=root, resolution=resolution)
-    train_x, train_y = _images_labels(train_ds)
-    key_src = {
-        "arch": DIGITS_ARCH_VERSION,
-        "train_fingerprint": dataset_fingerprint(train_ds),
-        "test_fingerprint": dataset_fingerprint(test_ds),
-        "resolution": int(train_x.shape[-1]),
-        "channels": int(train_x.shape[1]),
-        "hparams": {k: (list(v) if isinstance(v, tuple) else v) for k, v in DIGITS_TRAIN_HPARAMS.items()},
-    }
-    key = hashlib.sha256(json.dumps(key_src, sort_keys=True).encode()).hexdigest()[:24]
-    d = cache_root(cache_dir) / "feature_extractors" / DIGITS_CLASSIFIER_NAME
-    path = d / f"{key}.pt"
-    meta_path = d / f"{key}.json"
-    if path.exists():
+class PinnedWeightsError(FeatureExtractorUnavailable):
+    """The shipped extractor file is missing or its weights are not the pinned ones."""
+
+
+def digits_classifier_checkpoint(path: str | os.PathLike | None = None) -> tuple[Path, dict]:
+    """``(path, meta)`` of the pinned ``digits-classifier-v1`` checkpoint (:data:`DIGITS_CLASSIFIER_FILE`), after
+    checking its state-dict sha256 against :data:`DIGITS_CLASSIFIER_SHA256`. Raises :class:`PinnedWeightsError`
+    naming the file when it is missing or holds other weights. It serves digits at every resolution (inputs are
+    resized to its 16x16), so there is one digits feature space."""
+    path = Path(path or DIGITS_CLASSIFIER_FILE)
+    if not path.is_file():
+        raise PinnedWeightsError(f"{DIGITS_CLASSIFIER_NAME}: the pinned weights file {path} is missing; it ships with "
+                                 "the package (git checkout evaluation/assets/ or reinstall)")
+    try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        meta = json.loads(ckpt["meta_json"])
-        if state_dict_sha256(ckpt["state_dict"]) != meta["weights_sha256"]:
-            raise RuntimeError(f"corrupt classifier checkpoint {path} (weights hash mismatch); delete it")
-        return path, meta
-    if not train_if_missing:
-        raise FeatureExtractorUnavailable(f"no cached {DIGITS_CLASSIFIER_NAME} checkpoint at {path}")
-    test_x, test_y = _images_labels(test_ds)
-    ckpt, meta = train_digits_classifier(train_x, train_y, test_x, test_y)
-    meta.update({"cache_key": key, "key_source": key_src})
-    ckpt["meta_json"] = json.dumps(meta, sort_keys=True)
-    _atomic_torch_save(ckpt, path)
-    atomic_write_bytes(meta_path, json.dumps(meta, indent=2, sort_keys=True).encode())
+        sha = state_dict_sha256(ckpt["state_dict"])
+    except Exception as e:  # noqa: BLE001 - any unreadable file is the same error for the user
+        raise PinnedWeightsError(f"{DIGITS_CLASSIFIER_NAME}: cannot read {path} ({type(e).__name__}: {e}); restore "
+                                 "it with git checkout evaluation/assets/") from e
+    if sha != DIGITS_CLASSIFIER_SHA256:
+        raise PinnedWeightsError(f"{DIGITS_CLASSIFIER_NAME}: {path} holds weights {sha[:16]}..., not the pinned "
+                                 f"{DIGITS_CLASSIFIER_SHA256[:16]}...; restore it with git checkout evaluation/assets/")
+    meta = json.loads(ckpt.get("meta_json", "{}"))
+    meta["weights_sha256"] = sha
     return path, meta
+
+
+def retrain_digits_classifier(out: str | os.PathLike | None = None, *, root=None) -> dict:
+    """Run the recipe (:func:`train_digits_classifier` on the digits splits at 16x16) on this machine and compare
+    its weights with the pinned ones. Returns a report dict (``reproduced``, shas, max |difference| of the weights,
+    test accuracy); writes the checkpoint to ``out`` when given. The pinned weights stay the feature space either
+    way: a CPU whose kernels round differently gives other weights, which is why they are pinned."""
+    from dmz.data import build_dataset
+
+    train_x, train_y = _images_labels(build_dataset("digits", "train", root=root,
+                                                    resolution=DIGITS_CLASSIFIER_RESOLUTION))
+    test_x, test_y = _images_labels(build_dataset("digits", "test", root=root,
+                                                  resolution=DIGITS_CLASSIFIER_RESOLUTION))
+    ckpt, meta = train_digits_classifier(train_x, train_y, test_x, test_y)
+    pinned = torch.load(DIGITS_CLASSIFIER_FILE, map_location="cpu", weights_only=True)["state_dict"]
+    diff = max(float((ckpt["state_dict"][k].double() - v.double()).abs().max()) for k, v in pinned.items())
+    if out is not None:
+        ckpt["meta_json"] = json.dumps(meta, sort_keys=True)
+        _atomic_torch_save(ckpt, Path(out))
+    return {"reproduced": meta["weights_sha256"] == DIGITS_CLASSIFIER_SHA256, "weights_sha256": meta["weights_sha256"],
+            "pinned_sha256": DIGITS_CLASSIFIER_SHA256, "max_abs_weight_difference": diff,
+            "test_accuracy": meta["test_accuracy"], "train_seconds": meta["train_seconds"]}
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -476,15 +493,11 @@ def get_feature_extractor(
     device: str = "cpu",
     weights_path=None,
     allow_download: bool = False,
-    cache_dir=None,
-    root=None,
-    resolution: int | None = None,
-    train_if_missing: bool = True,
 ) -> FeatureExtractor:
     """Build a :class:`FeatureExtractor` by name (see :data:`EXTRACTOR_NAMES`).
 
-    ``dataset`` (digits classifier only): ``None``/``"digits"`` or a digits dataset object; its image
-    size fixes the training resolution unless ``resolution`` is given.
+    ``dataset`` (digits classifier only): ``None``/``"digits"`` or a digits dataset object. The digits classifier
+    is always the pinned one (:func:`digits_classifier_checkpoint`; ``weights_path`` may point at a copy of it).
     """
     if name == INCEPTION_NAME:
         path = resolve_inception_weights(weights_path, allow_download=allow_download)
@@ -501,19 +514,8 @@ def get_feature_extractor(
     if name == DIGITS_CLASSIFIER_NAME:
         if isinstance(dataset, str) and dataset != "digits":
             raise ValueError(f"{DIGITS_CLASSIFIER_NAME} is only defined for the digits dataset, not {dataset!r}")
-        if dataset is not None and not isinstance(dataset, str) and resolution is None:
-            imgs = getattr(dataset, "images", None)
-            resolution = int(imgs.shape[-1]) if imgs is not None else int(dataset[0][0].shape[-1])
-        if weights_path is not None:
-            path = Path(weights_path)
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
-            meta = json.loads(ckpt.get("meta_json", "{}"))
-            sha = state_dict_sha256(ckpt["state_dict"])
-        else:
-            path, meta = digits_classifier_checkpoint(
-                resolution=resolution, root=root, cache_dir=cache_dir, train_if_missing=train_if_missing
-            )
-            sha = meta["weights_sha256"]
+        path, meta = digits_classifier_checkpoint(weights_path)
+        sha = meta["weights_sha256"]
         return FeatureExtractor(
             name=DIGITS_CLASSIFIER_NAME,
             feature_layer=DIGITS_FEATURE_LAYER,
@@ -555,3 +557,35 @@ def extract_features(extractor: FeatureExtractor, images_uint8, batch_size: int 
     if not out:
         return np.zeros((0, extractor.dim), np.float32)
     return torch.cat(out).numpy()
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m evaluation.features", description="Check the pinned "
+                                f"{DIGITS_CLASSIFIER_NAME} weights, or retrain them with the recipe and compare.")
+    p.add_argument("--retrain", action="store_true", help=f"run the {DIGITS_ARCH_VERSION} recipe on this machine "
+                   "(about 3 s) and say whether it reproduces the pinned weights")
+    p.add_argument("--out", type=Path, help="with --retrain: also write the retrained checkpoint here")
+    args = p.parse_args(argv)
+    try:
+        path, meta = digits_classifier_checkpoint()
+    except PinnedWeightsError as e:
+        print(f"error: {e}")
+        return 2
+    print(f"pinned {DIGITS_CLASSIFIER_NAME}: {path} (weights {DIGITS_CLASSIFIER_SHA256[:16]}..., test accuracy "
+          f"{meta.get('test_accuracy', float('nan')):.3f}): ok")
+    if not args.retrain:
+        return 0
+    r = retrain_digits_classifier(args.out)
+    verdict = ("reproduces the pinned weights bit for bit" if r["reproduced"] else
+               f"gives other weights ({r['weights_sha256'][:16]}...; largest |difference| "
+               f"{r['max_abs_weight_difference']:.3g}): this CPU's kernels round differently. FIDs keep using the "
+               "pinned weights, so they are unaffected")
+    print(f"retrained in {r['train_seconds']:.1f} s, test accuracy {r['test_accuracy']:.3f}: this machine {verdict}"
+          + (f"; written to {args.out}" if args.out else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -253,7 +253,7 @@ def reference_stats(
     if extractor is None:
         extractor = get_feature_extractor(
             extractor_name or default_feature_extractor(dataset_name),
-            dataset=dataset_name, device=device, cache_dir=cache_dir, root=root, resolution=resolution,
+            dataset=dataset_name, device=device,
         )
     elif extractor_name is not None and extractor_name != extractor.name:
         raise ValueError(f"extractor_name={extractor_name!r} but extractor is {extractor.name!r}")

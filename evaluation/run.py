@@ -313,8 +313,7 @@ def _fid(run, plan: _Plan, log, *, steps, n, k_seeds, samplers, extractor_name, 
     cfg = run.cfg
     d = cfg.data
     name = extractor_name or default_feature_extractor(d.dataset)
-    ext = get_feature_extractor(name, dataset=d.dataset, device=str(run.device), cache_dir=cache_dir, root=d.data_root,
-                                resolution=d.resolution, allow_download=allow_download)
+    ext = get_feature_extractor(name, dataset=d.dataset, device=str(run.device), allow_download=allow_download)
     names = ["fid"] + (["kid_mean"] if kid else []) + (["precision", "recall", "f_score"] if prc else [])
     common = {"N": n, "seeds": k_seeds, "feature_extractor": ext.name,
               "feature_extractor_weights_sha256": ext.weights_sha256, "reference": reference_split, "repr": None}

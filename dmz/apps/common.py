@@ -102,8 +102,7 @@ class Features:
 
         self.name = default_feature_extractor(dataset)
         try:
-            self.extractor = get_feature_extractor(self.name, dataset=dataset, resolution=resolution, root=root,
-                                                   device=device)
+            self.extractor = get_feature_extractor(self.name, dataset=dataset, device=device)
         except (FeatureExtractorUnavailable, ValueError) as e:
             raise AppError(f"no feature space for dataset {dataset!r}: {str(e).splitlines()[0]}") from None
 
@@ -128,7 +127,7 @@ class DigitsLabeller:
         from evaluation.features import (DIGITS_CLASSIFIER_NAME, DIGITS_LOGITS_LAYER,
                                          DigitsClassifierFeatureExtractor, digits_classifier_checkpoint)
 
-        path, meta = digits_classifier_checkpoint(resolution=resolution)
+        path, meta = digits_classifier_checkpoint()
         self.net = DigitsClassifierFeatureExtractor(DIGITS_CLASSIFIER_NAME, [DIGITS_LOGITS_LAYER],
                                                     feature_extractor_weights_path=str(path))
         self.weights_sha256 = meta["weights_sha256"]

@@ -101,8 +101,7 @@ def _fid(images: torch.Tensor, target_run, device: str) -> dict:
 
     d = target_run.cfg.data
     try:
-        ext = get_feature_extractor(default_feature_extractor(d.dataset), dataset=d.dataset, resolution=d.resolution,
-                                    root=d.data_root, device=device)
+        ext = get_feature_extractor(default_feature_extractor(d.dataset), dataset=d.dataset, device=device)
     except (FeatureExtractorUnavailable, ValueError) as e:
         raise AppError(f"no FID feature space for dataset {d.dataset!r}: {str(e).splitlines()[0]}") from None
     ref = reference_stats(d.dataset, "train", extractor=ext, root=d.data_root, resolution=d.resolution,
