@@ -5,12 +5,17 @@ lower FID than DDPM". It is a :class:`Claim` made of parts (:class:`Part`); each
 (:class:`Num`, read from a ``results.csv`` row with its spread), ``a < b`` (``better="lower"``, e.g. FID) or
 ``a > b`` (``"higher"``, e.g. probe accuracy). Parts marked ``counted=False`` are information and do not decide.
 
-The rule (:func:`judge`, :data:`RULE`): a difference between two numbers ``a`` and ``b`` counts when
-``|a - b| > 2 * sqrt(sd_a**2 + sd_b**2)`` (:data:`K_SPREAD` = 2); one that counts in the claimed direction means the
-part **holds**, in the other direction it **does not hold**; otherwise it is **not resolved at this budget** (also
-when a number has no sd, e.g. one sampling seed, or when two FIDs come from different feature extractors). A claim
-of several parts holds only if every counted part holds and does not hold if any counted part does not
-(:func:`combine`); a grid without rows gives **no data**.
+The rule (:func:`judge`, :data:`RULE`): the unit of evidence is a **training** (a training's FID is the mean over
+its sampling seeds). Each part compares the per-training values of ``a`` and ``b`` with Welch's t-test
+(``scipy.stats.ttest_ind(equal_var=False)``), two-sided; the counted parts of one claim are corrected together with
+Holm's step-down procedure at family-wise alpha = 0.05 (:meth:`Claim.finalize`). A part whose Holm-adjusted p is
+below alpha **holds** when the difference lies in the claimed direction and **does not hold** otherwise; else it is
+**not resolved at this budget**, and so is every part with fewer than 2 trainings on a side (the spread over
+sampling seeds of one training never decides) or FIDs from two feature extractors. Each part carries the 95%
+interval of the difference and, when not resolved, the trainings a side that would resolve a difference of the
+observed size at the observed spread with 80% power (:func:`trainings_needed`). A claim of several parts holds only
+if every counted part holds and does not hold if any counted part does not (:func:`combine`); a grid without rows
+gives **no data**.
 
 Reading the rows: :func:`load_all` returns ``{grid: {label: rows}}`` from each grid's
 ``results/<grid>/<label>/results.csv`` (``label`` = the preset, or ``<preset>-<budget>``); :func:`select`,
@@ -26,23 +31,31 @@ append the function to :data:`CLAIMS` (report order); list it in ``ablations/REA
 
 from __future__ import annotations
 
+import json
 import math
+import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from scipy import stats
 
 from ablations.collect import pool_training_seeds, split_seed_label
 from ablations.report import _missing, column_label, fmt, metric_label
+from evaluation.extractor_names import is_stale
 
 REPO = Path(__file__).resolve().parent.parent
 HOLDS, FAILS, UNRESOLVED, NO_DATA = "holds", "does not hold", "not resolved at this budget", "no data"
 VERDICTS = (HOLDS, FAILS, UNRESOLVED, NO_DATA)
-K_SPREAD = 2.0  # a difference counts when it exceeds K_SPREAD x the combined spread sqrt(sd_a^2 + sd_b^2)
-RULE = (f"a difference counts when |a - b| > {K_SPREAD:g} * sqrt(sd_a^2 + sd_b^2); counted in the claimed "
-        "direction -> holds, in the other -> does not hold, else (or without an sd) not resolved")
+ALPHA = 0.05  # two-sided, family-wise over a claim's counted parts (Holm)
+POWER = 0.8  # the power the "trainings needed" of an unresolved part is computed for
+MAX_TRAININGS = 1000  # trainings_needed gives up beyond this (the difference is too small to chase)
+RULE = (f"Welch's t-test on the per-training values (a training's FID = the mean over its sampling seeds), "
+        f"two-sided, Holm-corrected over the claim's counted parts at alpha = {ALPHA:g}: adjusted p < alpha in the "
+        "claimed direction -> holds, in the other -> does not hold, else not resolved; fewer than 2 trainings on a "
+        "side -> not resolved")
 GRIDS_USED = ("main", "latent_type", "conditioning", "latent_size", "representation", "ddim")
 #: probe metric for the representation claim, in order of preference (CV rows carry an sd over folds)
 PROBE_PREFERENCE = ("probe_acc_cv", "probe_auroc_cv", "probe_acc_heldout", "probe_auroc_heldout")
@@ -81,11 +94,44 @@ def read_results(path: Path) -> pd.DataFrame | None:
 
 
 def _pooled(dfs: list[pd.DataFrame]) -> pd.DataFrame:
-    """One label's rows: its own, with the replicates of other training seeds pooled in (sources joined)."""
-    df = pool_training_seeds(pd.concat(dfs, ignore_index=True)) if len(dfs) > 1 else dfs[0].assign(train_seeds=1)
-    if len(dfs) > 1:
-        df["source"] = "; ".join(dict.fromkeys(str(d["source"].iloc[0]) for d in dfs))
+    """One label's rows over its trainings (:func:`ablations.collect.pool_training_seeds`; sources joined)."""
+    df = pool_training_seeds(pd.concat(dfs, ignore_index=True))
+    df["source"] = "; ".join(dict.fromkeys(str(d["source"].iloc[0]) for d in dfs))
     return df
+
+
+class MixedFeatureSpaces(ValueError):
+    """A results.csv holds FIDs of one unpinned extractor computed with two weight files."""
+
+
+def _stale_mask(df: pd.DataFrame) -> pd.Series:
+    """FID rows outside the pinned feature space of their extractor (:func:`evaluation.extractor_names.is_stale`)."""
+    sha = df["feature_extractor_weights_sha256"] if "feature_extractor_weights_sha256" in df else pd.Series(
+        [None] * len(df), index=df.index)
+    return (df["metric"] == "fid") & pd.Series([is_stale(e, None if _missing(h) else h)
+                                                for e, h in zip(df["feature_extractor"], sha)], index=df.index)
+
+
+def _check_one_space(df: pd.DataFrame, path: Path) -> None:
+    fid = df[df["metric"] == "fid"]
+    if "feature_extractor_weights_sha256" not in fid:
+        return
+    for ext, grp in fid.groupby("feature_extractor"):
+        shas = sorted(grp["feature_extractor_weights_sha256"].dropna().astype(str).unique())
+        if len(shas) > 1:
+            raise MixedFeatureSpaces(
+                f"{_rel(path)} mixes FIDs of {ext} from {len(shas)} weight files ({', '.join(h[:8] for h in shas)}): "
+                "re-evaluate its cells with one weights file (python ablations/run_grid.py --grid "
+                f"{df['grid'].iloc[0]} ...) or delete the other rows, then rerun the report")
+
+
+def split_stale(df: pd.DataFrame, path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(rows in the pinned feature space or without a FID, stale FID rows) of one results.csv; raises
+    :class:`MixedFeatureSpaces` when the kept FIDs of one extractor come from two weight files."""
+    stale = _stale_mask(df)
+    kept = df[~stale]
+    _check_one_space(kept, path)
+    return kept, df[stale]
 
 
 def _rel(path: Path) -> str:
@@ -109,11 +155,42 @@ def load_all(preset: str, results_dir: str | Path | None = None) -> dict[str, di
         for folder in [root / grid / preset, *folders]:
             df = read_results(folder / "results.csv")
             if df is not None:
+                df, _ = split_stale(df, folder / "results.csv")
+            if df is not None and len(df):
                 frames.setdefault(split_seed_label(folder.name)[0], []).append(df)
         frames = {label: _pooled(dfs) for label, dfs in frames.items()}
         if frames:
             out[grid] = frames
     return out
+
+
+def stale_rows(preset: str, results_dir: str | Path | None = None) -> pd.DataFrame:
+    """One row per results.csv with FIDs outside the pinned feature space (which :func:`load_all` leaves out): the
+    file, its cells, how many rows, the weights they were computed with and the command that regenerates them."""
+    root = Path(results_dir) if results_dir else REPO / "results"
+    out = []
+    for grid in GRIDS_USED:
+        folders = sorted((root / grid).glob(f"{preset}-*")) if (root / grid).is_dir() else []
+        for folder in [root / grid / preset, *folders]:
+            df = read_results(folder / "results.csv")
+            if df is None:
+                continue
+            stale = df[_stale_mask(df)]
+            if stale.empty:
+                continue
+            label, seed = split_seed_label(folder.name)
+            budget = label[len(preset) + 1:] if label != preset else None
+            cells = list(dict.fromkeys(stale["variant"].astype(str)))
+            shas = stale["feature_extractor_weights_sha256"] if "feature_extractor_weights_sha256" in stale \
+                else pd.Series([None] * len(stale))
+            out.append({"results": f"`{_rel(folder / 'results.csv')}`", "cells": ", ".join(cells),
+                        "stale FID rows": len(stale),
+                        "weights": ", ".join(dict.fromkeys("not recorded" if _missing(h) else str(h)[:8]
+                                                           for h in shas)),
+                        "regenerate with": f"`python ablations/run_grid.py --grid {grid} --preset {preset}"
+                        + (f" --budget {budget}" if budget else "") + f" --seeds {seed or 0} --only "
+                        + ",".join(cells) + "`"})
+    return pd.DataFrame(out)
 
 
 def run_commands(grid: str, preset: str) -> list[str]:
@@ -140,11 +217,13 @@ def expected_cells(grid: str, preset: str, label: str) -> list[str] | None:
 
 
 def _best(rows: pd.DataFrame) -> pd.Series | None:
-    """One row of several for the same entry: the most seeds, then the most samples."""
+    """One row of several for the same entry: the most trainings, then the most sampling seeds, then the most
+    samples."""
     if rows.empty:
         return None
-    return rows.assign(_s=rows["seeds"].fillna(1), _n=rows["N"].fillna(0)).sort_values(
-        ["_s", "_n"], ascending=False, kind="stable").iloc[0]
+    k = rows["train_seeds"].fillna(1) if "train_seeds" in rows else pd.Series(1, index=rows.index)
+    return rows.assign(_k=k, _s=rows["seeds"].fillna(1), _n=rows["N"].fillna(0)).sort_values(
+        ["_k", "_s", "_n"], ascending=False, kind="stable").iloc[0]
 
 
 def select(df: pd.DataFrame, **where: Any) -> pd.DataFrame:
@@ -166,10 +245,13 @@ def fid_rows(df: pd.DataFrame, solver: str = "ddpm") -> pd.DataFrame:
 # ----------------------------------------------------------------------------------------------------------------
 @dataclass
 class Num:
-    """One number of ours, with what it is and its spread.
+    """One number of ours: the mean over its trainings, with the per-training values the rule tests.
 
-    :param sd: the spread the rule uses (sd over sampling seeds for FID, over CV folds for probe CV rows, the
-        standard error over images for NLL); None when there is none (one seed, held-out probe).
+    :param sd: the sd (ddof=1) over trainings; None with one training (there is no spread over trainings).
+    :param trainings: the per-training values (a training's FID = the mean over its sampling seeds).
+    :param sampling_sd: the spread within a training (rms over trainings of the sd over sampling seeds for FID,
+        over CV folds for probe CV rows; the standard error over images for NLL); reported, never used to decide.
+    :param seeds: sampling seeds per training (FID).
     """
 
     what: str
@@ -182,50 +264,67 @@ class Num:
     seeds: float | None = None
     spread: str = ""
     paper: float | None = None
-    train_seeds: float | None = None
+    trainings: tuple[float, ...] = ()
+    sampling_sd: float | None = None
     source: str = ""
+
+    def __post_init__(self):
+        if not self.trainings:
+            self.trainings = (float(self.value),)
+        self.trainings = tuple(float(v) for v in self.trainings)
+        if self.sd is None and len(self.trainings) > 1:
+            self.sd = float(statistics.stdev(self.trainings))
+
+    @property
+    def n(self) -> int:
+        """How many trainings the number holds."""
+        return len(self.trainings)
+
+    @property
+    def train_seeds(self) -> int:
+        return self.n
 
     def text(self) -> str:
         digits = 2 if self.metric == "fid" else 3
-        out = fmt(self.value, self.sd, digits)
-        bits = []
+        head = fmt(self.value, self.sd if self.n > 1 else None, digits)
+        bits = [f"sd over {self.n} trainings" if self.n > 1 else "1 training, no spread over trainings"]
+        if self.sampling_sd is not None:
+            within = ("sampling sd" + (f" over {int(self.seeds)} seeds" if self.seeds else "")
+                      if self.metric == "fid" else self.spread or "within-training sd")
+            bits.append(f"{within} {self.sampling_sd:.{digits}f}")
         if self.N is not None:
             bits.append(f"N={int(self.N)}")
-        trainings = int(self.train_seeds or 1)
-        if self.metric == "fid":
-            k = int(self.seeds) if self.seeds is not None else 1
-            seeds = (f"{trainings} trainings x {k // trainings} sampling seeds" if trainings > 1
-                     else f"{k} seed{'s' if k != 1 else ''}")
-            bits.append(seeds + ("" if self.sd is not None else ", no sd"))
-        else:
-            if trainings > 1:
-                bits.append(f"{trainings} trainings")
-            if self.spread:
-                bits.append(self.spread)
-        return out + (f" ({', '.join(bits)})" if bits else "")
+        return f"{head} ({'; '.join(bits)})"
+
+
+def _floats(v: Any) -> tuple[float, ...]:
+    if isinstance(v, str) and v.startswith("["):
+        return tuple(float(x) for x in json.loads(v))
+    return ()
 
 
 def as_num(row: pd.Series | None, what: str, paper: pd.DataFrame | None = None) -> Num | None:
-    """A result row as a :class:`Num` (None for no row)."""
+    """A pooled result row (:func:`ablations.collect.pool_training_seeds`) as a :class:`Num` (None for no row)."""
     if row is None or _missing(row["value"]):
         return None
     metric = row["metric"]
+
     def num(k: str) -> float | None:
         return None if _missing(row.get(k)) else float(row[k])
 
-    pooled = (num("train_seeds") or 1) > 1  # training-seed replicates pooled (collect.pool_training_seeds)
+    trainings = _floats(row.get("train_seed_values")) or (float(row["value"]),)
     if metric in NLL_LABELS:
-        sd, spread = num("se"), ("± se over images and trainings" if pooled else "± se over images"
-                                 + ("" if num("sd") is None else f"; sd over images {num('sd'):.3f}"))
-    elif metric == "fid":
-        sd, spread = num("sd"), "sd over training and sampling seeds" if pooled else "sd over sampling seeds"
+        within, spread = num("se"), "se over images"
     elif str(metric).endswith("_cv"):
-        sd, spread = num("sd"), "± sd over CV folds and trainings" if pooled else "± sd over CV folds"
+        within, spread = num("sampling_sd"), "sd over CV folds"
     else:
-        sd, spread = num("sd"), "± sd over trainings" if pooled else ""
-    return Num(what=what, value=float(row["value"]), sd=sd, metric=metric, extractor=row.get("feature_extractor")
-               if metric == "fid" else None, T=num("T"), N=num("N"), seeds=num("seeds"), spread=spread,
-               paper=paper_value(paper, row), source=str(row.get("source", "")), train_seeds=num("train_seeds"))
+        within, spread = num("sampling_sd"), "sampling sd"
+    n = len(trainings)
+    seeds = num("seeds")
+    return Num(what=what, value=float(row["value"]), sd=float(pd.Series(trainings).std()) if n > 1 else None,
+               metric=metric, extractor=row.get("feature_extractor") if metric == "fid" else None, T=num("T"),
+               N=num("N"), seeds=seeds, spread=spread, paper=paper_value(paper, row),
+               source=str(row.get("source", "")), trainings=trainings, sampling_sd=within)
 
 
 def paper_value(paper: pd.DataFrame | None, row: pd.Series) -> float | None:
@@ -242,21 +341,88 @@ def paper_value(paper: pd.DataFrame | None, row: pd.Series) -> float | None:
     return float(hit["value"].iloc[0]) if len(hit) else None
 
 
-def judge(a: Num | None, b: Num | None, better: str, k: float = K_SPREAD) -> tuple[str, float | None, float | None,
-                                                                                  str]:
-    """(verdict, a - b, threshold, why) for the claim a < b (``better="lower"``, e.g. FID) or a > b (``"higher"``)."""
-    if a is None or b is None:
-        return NO_DATA, None, None, "no row for " + " and ".join(x for x, n in (("a", a), ("b", b)) if n is None)
+@dataclass
+class Test:
+    """Welch's t-test of a part: a - b with its 95% interval, the raw p, and (set by :meth:`Claim.finalize`)
+    the Holm-adjusted p."""
+
+    diff: float | None = None
+    ci: tuple[float, float] | None = None
+    p: float | None = None
+    df: float | None = None
+    p_holm: float | None = None
+
+
+def welch(a: Num, b: Num) -> Test:
+    """Welch's t-test of the per-training values (``scipy.stats.ttest_ind(equal_var=False)``) and the 95% interval
+    of the difference of the means (``confidence_interval``); p is None where it is undefined (no spread on either
+    side)."""
     diff = a.value - b.value
+    if len(set(a.trainings)) == 1 and len(set(b.trainings)) == 1:  # identical trainings on both sides: no spread
+        return Test(diff=diff)
+    r = stats.ttest_ind(a.trainings, b.trainings, equal_var=False)
+    if not math.isfinite(float(r.pvalue)):
+        return Test(diff=diff)
+    ci = r.confidence_interval(1 - ALPHA)
+    return Test(diff=diff, ci=(float(ci.low), float(ci.high)), p=float(r.pvalue), df=float(r.df))
+
+
+def trainings_needed(diff: float, sd_a: float | None, sd_b: float | None, *, alpha: float = ALPHA,
+                     power: float = POWER) -> int | None:
+    """Trainings per side with which a two-sided t-test at ``alpha`` detects a true difference ``|diff|`` with
+    probability ``power``, at the spread observed (sd over trainings; a side without one borrows the other's),
+    from the noncentral t (``scipy.stats.nct``; equal n a side, df = 2n - 2). None when no side has a spread, or
+    when more than :data:`MAX_TRAININGS` would be needed."""
+    sds = [s for s in (sd_a, sd_b) if s is not None and math.isfinite(s)]
+    if not sds or diff == 0:
+        return None
+    sd = math.sqrt(sum(s * s for s in sds) / len(sds))
+    if sd == 0:
+        return 2
+    for n in range(2, MAX_TRAININGS + 1):
+        dof = 2 * n - 2
+        nc = abs(diff) / (sd * math.sqrt(2 / n))
+        crit = stats.t.ppf(1 - alpha / 2, dof)
+        if stats.nct.sf(crit, dof, nc) + stats.nct.cdf(-crit, dof, nc) >= power:
+            return n
+    return None
+
+
+def judge(a: Num | None, b: Num | None, better: str, *, alpha: float = ALPHA) -> tuple[str, Test, str]:
+    """(verdict, test, why) for the claim a < b (``better="lower"``, e.g. FID) or a > b (``"higher"``), at
+    ``alpha`` on the raw p (:meth:`Claim.finalize` redecides the counted parts on Holm-adjusted p)."""
+    if a is None or b is None:
+        return NO_DATA, Test(), "no row for " + " and ".join(x for x, n in (("a", a), ("b", b)) if n is None)
     if a.metric == "fid" and a.extractor != b.extractor:
-        return UNRESOLVED, diff, None, f"different feature extractors ({a.extractor} vs {b.extractor})"
-    if a.sd is None or b.sd is None:
-        return UNRESOLVED, diff, None, "no sd (one seed / no spread): a difference cannot be resolved"
-    thr = k * math.sqrt(a.sd ** 2 + b.sd ** 2)
-    if abs(diff) <= thr:
-        return UNRESOLVED, diff, thr, f"|difference| {abs(diff):.3g} <= threshold {thr:.3g}"
-    claimed = diff < 0 if better == "lower" else diff > 0
-    return (HOLDS if claimed else FAILS), diff, thr, f"|difference| {abs(diff):.3g} > threshold {thr:.3g}"
+        return UNRESOLVED, Test(diff=a.value - b.value), f"different feature extractors ({a.extractor} vs " \
+            f"{b.extractor})"
+    if a.n < 2 or b.n < 2:
+        return UNRESOLVED, Test(diff=a.value - b.value), (
+            f"fewer than 2 trainings on a side (a: {a.n}, b: {b.n}); the spread over sampling seeds of one training "
+            "never decides")
+    t = welch(a, b)
+    return decide(t, t.p, better, alpha)
+
+
+def decide(t: Test, p: float | None, better: str, alpha: float = ALPHA, what: str = "p") -> tuple[str, Test, str]:
+    if p is None:
+        return UNRESOLVED, t, "no spread over trainings on either side: the t-test is undefined"
+    if p >= alpha:
+        return UNRESOLVED, t, f"{what} = {p:.3g} >= {alpha:g}"
+    claimed = t.diff < 0 if better == "lower" else t.diff > 0
+    return (HOLDS if claimed else FAILS), t, f"{what} = {p:.3g} < {alpha:g}"
+
+
+def holm(pvalues: list[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (same order as given): the i-th smallest times (m - i), made monotone,
+    capped at 1."""
+    m = len(pvalues)
+    order = sorted(range(m), key=lambda i: pvalues[i])
+    out, running = [0.0] * m, 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * pvalues[i]))
+        out[i] = running
+    return out
 
 
 def combine(verdicts: list[str]) -> str:
@@ -274,7 +440,7 @@ def combine(verdicts: list[str]) -> str:
 @dataclass
 class Part:
     """One comparison: the claim a < b (``better="lower"``) or a > b (``"higher"``), judged by :func:`judge`.
-    ``counted`` parts decide the claim; the others are information."""
+    ``counted`` parts decide the claim (Holm-corrected together); the others are information (raw p)."""
 
     pid: str
     statement: str
@@ -284,14 +450,28 @@ class Part:
     counted: bool = True
     why_missing: str = ""
     verdict: str = field(init=False)
-    diff: float | None = field(init=False)
-    threshold: float | None = field(init=False)
+    test: Test = field(init=False)
     why: str = field(init=False)
+    needed: int | None = field(init=False, default=None)
 
     def __post_init__(self):
-        self.verdict, self.diff, self.threshold, self.why = judge(self.a, self.b, self.better)
+        self.verdict, self.test, self.why = judge(self.a, self.b, self.better)
         if self.verdict == NO_DATA and self.why_missing:
             self.why = self.why_missing
+        self._power(ALPHA)
+
+    def _power(self, alpha: float) -> None:
+        self.needed = None
+        if self.verdict == UNRESOLVED and self.test.diff is not None and self.a and self.b:
+            self.needed = trainings_needed(self.test.diff, self.a.sd, self.b.sd, alpha=alpha)
+
+    @property
+    def diff(self) -> float | None:
+        return self.test.diff
+
+    @property
+    def ci(self) -> tuple[float, float] | None:
+        return self.test.ci
 
     @property
     def rule(self) -> str:
@@ -301,6 +481,18 @@ class Part:
     @property
     def claimed(self) -> str:
         return "a < b" if self.better == "lower" else "a > b"
+
+    def needed_text(self) -> str:
+        """How many trainings a side would resolve this part (unresolved parts only)."""
+        if self.verdict != UNRESOLVED or self.diff is None:
+            return ""
+        if self.needed is not None:
+            have = min(self.a.n, self.b.n)
+            return (f"~{self.needed} trainings a side would resolve a difference of {abs(self.diff):.3g} at the "
+                    f"observed spread with {POWER:.0%} power (have {have})")
+        if self.a and self.b and self.a.n < 2 and self.b.n < 2:
+            return "no spread over trainings yet: train each side at least twice to size the study"
+        return f"more than {MAX_TRAININGS} trainings a side (the difference is small against the spread)"
 
 
 @dataclass
@@ -316,6 +508,21 @@ class Claim:
     plots: list[Path] = field(default_factory=list)
     missing: str = ""  # why there is no data at all
 
+    def finalize(self) -> "Claim":
+        """Redecide the counted parts on Holm-adjusted p over the parts that have a test (family-wise alpha), and
+        size each unresolved one at the Holm threshold its rank would face first (alpha / m)."""
+        tested = [p for p in self.parts if p.counted and p.test.p is not None]
+        for p, adj in zip(tested, holm([p.test.p for p in tested])):
+            p.test.p_holm = adj
+            p.verdict, _, p.why = decide(p.test, adj, p.better, ALPHA,
+                                         what=f"Holm-adjusted p (over {len(tested)} parts)" if len(tested) > 1
+                                         else "p")
+        m = max(1, sum(p.counted for p in self.parts))
+        for p in self.parts:
+            if p.counted:
+                p._power(ALPHA / m)
+        return self
+
     @property
     def verdict(self) -> str:
         return combine([p.verdict for p in self.parts if p.counted])
@@ -329,6 +536,7 @@ class Ctx:
     preset: str
     data: dict[str, dict[str, pd.DataFrame]]
     paper: pd.DataFrame | None = None
+    results_dir: Path | None = None  # where the rows were read (for the stale-row listing)
 
     def frames(self, grid: str) -> list[tuple[str, pd.DataFrame]]:
         return list(self.data.get(grid, {}).items())
@@ -627,8 +835,8 @@ def nll_section(ctx: Ctx) -> Claim:
               "Bits/dim per split (evaluation/nll.py): `nll_bpd` is the diffusion bound given z, `nll_bpd_z` adds "
               "z's coding cost under a code model (`sampler`: `prior` = |z| bits for Bernoulli(0.5), `pixelsnail` = "
               "the fitted PixelSNAIL's bits; 0 for DDPM), so `nll_bpd_z` with the prior is the fair comparison with "
-              "DDPM. The rule uses the standard error over images (`se`) as the spread; the images and noise are "
-              "the same for both models, so an unpaired se is conservative.", "main", kind="information")
+              "DDPM. Like every part, it is tested over trainings (a training's NLL = its mean over images; the "
+              "standard error over images is shown beside it).", "main", kind="information")
     got = ctx.frame("main")
     if got is None:
         c.missing = ctx.missing("main")
@@ -650,10 +858,12 @@ def nll_section(ctx: Ctx) -> Claim:
                      a, b, counted=m == "prior",
                      why_missing=f"no NLL row for {'dmz (z coded by ' + m + ')' if a is None else 'ddpm'} on {split}")
             c.parts.append(p)
-            if p.diff is not None:
-                c.notes.append(f"{split}, z coded by {m}: the lower NLL is {'DMZ' if p.diff < 0 else 'DDPM'}'s "
-                               f"({a.value:.3f} vs {b.value:.3f} bits/dim); "
-                               + ("resolved." if p.verdict in (HOLDS, FAILS) else f"not resolved ({p.why})."))
+    c.finalize()
+    for p in c.parts:
+        if p.diff is not None:
+            c.notes.append(f"{p.statement.split(':')[0]}, {p.a.what.split(', ', 1)[1]}: the lower NLL is "
+                           f"{'DMZ' if p.diff < 0 else 'DDPM'}'s ({p.a.value:.3f} vs {p.b.value:.3f} bits/dim); "
+                           + ("resolved." if p.verdict in (HOLDS, FAILS) else f"not resolved ({p.why})."))
     return c
 
 
@@ -668,7 +878,7 @@ CLAIMS: tuple[Callable[[Ctx], Claim], ...] = (claim_small_T, claim_T100, claim_l
 def build_claims(ctx: Ctx) -> list[Claim]:
     """Every claim of :data:`CLAIMS`, judged on ``ctx``'s rows (their ``tables`` are left empty: the report fills
     them)."""
-    return [f(ctx) for f in CLAIMS]
+    return [f(ctx).finalize() for f in CLAIMS]
 
 
 def verdict_rows(claims: list[Claim], preset: str) -> pd.DataFrame:
@@ -680,20 +890,28 @@ def verdict_rows(claims: list[Claim], preset: str) -> pd.DataFrame:
         rows.append({"preset": preset, "claim_id": c.cid, "part_id": "", "kind": c.kind, "grid": c.grid,
                      "statement": c.statement, "verdict": c.verdict,
                      "numbers": "; ".join(f"{p.pid}: {p.verdict}" for p in c.parts if p.counted) or c.missing,
-                     "rule": "multi-part: holds only if every counted part holds; does not hold if any does not; "
-                     "else not resolved (no data if no part has data)"})
+                     "rule": "multi-part: counted parts Holm-corrected together; holds only if every counted part "
+                     "holds; does not hold if any does not; else not resolved (no data if no part has data)"})
         for p in c.parts:
+            t = p.test
             rows.append({"preset": preset, "claim_id": c.cid, "part_id": p.pid,
                          "kind": "part" if p.counted and c.kind == "claim" else "information", "grid": c.grid,
                          "statement": p.statement, "verdict": p.verdict,
                          "numbers": (f"a = {p.a.text() if p.a else '–'}; b = {p.b.text() if p.b else '–'}; "
-                                     f"a - b = {'–' if p.diff is None else f'{p.diff:+.4g}'}; threshold = "
-                                     f"{'–' if p.threshold is None else f'{p.threshold:.4g}'}; {p.why}"),
+                                     f"a - b = {'–' if p.diff is None else f'{p.diff:+.4g}'}"
+                                     + ("" if t.ci is None else f" [95% CI {t.ci[0]:+.4g}, {t.ci[1]:+.4g}]")
+                                     + f"; {p.why}" + (f"; {p.needed_text()}" if p.needed_text() else "")),
                          "rule": p.rule, "a": num(p.a, "what"), "a_value": num(p.a, "value"), "a_sd": num(p.a, "sd"),
-                         "a_N": num(p.a, "N"), "a_seeds": num(p.a, "seeds"), "b": num(p.b, "what"),
-                         "b_value": num(p.b, "value"), "b_sd": num(p.b, "sd"), "b_N": num(p.b, "N"),
-                         "b_seeds": num(p.b, "seeds"), "difference": p.diff, "threshold": p.threshold,
-                         "claimed": p.claimed, "feature_extractor": num(p.a or p.b, "extractor"),
+                         "a_trainings": num(p.a, "n"), "a_training_values": json.dumps(list(p.a.trainings))
+                         if p.a else None, "a_sampling_sd": num(p.a, "sampling_sd"), "a_N": num(p.a, "N"),
+                         "a_seeds": num(p.a, "seeds"), "b": num(p.b, "what"), "b_value": num(p.b, "value"),
+                         "b_sd": num(p.b, "sd"), "b_trainings": num(p.b, "n"),
+                         "b_training_values": json.dumps(list(p.b.trainings)) if p.b else None,
+                         "b_sampling_sd": num(p.b, "sampling_sd"), "b_N": num(p.b, "N"), "b_seeds": num(p.b, "seeds"),
+                         "difference": p.diff, "ci_low": t.ci[0] if t.ci else None,
+                         "ci_high": t.ci[1] if t.ci else None, "welch_df": t.df, "p": t.p, "p_holm": t.p_holm,
+                         "trainings_needed": p.needed, "claimed": p.claimed,
+                         "feature_extractor": num(p.a or p.b, "extractor"),
                          "paper_a": num(p.a, "paper"), "paper_b": num(p.b, "paper"),
                          "source": num(p.a or p.b, "source")})
     return pd.DataFrame(rows)

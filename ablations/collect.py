@@ -119,47 +119,55 @@ def _values(v: Any) -> list[float] | None:
     return None
 
 
-def _pool(group: pd.DataFrame) -> dict[str, Any]:
-    """One row from the same entry trained with k > 1 seeds.
+def _rms(values: list[float]) -> float:
+    return math.sqrt(statistics.fmean(v * v for v in values)) if values else math.nan
 
-    FID rows (a ``values`` list of per-sampling-seed FIDs): the value and sd are the mean and sd (ddof=1) over all
-    k x K values, so the sd holds the spread between trainings as well as between sampling seeds; ``seeds`` = k x K.
-    Other rows: the mean of the k values; the sd (and NLL's se) by the law of total variance: the mean within-seed
-    variance plus the variance between the k values (for se: each divided by k)."""
+
+def _pool(group: pd.DataFrame) -> dict[str, Any]:
+    """One row from the same entry's trainings (one row per training seed; ``len(group)`` = n >= 1).
+
+    ``value`` is the mean of the n per-training values (a training's FID is already the mean over its sampling
+    seeds, its probe score the mean over CV folds); ``sd`` and ``train_sd`` are the sd (ddof=1) over the n trainings
+    (NaN for n = 1: one training has no spread over trainings); ``sampling_sd`` is the spread within a training
+    (root mean square of the trainings' own sd: over sampling seeds for FID, over CV folds for probes, over images
+    for NLL), reported beside it and never used to decide; ``se`` (NLL) likewise the trainings' rms within-training
+    standard error. ``train_seed_values`` lists the per-training values, the unit of evidence of
+    :mod:`ablations.claims`."""
     first = group.iloc[0].to_dict()
     per_seed = [float(v) for v in group["value"]]
     k = len(group)
+    within = [float(x) for x in group["sd"] if not _missing_num(x)] if "sd" in group else []
     out = {**first, "train_seeds": k, "train_seed_list": json.dumps(sorted(int(s) for s in group["seed"])),
-           "train_seed_values": json.dumps(per_seed), "run_id": ";".join(map(str, group["run_id"])),
-           "cell_dir": ";".join(map(str, group.get("cell_dir", pd.Series([""] * k))))}
-    lists = [_values(v) for v in group.get("values", pd.Series([None] * k))]
-    if all(lst for lst in lists):
-        allv = [x for lst in lists for x in lst]
-        out.update(value=statistics.fmean(allv), sd=statistics.stdev(allv) if len(allv) > 1 else math.nan,
-                   values=json.dumps(allv), seeds=len(allv))
-        return out
-    out["value"] = statistics.fmean(per_seed)
-    between = statistics.variance(per_seed)
-    for col, scale in (("sd", 1), ("se", k)):
-        if col in group and group[col].notna().all():
-            out[col] = math.sqrt((statistics.fmean(float(x) ** 2 for x in group[col]) + between) / scale)
-        elif col == "sd":
-            out[col] = math.sqrt(between)
+           "train_seed_values": json.dumps(per_seed), "value": statistics.fmean(per_seed),
+           "train_sd": statistics.stdev(per_seed) if k > 1 else math.nan,
+           "sampling_sd": _rms(within) if len(within) == k else math.nan}
+    out["sd"] = out["train_sd"]
+    if "se" in group:
+        se = [float(x) for x in group["se"] if not _missing_num(x)]
+        out["se"] = _rms(se) if len(se) == k else math.nan
+    if k > 1:
+        out["run_id"] = ";".join(map(str, group["run_id"])) if "run_id" in group else ""
+        out["cell_dir"] = ";".join(map(str, group.get("cell_dir", pd.Series([""] * k))))
     return out
 
 
+def _missing_num(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
 def pool_training_seeds(df: pd.DataFrame) -> pd.DataFrame:
-    """Rows of the same entry (:data:`POOL_KEY`) from runs with different training seeds (column ``seed``) merged
-    into one (:func:`_pool`), with ``train_seeds`` (k, 1 for a row that was not replicated), ``train_seed_list`` and
-    ``train_seed_values`` (the k per-training-seed values). Row order: first appearance."""
-    if df.empty or "seed" not in df.columns:
-        return df.assign(train_seeds=1) if not df.empty else df
+    """Rows of the same entry (:data:`POOL_KEY`) from runs with different training seeds (column ``seed``; a frame
+    without it is one training) merged into one row per entry (:func:`_pool`), with ``train_seeds`` (n),
+    ``train_seed_list``, ``train_seed_values`` (the n per-training values), ``train_sd`` and ``sampling_sd``. Row
+    order: first appearance. FIDs of two feature spaces never share an entry (the weights' sha256 is in the key)."""
+    if df.empty:
+        return df
+    df = df if "seed" in df.columns else df.assign(seed=0)
+    df = df.assign(seed=df["seed"].fillna(0).astype(int))
     key = [c for c in POOL_KEY if c in df.columns]
     ident = df[key].apply(lambda r: "\x1f".join(map(_ident, r)), axis=1)
-    rows = []
-    for _, group in df.groupby(ident, sort=False):
-        group = group.drop_duplicates(subset=["seed"], keep="last")
-        rows.append(_pool(group) if group["seed"].nunique() > 1 else {**group.iloc[0].to_dict(), "train_seeds": 1})
+    rows = [_pool(group.drop_duplicates(subset=["seed"], keep="last"))
+            for _, group in df.groupby(ident, sort=False)]
     return pd.DataFrame(rows)
 
 

@@ -37,6 +37,7 @@ from typing import Any, Callable
 
 from dmz.config import Config, ConfigError, PRESETS, _split, resolve, valid_keys
 from dmz.runio import read_jsonl
+from evaluation.extractor_names import PINNED_WEIGHTS_SHA256, default_feature_extractor
 
 RESULTS_FILE = "results.jsonl"
 NLL_METRICS = ("nll_bpd", "nll_bpd_z")  # evaluation.run --metrics nll: VLB given z; the same plus z's coding cost  # evaluation.run appends one row per metric / T / sampler
@@ -459,9 +460,11 @@ def requested_rows(cell: Cell) -> list[dict[str, Any]]:
     out = []
     for e in cell.evals:
         for metric in e.metrics:
-            if metric == "fid":
+            if metric == "fid":  # in the pinned feature space where there is one (a stale row is recomputed)
+                pin = PINNED_WEIGHTS_SHA256.get(default_feature_extractor(cell.config().data.dataset))
                 out += [{"metric": "fid", "T": t, "sampler": s, "N": e.num_samples, "seeds": e.seeds,
-                         "solver": e.solver} for s in e.samplers for t in e.steps]
+                         "solver": e.solver, **({"feature_extractor_weights_sha256": pin} if pin else {})}
+                        for s in e.samplers for t in e.steps]
             elif metric == "probe":
                 out += [{"metric": m, "T": None, "sampler": None, "N": None, "seeds": None}
                         for m in probe_metrics(cell.config().data.dataset)]

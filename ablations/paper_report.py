@@ -30,7 +30,8 @@ from ablations.claims import (
     FAILS,
     GRIDS_USED,
     HOLDS,
-    K_SPREAD,
+    ALPHA,
+    POWER,
     NLL_LABELS,
     NO_DATA,
     PROBE_PREFERENCE,
@@ -38,6 +39,7 @@ from ablations.claims import (
     UNRESOLVED,
     Claim,
     Ctx,
+    MixedFeatureSpaces,
     Num,
     Part,
     _best,
@@ -47,6 +49,7 @@ from ablations.claims import (
     judge,
     load_all,
     run_commands,
+    stale_rows,
     verdict_rows,
 )
 from ablations.claims import build_claims as judged_claims
@@ -61,7 +64,7 @@ from ablations.report import (
     metric_label,
 )
 from ablations.report import to_markdown as markdown_table
-from evaluation.features import INCEPTION_NAME
+from evaluation.extractor_names import INCEPTION_NAME
 
 __all__ = [
     # this module: the report
@@ -79,13 +82,25 @@ __all__ = [
 def _column(metric: str, extractor: Any, T: Any, reference: Any, sampler: Any = None) -> str:
     if metric in NLL_LABELS:
         z = f", z~{sampler}" if metric == "nll_bpd_z" and not _missing(sampler) else ""
-        return f"{NLL_LABELS[metric]} (`{metric}`{z}, {reference}) bits/dim ± se"
+        return f"{NLL_LABELS[metric]} (`{metric}`{z}, {reference}) bits/dim"
     return column_label(metric, extractor, T)
+
+
+def cell_text(r: pd.Series) -> str:
+    """A pooled row as a table cell: ``mean ± sd over trainings (n=k)``, then the within-training spread in
+    brackets (FID: sd over sampling seeds; probe CV: over folds; NLL: se over images); one training: ``value
+    (n=1)`` and the bracket."""
+    d = 2 if r["metric"] == "fid" else 3
+    k = 1 if _missing(r.get("train_seeds")) else int(r["train_seeds"])
+    sd = r.get("train_sd")
+    head = fmt(float(r["value"]), None if k < 2 or _missing(sd) else float(sd), d) + f" (n={k})"
+    within = r.get("se") if r["metric"] in NLL_LABELS else r.get("sampling_sd")
+    return head + ("" if _missing(within) else f" [{float(within):.{d}f}]")
 
 
 def grid_table(df: pd.DataFrame, keys: list[str], paper: pd.DataFrame | None = None) -> pd.DataFrame:
     """Rows ``keys`` (e.g. variant, sampler), one column per metric / T (FID labelled with its extractor), cells
-    ``mean ± sd``; then ``paper FID [Inception] T=...`` columns where the paper has a number for the row."""
+    :func:`cell_text` (mean ± sd over trainings, n, [within-training spread]); then ``paper FID [Inception] T=...`` columns where the paper has a number for the row."""
     if df.empty:
         return pd.DataFrame()
     d = df.copy()
@@ -101,11 +116,7 @@ def grid_table(df: pd.DataFrame, keys: list[str], paper: pd.DataFrame | None = N
     for key, grp in d.groupby(keys + ["column"], sort=False):
         *row, col = key
         r = _best(grp)
-        sd = r["se"] if r["metric"] in NLL_LABELS else r["sd"]
-        k = r.get("train_seeds", 1)
-        pooled = "" if _missing(k) or int(k) <= 1 else f" ({int(k)} trainings)"  # training-seed replicates pooled
-        cells.setdefault(tuple(row), {})[col] = fmt(float(r["value"]), None if _missing(sd) else float(sd),
-                                                    2 if r["metric"] == "fid" else 3) + pooled
+        cells.setdefault(tuple(row), {})[col] = cell_text(r)
         first.setdefault(tuple(row), r)
     out = pd.DataFrame([{**dict(zip(keys, k)), **v} for k, v in cells.items()])
     out = out[keys + [c for c in columns if c in out.columns]]
@@ -126,18 +137,23 @@ def grid_table(df: pd.DataFrame, keys: list[str], paper: pd.DataFrame | None = N
 
 
 def parts_table(parts: list[Part]) -> pd.DataFrame:
-    """The comparisons, the counted ones first: a, b (mean ± sd, N, seeds), a - b, the threshold, the verdict."""
+    """The comparisons, the counted ones first: a, b (mean ± sd over trainings, n, within-training spread), a - b
+    with its 95% interval, Welch's p and the Holm-adjusted p, the verdict, and for an unresolved part the trainings
+    a side that would resolve it."""
     rows = []
     for p in sorted(parts, key=lambda p: not p.counted):
         paper = [f"{x.paper:g}" if x and x.paper is not None else "–" for x in (p.a, p.b)]
         d = 2 if (p.a or p.b) and (p.a or p.b).metric == "fid" else 3
+        t = p.test
         rows.append({"part": p.pid + ("" if p.counted else " (info)"), "comparison": p.statement,
                      "a": (p.a.what + ": " + p.a.text()) if p.a else "–",
                      "b": (p.b.what + ": " + p.b.text()) if p.b else "–",
-                     "a − b": "–" if p.diff is None else f"{p.diff:+.{d}f}",
-                     "threshold 2·√(sd_a²+sd_b²)": "–" if p.threshold is None else f"{p.threshold:.{d}f}",
+                     "a − b [95% CI]": "–" if p.diff is None else f"{p.diff:+.{d}f}"
+                     + ("" if t.ci is None else f" [{t.ci[0]:+.{d}f}, {t.ci[1]:+.{d}f}]"),
+                     "p (Welch)": "–" if t.p is None else f"{t.p:.3g}",
+                     "p (Holm)": "–" if t.p_holm is None else f"{t.p_holm:.3g}",
                      "paper a / b": " / ".join(paper) if any(v != "–" for v in paper) else "–",
-                     "verdict": p.verdict, "why": p.why})
+                     "verdict": p.verdict, "why": p.why + (f"; {p.needed_text()}" if p.needed_text() else "")})
     return pd.DataFrame(rows)
 
 
@@ -176,8 +192,8 @@ def _ints(values) -> str:
 
 
 def _sampling_seeds(fid: pd.DataFrame) -> pd.Series:
-    """Sampling seeds per training of FID rows (a pooled row's ``seeds`` counts every training's seeds)."""
-    return fid["seeds"] / fid["train_seeds"].fillna(1) if "train_seeds" in fid else fid["seeds"]
+    """Sampling seeds per training of FID rows."""
+    return fid["seeds"]
 
 
 def _extractors(fid: pd.DataFrame) -> str:
@@ -274,27 +290,48 @@ def make_plots(ctx: Ctx, claims: list[Claim], folder: Path) -> dict[str, list[Pa
     return out
 
 
+def _metric_group(p: Part) -> str:
+    m = (p.a or p.b).metric
+    return "FID" if m == "fid" else "NLL (bits/dim)" if m in NLL_LABELS else str(m)
+
+
 def verdict_plot(claims: list[Claim], path: Path) -> Path:
-    """Each resolvable part's difference in the claimed direction, in units of its threshold (> 1: holds)."""
+    """A forest plot: each counted part's difference in the claimed direction (> 0: as claimed) with its 95%
+    interval (Welch), coloured by verdict; one panel per metric (their units differ). Parts without an interval
+    (fewer than 2 trainings a side) are listed as a dot at their difference with no bar."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    parts = [p for c in claims if c.kind == "claim" for p in c.parts if p.counted and p.threshold]
+    parts = [p for c in claims if c.kind == "claim" for p in c.parts if p.counted and p.diff is not None]
     colours = {HOLDS: "tab:green", FAILS: "tab:red", UNRESOLVED: "tab:grey"}
-    fig, ax = plt.subplots(figsize=(8, 0.3 * max(len(parts), 3) + 1.3))
-    for i, p in enumerate(parts):
-        sign = -1 if p.better == "lower" else 1
-        ax.barh(i, sign * p.diff / p.threshold, color=colours.get(p.verdict, "tab:grey"), alpha=0.8)
-    ax.set_yticks(range(len(parts)), [f"{p.pid}: {p.verdict}" for p in parts], fontsize=7)
-    for v in (-1, 1):
-        ax.axvline(v, color="black", ls="--", lw=0.8)
-    ax.axvline(0, color="black", lw=0.5)
-    ax.invert_yaxis()
-    ax.set_xlabel("difference in the claimed direction / 2·√(sd_a²+sd_b²)  (> 1: holds, < -1: does not hold)",
-                  fontsize=8)
-    ax.set_title("Counted parts with an sd (those without one are not resolved and not shown)", fontsize=8)
+    groups: dict[str, list[Part]] = {}
+    for p in parts:
+        groups.setdefault(_metric_group(p), []).append(p)
+    if not groups:
+        groups = {"no comparisons": []}
+    heights = [max(len(g), 1) for g in groups.values()]
+    fig, axes = plt.subplots(len(groups), 1, figsize=(8, 0.32 * sum(heights) + 1.2 * len(groups)),
+                             gridspec_kw={"height_ratios": heights}, squeeze=False)
+    for ax, (name, ps) in zip(axes[:, 0], groups.items()):
+        for i, p in enumerate(ps):
+            sign = -1 if p.better == "lower" else 1
+            c = colours.get(p.verdict, "tab:grey")
+            if p.ci is not None:
+                lo, hi = sorted((sign * p.ci[0], sign * p.ci[1]))
+                ax.plot([lo, hi], [i, i], color=c, lw=2)
+                ax.plot(sign * p.diff, i, "o", color=c)
+            else:
+                ax.plot(sign * p.diff, i, "o", mfc="white", color=c)
+        ax.set_yticks(range(len(ps)), [f"{p.pid}: {p.verdict}" + (f" (n={p.a.n}/{p.b.n})" if p.a and p.b else "")
+                                       for p in ps], fontsize=7)
+        ax.axvline(0, color="black", lw=0.8)
+        ax.invert_yaxis()
+        ax.set_xlabel(f"{name}: difference in the claimed direction (> 0: as claimed), 95% CI over trainings",
+                      fontsize=8)
+    axes[0, 0].set_title("Counted parts: difference and 95% interval (Welch, per-training values); open dot: fewer "
+                         "than 2 trainings a side, no interval", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -334,23 +371,31 @@ def _dataset(ctx: Ctx, grid: str) -> str | None:
 
 #: the rule as the report states it
 RULE_MD = (
-    (f"* Two numbers a and b differ when **|a − b| > {K_SPREAD:g} · √(sd_a² + sd_b²)** (twice their combined spread). "
-     "A difference that counts in the claimed direction: **holds**; one in the other direction: **does not hold**; "
-     "otherwise **not resolved at this budget**. A number without an sd (one sampling seed, a held-out probe) "
-     "cannot resolve a difference: not resolved, whatever the gap."),
-    ("* sd is: for FID, the sd over sampling seeds of one training run, or, for a cell trained with several seeds "
-     "(`run_grid --set seed=k` writes `results/<grid>/<preset>-seed<k>/`, pooled here), the sd over all its "
-     "trainings' sampling seeds together; for probe CV rows, the sd over the 5 CV folds; for NLL, the standard error "
-     "over images (with several trainings: both by the law of total variance). The Protocol table gives the "
-     "training seeds per grid; a number's own text says when it pools several trainings."),
+    ("* **The unit of evidence is a training.** A training's FID is the mean over its sampling seeds (its probe "
+     "score the mean over CV folds, its NLL the mean over images). Cells are trained with several seeds "
+     "(`run_grid --seeds 0 1 2`, rows per training in `results/<grid>/<preset>[-seed<k>]/`), and every number is "
+     "the mean ± sd over its trainings with n; the within-training spread (sd over sampling seeds, over CV folds, "
+     "or se over images) is shown in brackets and never decides."),
+    (f"* Each part compares the per-training values of a and b with **Welch's t-test** (`scipy.stats.ttest_ind`, "
+     f"`equal_var=False`), two-sided, with the 95% interval of a − b. The counted parts of one claim are corrected "
+     f"together by **Holm's step-down procedure** (family-wise α = {ALPHA:g}). Holm-adjusted p < {ALPHA:g} with a − b "
+     "in the claimed direction: **holds**; in the other direction: **does not hold**; otherwise **not resolved at "
+     "this budget**. Fewer than 2 trainings on a side: not resolved, whatever the gap."),
+    (f"* For an unresolved part the table gives the trainings a side that would resolve a difference of the observed "
+     f"size at the observed spread over trainings with {POWER:.0%} power (noncentral t, `scipy.stats.nct`, at α / m "
+     "for a claim of m counted parts, the first Holm step). The test assumes the per-training values are roughly "
+     "normal; with 3-5 trainings a side that cannot be checked, so read a p near α with care."),
     ("* A claim of several parts holds only if every counted part holds, does not hold if any counted part does "
-     "not, and is otherwise not resolved; parts marked (info) are reported but do not decide. **no data**: the "
-     "grid has no rows on this preset (the command that produces them is listed under Protocol)."),
+     "not, and is otherwise not resolved; parts marked (info) are reported (raw p) but do not decide. **no data**: "
+     "the grid has no rows on this preset (the command that produces them is listed under Protocol)."),
+    ("* One feature space: digits FIDs use the pinned `digits-classifier-v1` weights (shipped with the package, "
+     "sha256 checked at load). Rows computed with other weights are **stale**: never compared or pooled, and "
+     "listed under Protocol with the command that regenerates them."),
 )
 
 
 PAPER_TEXT_COLUMNS = {"claim", "verdict", "parts", "grid", "results", "cells with rows", "solvers", "FID extractor",
-                      "metrics", "part", "comparison", "a", "b", "why"}
+                      "metrics", "part", "comparison", "a", "b", "why", "cells", "weights", "regenerate with"}
 
 
 def to_markdown(table: pd.DataFrame) -> str:
@@ -379,14 +424,14 @@ def render(ctx: Ctx, claims: list[Claim], plots: dict[str, list[Path]], folder: 
                             for c in claims])
     md += [to_markdown(summary), "", "## Protocol", ""]
     md += [to_markdown(proto) if len(proto) else "(no grid has results on this preset)", ""]
-    if len(proto) and proto["FID extractor"].str.contains(r"\(weights [0-9a-f]{8}, ", regex=True).any():
-        md += ["Where a table lists two weights for one FID extractor, its rows come from two feature spaces (an "
-               "extractor trained on first use on two different machines): such rows are never pooled over training "
-               "seeds, and each comparison reads the first folder's rows (the `results` column's first path).", ""]
+    stale = stale_rows(ctx.preset, ctx.results_dir)
+    if len(stale):
+        md += ["**Stale rows** (FIDs in another feature space than the pinned weights: left out of every table and "
+               "comparison above; their probe and NLL rows are used):", "", to_markdown(stale), ""]
     if missing:
         md += ["Missing grids (their claims read **no data**):", ""] + [f"* {m}" for m in missing] + [""]
-    md += [f"Plot of every resolvable part: ![verdicts]({plots['verdicts'][0].name})" if plots.get("verdicts") else "",
-           ""]
+    md += [f"Every counted part's difference with its 95% interval: ![verdicts]({plots['verdicts'][0].name})"
+           if plots.get("verdicts") else "", ""]
     for c in claims:
         md += [f"## {c.cid}. {c.title}: {c.verdict}", "", f"**Claim.** {c.statement}", ""]
         if c.missing:
@@ -394,7 +439,8 @@ def render(ctx: Ctx, claims: list[Claim], plots: dict[str, list[Path]], folder: 
         for caption, table in c.tables:
             md += [f"Rows from {caption}", "", to_markdown(table), ""]
         if c.parts and not c.missing:
-            md += ["**Comparisons** (each states the claimed direction; a − b against the threshold decides):", "",
+            md += ["**Comparisons** (each states the claimed direction; Welch's t-test over trainings, Holm over the "
+                   "counted parts, decides):", "",
                    to_markdown(parts_table(c.parts)), ""]
         notes = c.notes + (_paper_lines(ctx, c.grid) if c.cid != "N" else [])
         md += [f"* {n}" for n in notes] + ([""] if notes else [])
@@ -410,7 +456,7 @@ def paper_report(preset: str = "digits", *, results_dir: str | Path | None = Non
     paths (``report``, ``verdicts``, ``plots``), the claims and the Markdown text."""
     root = Path(results_dir) if results_dir else REPO / "results"
     paper = load_paper_numbers(paper_numbers) if paper_numbers and Path(paper_numbers).exists() else None
-    ctx = Ctx(preset, load_all(preset, root), paper)
+    ctx = Ctx(preset, load_all(preset, root), paper, results_dir=root)
     claims = build_claims(ctx)
     folder = root / "paper" / preset
     folder.mkdir(parents=True, exist_ok=True)
@@ -454,7 +500,11 @@ def run(preset: str | None, results_dir: Path | None, paper_numbers: Path | None
     if preset not in PRESETS:
         print(f"error: unknown preset {preset!r}; valid presets: {', '.join(PRESETS)}", file=sys.stderr)
         return 2
-    paper_report(preset, results_dir=results_dir, paper_numbers=paper_numbers, plots=plots, say=print)
+    try:
+        paper_report(preset, results_dir=results_dir, paper_numbers=paper_numbers, plots=plots, say=print)
+    except MixedFeatureSpaces as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -141,8 +141,11 @@ def build_table(df: pd.DataFrame, grid: str, paper: pd.DataFrame | None = None) 
         table = pivot(rep if not rep.empty else gen, rep_index)
     table = table[index + [c for c in order if c in table.columns]]
 
-    if grid == "latent_size":
-        notes += size_effect_findings(df)
+    if (df["metric"] == "fid").any():
+        notes.append("± is the sd over the sampling seeds of this one training: it is not the spread between "
+                     "trainings, which is several times larger; the spread over trainings, the verdicts and the "
+                     "reproduction check are computed over every training's rows (run_grid's output, "
+                     "`python ablations/report.py --paper`).")
     if paper is not None:
         table, paper_notes = _join_paper(table, df, grid, paper)
         notes += paper_notes
@@ -151,34 +154,6 @@ def build_table(df: pd.DataFrame, grid: str, paper: pd.DataFrame | None = None) 
             notes.append(f"FID [{ext}] uses the {ext} feature extractor, not Inception: its values are not "
                          "comparable to Inception FIDs (the paper's).")
     return table.fillna("–"), notes
-
-
-def size_effect_findings(df: pd.DataFrame, k: float = 3.0) -> list[str]:
-    """The paper's |z| claim, judged from the rows: Bernoulli(0.5)-prior FID at the largest |z| against the smallest
-    (cells without prior matching), per T. It holds when the difference exceeds ``k`` times the seed spread (the
-    larger of the two sds over sampling seeds); with one seed there is no spread and no verdict."""
-    fid = df[(df["metric"] == "fid") & (df["sampler"] == "prior")]
-    if "prior_matching" in fid.columns:
-        fid = fid[fid["prior_matching"].fillna(0) == 0]
-    out = []
-    for T, grp in fid.groupby("T", sort=True):
-        sizes = sorted(grp["latent_dim"].dropna().unique())
-        if len(sizes) < 2:
-            continue
-        (lo_v, lo_sd), (hi_v, hi_sd) = (mean_sd(grp[grp["latent_dim"] == z]) for z in (sizes[0], sizes[-1]))
-        head = (f"|z| effect at T={int(T)}: prior-sampler FID {hi_v:.2f} at |z|={int(sizes[-1])} vs {lo_v:.2f} at "
-                f"|z|={int(sizes[0])}")
-        if lo_sd is None or hi_sd is None:
-            out.append(f"{head}; one sampling seed, no spread: not resolved (run with --eval-seeds 3)")
-            continue
-        spread = max(lo_sd, hi_sd)
-        diff = hi_v - lo_v
-        verdict = ("holds (larger |z|, worse prior samples)" if diff > k * spread else
-                   "does not hold (larger |z|, better prior samples)" if -diff > k * spread else
-                   "not resolved at this budget")
-        out.append(f"{head}: difference {diff:+.2f}, seed spread {spread:.2f} (sd over sampling seeds); rule: a "
-                   f"difference counts when it exceeds {k:g}x the spread -> {verdict}")
-    return out
 
 
 def _join_paper(table: pd.DataFrame, df: pd.DataFrame, grid: str, paper: pd.DataFrame):
@@ -336,7 +311,7 @@ def report(grid: str, preset: str, *, cells: list[Cell], runs_root: str | Path |
     caption = f"{g.table} ({preset}). {'; '.join(notes)}"
     (folder / "table.md").write_text(md)
     (folder / "table.tex").write_text(to_latex(table, caption=caption, label=f"tab:{grid}-{preset}"))
-    paths.update(markdown=folder / "table.md", latex=folder / "table.tex", table=table, markdown_text=md)
+    paths.update(markdown=folder / "table.md", latex=folder / "table.tex", table=table, markdown_text=md, rows=df)
     paths["plots"] = make_plots(df, grid, preset, folder) if plots and len(df) else []
     if say:
         say(f"wrote {paths['csv']}, {paths['markdown']}, {paths['latex']}"

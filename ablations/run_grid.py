@@ -33,8 +33,11 @@ from typing import Any, Callable, Iterable
 if __package__ in (None, ""):  # run by path (python ablations/run_grid.py): make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import pandas as pd
 import submitit
 
+from ablations import reproduce
+from ablations.report import report
 from ablations.clusters import ClusterProfile, executor_parameters, load_profile, make_executor
 from ablations.grids import (Cell, GridError, add_cell_args, cell_dir, cells_by_seed, cells_from_args, default_runs_root, is_done,
                              RESULTS_FILE, missing_rows, pixelsnail_width, requested_rows, results_label,
@@ -769,18 +772,22 @@ def main(argv: list[str] | None = None) -> int:
                 f"{', fit PixelSNAIL' if c.needs_pixelsnail else ''}; evaluate {e}")
         say(f"{len(todo)} job(s) would be submitted to {kind}")
         return 0
+    base_label = results_label(preset, args.budget)
+    reference = None if args.no_report else reproduce.trainings(args.grid, base_label, args.results_dir)
     outcomes = launch(todo, kind=kind, profile=profile, root=root, parallel=parallel, say=say, threads=args.threads,
                       progress_s=args.progress_every)
     failed = [o for o in outcomes if not o.ok]
     skipped = [o for o in outcomes if o.ok and o.skipped and not is_done(o.cell, cell_dir(o.cell, root))]
     if not args.no_report:
-        from ablations.report import report
-
         try:
+            mine = []
             for group in cells_by_seed(cells).values():  # one results folder per training seed
                 paths = report(args.grid, results_label(preset, args.budget, group), cells=group, runs_root=root,
                                results_dir=args.results_dir, say=say)
                 say(paths["markdown_text"])
+                mine.append(paths["rows"])
+            check = reproduce.reproduction_check(reproduce.mine_rows(pd.concat(mine, ignore_index=True)), reference)
+            say(reproduce.to_text(check, reproduce.grid_findings(args.grid, base_label, args.results_dir, preset)))
         except Exception as e:  # a report problem must not hide the grid's outcome
             say(f"report failed: {type(e).__name__}: {e}")
     if skipped:

@@ -44,7 +44,8 @@ from torch_fidelity.utils import create_feature_extractor
 
 from dmz.runio import file_sha256
 
-from evaluation.extractor_names import DIGITS_CLASSIFIER_NAME, EXTRACTOR_NAMES, INCEPTION_NAME  # noqa: F401
+from evaluation.extractor_names import (DIGITS_CLASSIFIER_NAME, EXTRACTOR_NAMES, INCEPTION_NAME,  # noqa: F401
+                                       PINNED_WEIGHTS_SHA256, default_feature_extractor)
 
 INCEPTION_FEATURE_LAYER = "2048"
 DIGITS_FEATURE_LAYER = "penultimate64"
@@ -348,7 +349,7 @@ def train_digits_classifier(
 #: weights on another CPU). Made by :func:`train_digits_classifier` (``digits-cnn-v1``, 5 epochs, seed 0) on an
 #: Intel Xeon; test accuracy 0.978; every seed-0 table of ``results/`` was evaluated with it.
 DIGITS_CLASSIFIER_FILE = Path(__file__).resolve().parent / "assets" / f"{DIGITS_CLASSIFIER_NAME}.pt"
-DIGITS_CLASSIFIER_SHA256 = "9371b7aeccca287bee17f58963fb1a0749ffc420850544189f9b06730402117c"
+DIGITS_CLASSIFIER_SHA256 = PINNED_WEIGHTS_SHA256[DIGITS_CLASSIFIER_NAME]
 DIGITS_CLASSIFIER_RESOLUTION = 16
 
 
@@ -527,11 +528,6 @@ def get_feature_extractor(
             meta=meta,
         )
     raise ValueError(f"unknown feature extractor {name!r}; valid names: {', '.join(EXTRACTOR_NAMES)}")
-
-
-def default_feature_extractor(dataset_name: str) -> str:
-    """digits -> the digits classifier (Inception is meaningless on 16x16 greyscale); else Inception."""
-    return DIGITS_CLASSIFIER_NAME if dataset_name == "digits" else INCEPTION_NAME
 
 
 def prepare_uint8(images, input_channels: int | None) -> torch.Tensor:

@@ -194,6 +194,35 @@ def _write_rows(run_dir, rows):
             f.write(json.dumps(r) + "\n")
 
 
+PIN = "9371b7aeccca287bee17f58963fb1a0749ffc420850544189f9b06730402117c"  # digits-classifier-v1's pinned weights
+
+
+def test_seeds_expand_every_cell_once_per_training_seed_and_bad_lists_are_one_line():
+    p = argparse.ArgumentParser()
+    add_cell_args(p)
+    _, _, cells = cells_from_args(p.parse_args(["--grid", "main", "--preset", "digits", "--seeds", "0", "1", "2"]))
+    assert [(c.name, c.seed) for c in cells] == [(n, k) for k in (0, 1, 2) for n in ("ddpm", "dmz")]
+    assert len({c.run_id for c in cells}) == 6 and [c.tag for c in cells[:3]] == ["ddpm", "dmz", "ddpm@seed1"]
+    assert cells[0].run_id == expand("main", "digits")[0].run_id  # seed 0 is the grid's own cell
+    by = grids.cells_by_seed(cells)
+    assert list(by) == [0, 1, 2] and grids.results_label("digits", None, by[2]) == "digits-seed2"
+    for argv, msg in ((["--seeds", "1", "1"], "seed 1 is listed twice"), (["--seeds", "-1"], "non-negative"),
+                      (["--seeds", "1", "--set", "seed=2"], "use one")):
+        with pytest.raises(GridError, match=msg):
+            cells_from_args(p.parse_args(["--grid", "main", "--preset", "digits", *argv]))
+
+
+def test_a_fid_row_outside_the_pinned_feature_space_is_missing(tmp_path):
+    cell = expand("latent_type", "digits", TINY, eval_sizes={"steps": [2], "num_samples": 20, "seeds": 1},
+                  only=["categorical"])[0]
+    d = cell_dir(cell, tmp_path)
+    row = {"metric": "fid", "T": 2, "sampler": "prior", "N": 20, "seeds": 1, "value": 1.0, "solver": "ddpm"}
+    _write_rows(d, [{**row, "feature_extractor_weights_sha256": "3756564200000000"}])  # another machine's weights
+    assert [(r["metric"], r["T"]) for r in missing_rows(cell, d) if r["metric"] == "fid"] == [("fid", 2)]
+    _write_rows(d, [{**row, "feature_extractor_weights_sha256": PIN}])
+    assert not [r for r in missing_rows(cell, d) if r["metric"] == "fid"]
+
+
 def test_done_needs_finished_training_and_every_requested_row(tmp_path):
     cell = expand("latent_type", "digits", TINY, eval_sizes={"steps": [2, 4], "num_samples": 20, "seeds": 1},
                   only=["categorical"])[0]
@@ -202,15 +231,17 @@ def test_done_needs_finished_training_and_every_requested_row(tmp_path):
     assert not is_done(cell, d)
     want = requested_rows(cell)
     assert len(want) == 2 + 4  # FID at T=2, 4 + four probe rows (accuracy/AUROC x CV/held-out) on class labels
-    _write_rows(d, [{"metric": "fid", "T": 2, "sampler": "prior", "N": 20, "seeds": 1, "value": 1.0, "solver": "ddpm"},
+    _write_rows(d, [{"metric": "fid", "T": 2, "sampler": "prior", "N": 20, "seeds": 1, "value": 1.0, "solver": "ddpm",
+                     "feature_extractor_weights_sha256": PIN},
                     {"metric": "fid", "T": 4, "sampler": "prior", "N": 50, "seeds": 1, "value": 1.0,
-                     "solver": "ddpm"},  # wrong N
+                     "solver": "ddpm", "feature_extractor_weights_sha256": PIN},  # wrong N
                     {"metric": "fid", "T": 4, "sampler": "prior", "N": 20, "seeds": 1, "value": 1.0,
-                     "solver": "ddim"}])  # wrong solver
+                     "solver": "ddim", "feature_extractor_weights_sha256": PIN}])  # wrong solver
     _write_rows(d, [{"metric": m, "T": None, "sampler": None, "N": 360, "seeds": None, "value": 0.5}
                     for m in ("probe_acc_cv", "probe_acc_heldout", "probe_auroc_cv", "probe_auroc_heldout")])
     assert [(r["metric"], r["T"]) for r in missing_rows(cell, d)] == [("fid", 4)]
-    _write_rows(d, [{"metric": "fid", "T": 4, "sampler": "prior", "N": 20, "seeds": 1, "value": 1.0, "solver": "ddpm"}])
+    _write_rows(d, [{"metric": "fid", "T": 4, "sampler": "prior", "N": 20, "seeds": 1, "value": 1.0, "solver": "ddpm",
+                     "feature_extractor_weights_sha256": PIN}])
     assert missing_rows(cell, d) == []
     assert not is_done(cell, d)  # rows alone are not enough: training must have finished
     (d / "train_summary.json").write_text(json.dumps({"finished": False, "step": 2}))

@@ -23,6 +23,7 @@ from ablations.claims import (
 from ablations.paper_report import paper_report
 
 EXT = "digits-classifier-v1"
+PIN = "9371b7aeccca287bee17f58963fb1a0749ffc420850544189f9b06730402117c"  # the pinned weights' sha256
 PRIORS = {"ddpm": "none", "dmz": "bernoulli", "bernoulli": "bernoulli", "normal": "normal",
           "categorical": "categorical", "categorical-16bit": "categorical", "none": "none"}
 
@@ -30,7 +31,7 @@ PRIORS = {"ddpm": "none", "dmz": "bernoulli", "bernoulli": "bernoulli", "normal"
 def fid(variant, T, value, sd=0.5, *, sampler="prior", seeds=3, solver="ddpm", latent_dim=16, **extra):
     return {"variant": variant, "metric": "fid", "T": T, "sampler": sampler, "value": value,
             "sd": sd if seeds > 1 else math.nan, "seeds": seeds, "N": 300, "solver": solver,
-            "feature_extractor": EXT, "latent_dim": latent_dim, **extra}
+            "feature_extractor": EXT, "feature_extractor_weights_sha256": PIN, "latent_dim": latent_dim, **extra}
 
 
 def probe(variant, prior, latent_dim, acc, sd=0.01):
@@ -40,8 +41,30 @@ def probe(variant, prior, latent_dim, acc, sd=0.01):
                             ("probe_auroc_cv", 0.9, sd))]
 
 
-def write(root, grid, rows, label="digits"):
-    """A results.csv as collect.py writes it (the columns the paper report reads, and a few it does not)."""
+def write(root, grid, rows, label="digits", trainings=3):
+    """``trainings`` results.csv files as collect.py writes them (``label``, ``label-seed1``, ...), one per training
+    seed. Training i's value is the row's value + spread * (-1, 0, +1, ...)[i] scaled so that the sd over trainings
+    is the row's ``spread`` (default: its ``sd``, or ``se`` for NLL rows; a row without one has no spread over
+    trainings); the mean over trainings stays the row's value."""
+    import numpy as np
+
+    offsets = np.linspace(-1, 1, trainings) if trainings > 1 else np.zeros(1)
+    if trainings > 1:
+        offsets = offsets / np.std(offsets, ddof=1)
+    paths = []
+    for i, off in enumerate(offsets):
+        out = []
+        for r in rows:
+            r = dict(r)
+            spread = r.pop("spread", r.get("se") if str(r["metric"]).startswith("nll") else r.get("sd"))
+            if spread is not None and not (isinstance(spread, float) and math.isnan(spread)):
+                r["value"] = r["value"] + spread * off
+            out.append({**r, "seed": r.get("seed", 0) + i})
+        paths.append(_write_one(root, grid, out, label if i == 0 else f"{label}-seed{i}"))
+    return paths[0]
+
+
+def _write_one(root, grid, rows, label):
     df = pd.DataFrame(rows)
     df.insert(0, "grid", grid)
     df.insert(1, "preset", "digits")
@@ -72,20 +95,85 @@ def main_rows(dmz10, ddpm10, dmz20=5.0, ddpm20=9.0, sd=0.5, seeds=3, dmz100=3.0,
 
 
 # ---------------------------------------------------------------------------------------------------- the rule
-def test_judge_counts_a_difference_beyond_twice_the_combined_spread():
-    def a(v, sd=0.3):
-        return Num("a", v, sd, "fid", EXT)
+def num(values, ext=EXT):
+    return Num("a", sum(values) / len(values), None, "fid", ext, trainings=tuple(values))
 
-    # threshold 2 * sqrt(0.3^2 + 0.4^2) = 1.0
-    assert judge(a(5.0), a(6.01, 0.4), "lower")[0] == HOLDS
-    assert judge(a(6.01), a(5.0, 0.4), "lower")[0] == FAILS
-    verdict, diff, thr, _ = judge(a(5.0), a(5.99, 0.4), "lower")
-    assert verdict == UNRESOLVED and thr == pytest.approx(1.0) and diff == pytest.approx(-0.99)
-    assert judge(a(6.01), a(5.0, 0.4), "higher")[0] == HOLDS  # probe accuracy: higher is better
-    assert judge(a(1.0, None), a(50.0), "lower")[0] == UNRESOLVED  # one seed: never resolved, whatever the gap
-    assert judge(None, a(5.0), "lower")[0] == NO_DATA
-    other = Num("b", 50.0, 0.1, "fid", "inception-v3-compat")
-    assert judge(a(1.0), other, "lower")[0] == UNRESOLVED  # FIDs of different extractors are not compared
+
+def test_judge_is_welchs_t_test_over_trainings():
+    from scipy import stats
+
+    a, b = [5.0, 5.5, 6.0], [7.5, 8.0, 8.5]
+    verdict, t, why = judge(num(a), num(b), "lower")
+    ref = stats.ttest_ind(a, b, equal_var=False)
+    assert verdict == HOLDS and t.p == pytest.approx(ref.pvalue) and t.diff == pytest.approx(-2.5)
+    assert t.ci[0] < t.diff < t.ci[1] < 0  # the 95% interval of a - b excludes 0
+    assert judge(num(b), num(a), "lower")[0] == FAILS
+    assert judge(num(b), num(a), "higher")[0] == HOLDS  # probe accuracy: higher is better
+    assert judge(num([5.0, 6.0, 7.0]), num([6.0, 7.0, 8.0]), "lower")[0] == UNRESOLVED  # p = 0.29
+    # one training on a side: never resolved, whatever the gap (the sampling spread never decides)
+    v, t, why = judge(num([1.0]), num([50.0, 51.0, 52.0]), "lower")
+    assert v == UNRESOLVED and "fewer than 2 trainings" in why and t.p is None
+    assert judge(None, num(a), "lower")[0] == NO_DATA
+    assert judge(num(a), num(b, "inception-v3-compat"), "lower")[0] == UNRESOLVED  # two extractors: not compared
+
+
+def test_rule_under_the_null_declares_a_difference_in_about_5_percent_of_draws():
+    """Both arms from one distribution (3 trainings each, training sd 1.13 as measured on digits): the rule must
+    declare a difference in about alpha of the draws or fewer (the 2-sigma rule on sampling sds did in 44%)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    draws = 3000
+    hits = sum(judge(num(list(rng.normal(4.2, 1.13, 3))), num(list(rng.normal(4.2, 1.13, 3))), "lower")[0]
+               in (HOLDS, FAILS) for _ in range(draws))
+    # Welch with n=3 a side is slightly conservative; 3 standard errors of a 5% rate above it would be 0.062
+    assert hits / draws <= 0.062
+
+
+def test_rule_resolves_a_true_difference_of_3_training_sds_with_5_trainings_a_side():
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    draws = 1000
+    verdicts = [judge(num(list(rng.normal(4.2, 1.13, 5))), num(list(rng.normal(4.2 + 3 * 1.13, 1.13, 5))),
+                      "lower")[0] for _ in range(draws)]
+    assert verdicts.count(HOLDS) / draws > 0.9 and verdicts.count(FAILS) == 0
+
+
+def test_holm_adjusts_the_counted_parts_of_a_claim_together():
+    from ablations.claims import Claim, Part, holm
+
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert holm([0.2]) == [0.2]
+    # alone, p = 0.03 holds; beside two other counted parts it must clear 0.05 / 3 first
+    alone = Claim("x", "t", "s", "main", parts=[Part("x1", "s", num([5.0, 5.4, 5.9]), num([6.1, 6.6, 7.2]))])
+    assert alone.finalize().parts[0].test.p < 0.05 and alone.verdict == HOLDS
+    three = Claim("x", "t", "s", "main", parts=[
+        Part("x1", "s", num([5.0, 5.4, 5.9]), num([6.1, 6.6, 7.2])),
+        Part("x2", "s", num([5.0, 6.0, 7.0]), num([5.5, 6.5, 7.5])),
+        Part("x3", "s", num([5.0, 6.0, 7.0]), num([5.5, 6.5, 7.5]))]).finalize()
+    first = three.parts[0]
+    assert first.test.p_holm == pytest.approx(3 * first.test.p) and first.verdict == UNRESOLVED
+    assert "Holm-adjusted p (over 3 parts)" in first.why
+
+
+def test_trainings_needed_matches_the_noncentral_t_power():
+    from scipy import stats
+
+    from ablations.claims import trainings_needed
+
+    n = trainings_needed(1.0, 1.0, 1.0)  # d = 1: the textbook answer is 17 a side
+    assert n == 17
+
+    def power(k):
+        df, nc = 2 * k - 2, 1.0 / math.sqrt(2 / k)
+        crit = stats.t.ppf(0.975, df)
+        return stats.nct.sf(crit, df, nc) + stats.nct.cdf(-crit, df, nc)
+
+    assert power(n) >= 0.8 > power(n - 1)
+    assert trainings_needed(1.0, None, 1.0) == 17  # a side without a spread borrows the other's
+    assert trainings_needed(1.0, None, None) is None
+    assert trainings_needed(1e-4, 1.0, 1.0) is None  # beyond MAX_TRAININGS
 
 
 def test_multi_part_logic():
@@ -107,10 +195,12 @@ def test_small_T_verdicts_flip_with_the_numbers(tmp_path):
     write(tmp_path, "main", main_rows(dmz10=9.5, ddpm10=9.0))  # within 2 * sqrt(0.5^2 + 0.5^2) = 1.41
     c = claims(tmp_path)
     assert parts(c["1"])["1a"] == UNRESOLVED and c["1"].verdict == UNRESOLVED
-    write(tmp_path, "main", main_rows(dmz10=5.0, ddpm10=9.0, seeds=1))  # one seed: no sd
+    for d in tmp_path.glob("main/digits-seed*"):  # one training a side: never resolved, whatever the gap
+        (d / "results.csv").unlink()
     c = claims(tmp_path)
     assert parts(c["1"]) == {"1a": UNRESOLVED, "1b": UNRESOLVED}
-    assert "no sd" in c["1"].parts[0].why
+    assert "fewer than 2 trainings" in c["1"].parts[0].why
+    assert "train each side at least twice" in c["1"].parts[0].needed_text()
 
 
 def test_T100_says_which_is_better_and_whether_resolved(tmp_path):
@@ -173,7 +263,8 @@ def test_latent_size_prefers_the_table_with_seeds_and_checks_pixelsnail(tmp_path
     write(tmp_path, "latent_size", full_rows(), label="digits-full")
     c = claims(tmp_path)["4"]
     a = next(p for p in c.parts if p.pid == "4a")
-    assert a.verdict == HOLDS and a.a.value == 21.0 and a.b.value == 3.3 and "digits, T=10" in a.statement
+    assert a.verdict == HOLDS and a.a.value == pytest.approx(21.0) and a.b.value == pytest.approx(3.3)
+    assert "digits, T=10" in a.statement and a.a.n == a.b.n == 3
     info = next(p for p in c.parts if p.pid == "4a-digits-full")  # the one-seed table at its largest T: information
     assert not info.counted and "T=100" in info.statement and info.verdict == UNRESOLVED
     b = next(p for p in c.parts if p.pid == "4b")
@@ -275,7 +366,7 @@ def test_nll_compares_nll_bpd_z_with_the_standard_error(tmp_path):
     assert c.kind == "information" and c.verdict == HOLDS
     assert parts(c) == {"N-test": HOLDS, "N-test-pixelsnail": HOLDS, "N-train": HOLDS, "N-train-pixelsnail": HOLDS}
     p = c.parts[0]
-    assert p.a.value == 1.10 and p.b.value == 1.30 and p.threshold == pytest.approx(2 * math.sqrt(2) * 0.01)
+    assert p.a.value == pytest.approx(1.10) and p.b.value == pytest.approx(1.30) and p.ci[1] < 0  # CI of a - b
     write(tmp_path, "main", rows(1.50))  # z's bits cost more than the bound gains: DDPM lower
     c = claims(tmp_path)["N"]
     assert parts(c)["N-test"] == FAILS and c.verdict == FAILS and "lower NLL is DDPM's" in c.notes[0]
@@ -307,14 +398,15 @@ def test_report_files_carry_the_numbers_and_the_plots_exist(tmp_path):
     assert md == out["markdown_text"] and "preset `digits`" in md and "Generated 2026-01-01 00:00 UTC" in md
     assert "| 1. DMZ beats DDPM at small T" in md and "**holds**" in md  # the summary table
     assert "5.00 ± 0.50" in md and "9.00 ± 0.50" in md and "21.00 ± 1.40" in md  # the tables' numbers
-    assert "FID [digits-classifier-v1] T=10" in md and "(N=300, 3 seeds)" in md
-    assert "2 · √(sd_a² + sd_b²)" in md and "never comparable with the paper's Inception" in md
+    assert "FID [digits-classifier-v1] T=10" in md and "sd over 3 trainings; sampling sd over 3 seeds 0.50; N=300" in md
+    assert "Welch's t-test" in md and "Holm" in md and "never comparable with the paper's Inception" in md
     assert "17.23" in md and "another dataset: not comparable" in md  # the paper's CIFAR-10 number, labelled
     assert "| latent_size | `" in md and "| main        | `" in md  # the protocol table
     v = pd.read_csv(folder / "verdicts.csv")
     row = v[v["part_id"] == "1a"].iloc[0]
     assert row["verdict"] == HOLDS and row["a_value"] == 5.0 and row["b_value"] == 9.0
-    assert row["threshold"] == pytest.approx(2 * math.sqrt(0.5)) and "2 * sqrt" in row["rule"]
+    assert row["ci_low"] < row["difference"] < row["ci_high"] < 0 and row["p"] < 0.05 and "Welch" in row["rule"]
+    assert row["a_trainings"] == 3 and row["a_sampling_sd"] == pytest.approx(0.5)
     assert set(v["verdict"]) <= {HOLDS, FAILS, UNRESOLVED, NO_DATA}
     names = {p.name for p in out["plots"]}
     assert names == {"verdicts.png", "claim1_digits_fid_vs_T.png", "claim4_digits_fid_vs_z.png"}
@@ -342,9 +434,13 @@ def test_other_presets_pick_T_from_their_rows_and_join_the_papers_numbers(tmp_pa
     inception = "inception-v3-compat"
     rows = [fid(f"z{z}", T, v + (10 if T == 10 else 0), 0.2, latent_dim=z, feature_extractor=inception)
             for z, v in ((16, 5.0), (64, 9.0), (128, 18.0)) for T in (10, 20, 50, 100)]
-    df = pd.DataFrame(rows).assign(grid="latent_size", preset="cifar10", dataset="cifar10", prior="bernoulli")
-    (tmp_path / "latent_size" / "cifar10").mkdir(parents=True)
-    df.to_csv(tmp_path / "latent_size" / "cifar10" / "results.csv", index=False)
+    for k, off in enumerate((-0.2, 0.0, 0.2)):  # three trainings
+        df = pd.DataFrame(rows).assign(grid="latent_size", preset="cifar10", dataset="cifar10", prior="bernoulli",
+                                       seed=k, feature_extractor_weights_sha256="c" * 64)
+        df["value"] += off
+        folder = tmp_path / "latent_size" / ("cifar10" if k == 0 else f"cifar10-seed{k}")
+        folder.mkdir(parents=True)
+        df.to_csv(folder / "results.csv", index=False)
     out = paper_report("cifar10", results_dir=tmp_path, plots=False)
     c = {c.cid: c for c in out["claims"]}["4"]
     a = c.parts[0]
@@ -380,7 +476,7 @@ def fid_values(variant, T, values):
                values=str(list(values)))
 
 
-def test_pool_training_seeds_pools_fid_values_and_other_rows_by_total_variance():
+def test_pool_training_seeds_keeps_one_value_per_training_and_the_sampling_spread_apart():
     import statistics
 
     from ablations.collect import pool_training_seeds
@@ -393,43 +489,174 @@ def test_pool_training_seeds_pools_fid_values_and_other_rows_by_total_variance()
     df = pd.DataFrame(rows)
     df.insert(0, "grid", "main")
     out = pool_training_seeds(df)
-    assert len(out) == 3  # dmz FID and NLL pooled; ddpm (one training) untouched
+    assert len(out) == 3  # dmz FID and NLL pooled; ddpm: one training
     d = out[(out["variant"] == "dmz") & (out["metric"] == "fid")].iloc[0]
-    every = [4.0, 5.0, 6.0, 5.0, 5.0, 5.5]
-    assert d["train_seeds"] == 2 and d["seeds"] == 6 and d["train_seed_list"] == "[0, 1]"
-    assert d["value"] == pytest.approx(statistics.fmean(every)) and d["sd"] == pytest.approx(statistics.stdev(every))
+    per_training = [5.0, statistics.fmean([5.0, 5.0, 5.5])]  # a training's FID: the mean over its sampling seeds
+    assert d["train_seeds"] == 2 and d["seeds"] == 3 and d["train_seed_list"] == "[0, 1]"
+    assert d["value"] == pytest.approx(statistics.fmean(per_training))
+    assert d["sd"] == d["train_sd"] == pytest.approx(statistics.stdev(per_training))  # the sd over trainings
+    within = [statistics.stdev([4.0, 5.0, 6.0]), statistics.stdev([5.0, 5.0, 5.5])]
+    assert d["sampling_sd"] == pytest.approx(math.sqrt(statistics.fmean(w * w for w in within)))
     n = out[out["metric"] == "nll_bpd"].iloc[0]
-    assert n["value"] == pytest.approx(1.1)
-    # se of the mean of two trainings: (mean within-training se^2 + variance between them) / 2
-    assert n["se"] == pytest.approx(math.sqrt(((0.03 ** 2 + 0.04 ** 2) / 2 + statistics.variance([1.0, 1.2])) / 2))
+    assert n["value"] == pytest.approx(1.1) and n["train_sd"] == pytest.approx(statistics.stdev([1.0, 1.2]))
+    assert n["se"] == pytest.approx(math.sqrt((0.03 ** 2 + 0.04 ** 2) / 2))
     p = out[out["variant"] == "ddpm"].iloc[0]
-    assert p["train_seeds"] == 1 and p["value"] == pytest.approx(8.0) and p["seeds"] == 3
+    assert p["train_seeds"] == 1 and p["value"] == pytest.approx(8.0) and math.isnan(p["sd"])
+    assert p["sampling_sd"] == pytest.approx(1.0)  # one training: its sampling sd, apart, never the "±"
 
 
-def test_a_training_seed_replicate_folder_is_pooled_and_can_resolve_a_claim(tmp_path):
-    # one training each: dmz 5 +- 1 vs ddpm 9 +- 2 at T=10: threshold 2 * sqrt(1 + 4) = 4.47 > 4, not resolved
+def test_replicate_folders_are_pooled_and_decide_over_trainings(tmp_path):
     base = [fid_values("dmz", 10, [4.0, 5.0, 6.0]), fid_values("ddpm", 10, [7.0, 9.0, 11.0]),
             fid("dmz", 20, 5.0), fid("ddpm", 20, 9.0), fid("dmz", 100, 3.0), fid("ddpm", 100, 3.2)]
-    write(tmp_path, "main", seeded(base, 0))
+    write(tmp_path, "main", seeded(base, 0), trainings=1)
     c = claims(tmp_path)
-    assert parts(c["1"])["1a"] == UNRESOLVED
-    # a second training of both (run_grid --set seed=1 writes main/digits-seed1): its values are tight
-    write(tmp_path, "main", seeded([fid_values("dmz", 10, [5.0, 5.0, 5.0]), fid_values("ddpm", 10, [9.0, 9.0, 9.0])],
-                                   1), label="digits-seed1")
+    assert parts(c["1"])["1a"] == UNRESOLVED  # one training: not resolved, however tight its sampling seeds
+    # two more trainings of both (run_grid --seeds 1 2 writes main/digits-seed1, -seed2)
+    for k, (dmz, ddpm) in enumerate(((5.2, 9.1), (4.9, 8.8)), start=1):
+        write(tmp_path, "main", seeded([fid_values("dmz", 10, [dmz] * 3), fid_values("ddpm", 10, [ddpm] * 3)], k),
+              label=f"digits-seed{k}", trainings=1)
     frames = load_all("digits", tmp_path)["main"]
     assert list(frames) == ["digits"]  # pooled into the preset's label, not a table of its own
-    c = claims(tmp_path)
-    p = next(p for p in c["1"].parts if p.pid == "1a")
-    assert p.verdict == HOLDS and p.a.train_seeds == 2 and p.a.seeds == 6
-    assert p.a.value == pytest.approx(5.0) and p.b.value == pytest.approx(9.0)
-    assert "2 trainings x 3 sampling seeds" in p.a.text()
+    p = next(p for p in claims(tmp_path)["1"].parts if p.pid == "1a")
+    assert p.verdict == HOLDS and p.a.n == 3 and p.a.trainings == pytest.approx((5.0, 5.2, 4.9))
+    assert p.b.trainings == pytest.approx((9.0, 9.1, 8.8)) and "sd over 3 trainings" in p.a.text()
     from ablations.paper_report import grid_table
 
     table = grid_table(frames["digits"], ["variant", "sampler"])
-    assert table.loc[table["variant"] == "dmz"].iloc[0].str.contains(r"5\.00 ± 0\.63 \(2 trainings\)").any()
-    # the replicate pulls the other way: DDPM's second training as good as DMZ's -> not resolved again
-    write(tmp_path, "main", seeded([fid_values("dmz", 10, [5.0, 5.0, 5.0]), fid_values("ddpm", 10, [5.0, 5.0, 5.0])],
-                                   1), label="digits-seed1")
+    assert table.loc[table["variant"] == "dmz"].iloc[0].str.contains(r"5\.03 ± 0\.15 \(n=3\) \[0\.58\]").any()
+    # the replicates pull the other way: DDPM as good as DMZ in the other two trainings -> not resolved
+    for k in (1, 2):
+        write(tmp_path, "main", seeded([fid_values("dmz", 10, [5.0] * 3), fid_values("ddpm", 10, [5.0] * 3)], k),
+              label=f"digits-seed{k}", trainings=1)
+    assert parts(claims(tmp_path)["1"])["1a"] == UNRESOLVED
+
+
+def test_results_label_names_a_training_seed_replicate():
+    from ablations.grids import expand, results_label
+
+    assert results_label("digits", None, expand("main", "digits")) == "digits"
+    assert results_label("digits", None, expand("main", "digits", ["seed=1"])) == "digits-seed1"
+    assert results_label("digits", "full", expand("latent_size", "digits", ["seed=2"], budget="full")) \
+        == "digits-full-seed2"
+
+
+def test_fid_rows_of_two_extractor_weights_are_never_pooled():
+    """FIDs of two weight files are two feature spaces: kept apart, while their NLL rows still pool."""
+    from ablations.collect import pool_training_seeds
+
+    def weights(rows, sha):
+        return [{**r, "feature_extractor_weights_sha256": sha} if r["metric"] == "fid" else r for r in rows]
+
+    rows = (weights(seeded([fid_values("dmz", 10, [4.0, 5.0, 6.0]),
+                            {"variant": "dmz", "metric": "nll_bpd", "reference": "test", "value": 1.0, "se": 0.03}],
+                           0), "a" * 64)
+            + weights(seeded([fid_values("dmz", 10, [9.0, 9.0, 9.5]),
+                              {"variant": "dmz", "metric": "nll_bpd", "reference": "test", "value": 1.2, "se": 0.04}],
+                             1), "b" * 64))
+    df = pd.DataFrame(rows)
+    df.insert(0, "grid", "main")
+    out = pool_training_seeds(df)
+    f = out[out["metric"] == "fid"]
+    assert len(f) == 2 and set(f["train_seeds"]) == {1}
+    n = out[out["metric"] == "nll_bpd"]
+    assert len(n) == 1 and n.iloc[0]["train_seeds"] == 2
+    same = pool_training_seeds(df.assign(feature_extractor_weights_sha256="a" * 64))
+    assert same[same["metric"] == "fid"].iloc[0]["train_seeds"] == 2
+
+
+def test_stale_rows_are_left_out_and_listed_with_the_command_that_regenerates_them(tmp_path):
+    from ablations.paper_report import build_claims, render
+
+    def report():
+        ctx = Ctx("digits", load_all("digits", tmp_path), results_dir=tmp_path)
+        return ctx, render(ctx, build_claims(ctx), {}, tmp_path, "2026-12-02")
+
+    write(tmp_path, "main", main_rows(5.0, 9.0))
+    other = [{**r, "feature_extractor_weights_sha256": "b" * 64} for r in seeded(main_rows(50.0, 9.0), 2)]
+    other += [{"variant": "dmz", "metric": "nll_bpd", "reference": "test", "value": 1.0, "se": 0.03, "seed": 2}]
+    _write_one(tmp_path, "main", other, "digits-seed2")  # training 2 re-evaluated on another machine's extractor
+    ctx, md = report()
+    df = ctx.data["main"]["digits"]
+    fid10 = df[(df["metric"] == "fid") & (df["T"] == 10) & (df["variant"] == "dmz")]
+    assert len(fid10) == 1 and fid10.iloc[0]["train_seeds"] == 2  # its stale FID is not pooled (50 would count)
+    assert (df["metric"] == "nll_bpd").any()  # its NLL row, which needs no extractor, is used
+    assert "Stale rows" in md and "bbbbbbbb" in md
+    assert "python ablations/run_grid.py --grid main --preset digits --seeds 2 --only dmz,ddpm" in md
+    # one unpinned extractor with two weight files in one folder: one clear error that says what to do
+    from ablations.claims import MixedFeatureSpaces
+
+    inc = [fid("dmz", 10, 5.0, feature_extractor="inception-v3-compat", feature_extractor_weights_sha256=h)
+           for h in ("c" * 64, "d" * 64)]
+    _write_one(tmp_path, "main", inc, "digits-seed3")
+    with pytest.raises(MixedFeatureSpaces, match="mixes FIDs of inception-v3-compat from 2 weight files.*re-evaluate"):
+        load_all("digits", tmp_path)
+
+
+# ---------------------------------------------------------------------------------------------------- training seeds
+def seeded(rows, seed):
+    """Rows of one training seed: FID rows carry their per-sampling-seed values (as collect.py writes them)."""
+    return [{**r, "seed": seed, "run_id": f"r-s{seed}"} for r in rows]
+
+
+def fid_values(variant, T, values):
+    import statistics
+
+    return fid(variant, T, statistics.fmean(values), statistics.stdev(values), seeds=len(values),
+               values=str(list(values)))
+
+
+def test_pool_training_seeds_keeps_one_value_per_training_and_the_sampling_spread_apart():
+    import statistics
+
+    from ablations.collect import pool_training_seeds
+
+    rows = (seeded([fid_values("dmz", 10, [4.0, 5.0, 6.0]),
+                    {"variant": "dmz", "metric": "nll_bpd", "reference": "test", "value": 1.0, "se": 0.03},
+                    fid_values("ddpm", 10, [7.0, 8.0, 9.0])], 0)
+            + seeded([fid_values("dmz", 10, [5.0, 5.0, 5.5]),
+                      {"variant": "dmz", "metric": "nll_bpd", "reference": "test", "value": 1.2, "se": 0.04}], 1))
+    df = pd.DataFrame(rows)
+    df.insert(0, "grid", "main")
+    out = pool_training_seeds(df)
+    assert len(out) == 3  # dmz FID and NLL pooled; ddpm: one training
+    d = out[(out["variant"] == "dmz") & (out["metric"] == "fid")].iloc[0]
+    per_training = [5.0, statistics.fmean([5.0, 5.0, 5.5])]  # a training's FID: the mean over its sampling seeds
+    assert d["train_seeds"] == 2 and d["seeds"] == 3 and d["train_seed_list"] == "[0, 1]"
+    assert d["value"] == pytest.approx(statistics.fmean(per_training))
+    assert d["sd"] == d["train_sd"] == pytest.approx(statistics.stdev(per_training))  # the sd over trainings
+    within = [statistics.stdev([4.0, 5.0, 6.0]), statistics.stdev([5.0, 5.0, 5.5])]
+    assert d["sampling_sd"] == pytest.approx(math.sqrt(statistics.fmean(w * w for w in within)))
+    n = out[out["metric"] == "nll_bpd"].iloc[0]
+    assert n["value"] == pytest.approx(1.1) and n["train_sd"] == pytest.approx(statistics.stdev([1.0, 1.2]))
+    assert n["se"] == pytest.approx(math.sqrt((0.03 ** 2 + 0.04 ** 2) / 2))
+    p = out[out["variant"] == "ddpm"].iloc[0]
+    assert p["train_seeds"] == 1 and p["value"] == pytest.approx(8.0) and math.isnan(p["sd"])
+    assert p["sampling_sd"] == pytest.approx(1.0)  # one training: its sampling sd, apart, never the "±"
+
+
+def test_replicate_folders_are_pooled_and_decide_over_trainings(tmp_path):
+    base = [fid_values("dmz", 10, [4.0, 5.0, 6.0]), fid_values("ddpm", 10, [7.0, 9.0, 11.0]),
+            fid("dmz", 20, 5.0), fid("ddpm", 20, 9.0), fid("dmz", 100, 3.0), fid("ddpm", 100, 3.2)]
+    write(tmp_path, "main", seeded(base, 0), trainings=1)
+    c = claims(tmp_path)
+    assert parts(c["1"])["1a"] == UNRESOLVED  # one training: not resolved, however tight its sampling seeds
+    # two more trainings of both (run_grid --seeds 1 2 writes main/digits-seed1, -seed2)
+    for k, (dmz, ddpm) in enumerate(((5.2, 9.1), (4.9, 8.8)), start=1):
+        write(tmp_path, "main", seeded([fid_values("dmz", 10, [dmz] * 3), fid_values("ddpm", 10, [ddpm] * 3)], k),
+              label=f"digits-seed{k}", trainings=1)
+    frames = load_all("digits", tmp_path)["main"]
+    assert list(frames) == ["digits"]  # pooled into the preset's label, not a table of its own
+    p = next(p for p in claims(tmp_path)["1"].parts if p.pid == "1a")
+    assert p.verdict == HOLDS and p.a.n == 3 and p.a.trainings == pytest.approx((5.0, 5.2, 4.9))
+    assert p.b.trainings == pytest.approx((9.0, 9.1, 8.8)) and "sd over 3 trainings" in p.a.text()
+    from ablations.paper_report import grid_table
+
+    table = grid_table(frames["digits"], ["variant", "sampler"])
+    assert table.loc[table["variant"] == "dmz"].iloc[0].str.contains(r"5\.03 ± 0\.15 \(n=3\) \[0\.58\]").any()
+    # the replicates pull the other way: DDPM as good as DMZ in the other two trainings -> not resolved
+    for k in (1, 2):
+        write(tmp_path, "main", seeded([fid_values("dmz", 10, [5.0] * 3), fid_values("ddpm", 10, [5.0] * 3)], k),
+              label=f"digits-seed{k}", trainings=1)
     assert parts(claims(tmp_path)["1"])["1a"] == UNRESOLVED
 
 
@@ -469,22 +696,10 @@ def test_fid_rows_of_two_extractor_weights_are_never_pooled():
     assert same[same["metric"] == "fid"].iloc[0]["train_seeds"] == 2
 
 
-def test_protocol_names_the_extractor_weights_and_warns_when_a_table_holds_two(tmp_path):
+def test_protocol_names_the_pinned_extractor_weights(tmp_path):
     from ablations.paper_report import build_claims, render
 
-    def with_sha(rows, sha):
-        return [{**r, "feature_extractor_weights_sha256": sha} for r in rows]
-
-    def report():
-        ctx = Ctx("digits", load_all("digits", tmp_path))
-        return render(ctx, build_claims(ctx), {}, tmp_path, "2026-12-02")
-
-    write(tmp_path, "main", with_sha(seeded([fid_values("dmz", 10, [4.0, 5.0, 6.0])], 0), "a" * 64))
-    write(tmp_path, "main", with_sha(seeded([fid_values("dmz", 10, [5.0, 5.0, 5.0])], 1), "a" * 64),
-          label="digits-seed1")
-    md = report()
-    assert f"{EXT} (weights aaaaaaaa)" in md and "two feature spaces" not in md
-    write(tmp_path, "main", with_sha(seeded([fid_values("dmz", 10, [5.0, 5.0, 5.0])], 1), "b" * 64),
-          label="digits-seed1")
-    md = report()
-    assert f"{EXT} (weights aaaaaaaa, bbbbbbbb)" in md and "two feature spaces" in md
+    write(tmp_path, "main", main_rows(5.0, 9.0))
+    ctx = Ctx("digits", load_all("digits", tmp_path), results_dir=tmp_path)
+    md = render(ctx, build_claims(ctx), {}, tmp_path, "2026-12-02")
+    assert f"{EXT} (weights {PIN[:8]})" in md and "Stale rows" not in md

@@ -19,9 +19,13 @@ INCEPTION = "inception-v3-compat"
 DIGITS_EXT = "digits-classifier-v1"
 
 
+PIN = "9371b7aeccca287bee17f58963fb1a0749ffc420850544189f9b06730402117c"  # digits-classifier-v1's pinned weights
+
+
 def fid_row(T, sampler, value, sd=None, *, N=20, seeds=1, extractor=DIGITS_EXT, **extra):
     return {"metric": "fid", "T": T, "sampler": sampler, "N": N, "seeds": seeds, "value": value, "sd": sd,
-            "feature_extractor": extractor, "solver": "ddpm", "checkpoint_step": 3, "weights": "ema", **extra}
+            "feature_extractor": extractor, "feature_extractor_weights_sha256": PIN if extractor == DIGITS_EXT
+            else "c" * 64, "solver": "ddpm", "checkpoint_step": 3, "weights": "ema", **extra}
 
 
 def probe_rows(acc, auroc=0.9):
@@ -247,23 +251,50 @@ def test_collect_and_report_command_lines(tmp_path, capsys):
     assert "did you mean 'main'" in capsys.readouterr().err
 
 
-def test_size_effect_verdict_is_computed_from_the_rows():
+def _size_csv(root, label, seed, z16, z128, sha="9371b7aeccca287bee17f58963fb1a0749ffc420850544189f9b06730402117c"):
     import pandas as pd
 
-    from ablations.report import size_effect_findings
+    base = dict(grid="latent_size", preset="digits", dataset="digits", metric="fid", sampler="prior", T=10, N=300,
+                seeds=3, sd=0.2, solver="ddpm", feature_extractor="digits-classifier-v1", prior="bernoulli",
+                feature_extractor_weights_sha256=sha, prior_matching=0.0, train_steps=1000, seed=seed)
+    df = pd.DataFrame([dict(base, variant="z16", latent_dim=16, value=z16),
+                       dict(base, variant="z128", latent_dim=128, value=z128)])
+    (root / "latent_size" / label).mkdir(parents=True, exist_ok=True)
+    df.to_csv(root / "latent_size" / label / "results.csv", index=False)
+    return df
 
-    def rows(hi, sd_hi, lo=3.0, sd_lo=0.2, pm_hi=None):
-        base = dict(metric="fid", sampler="prior", T=10)
-        out = [dict(base, latent_dim=16, prior_matching=0.0, value=lo, sd=sd_lo),
-               dict(base, latent_dim=128, prior_matching=0.0, value=hi, sd=sd_hi),
-               dict(base, latent_dim=64, prior_matching=0.0, value=50.0, sd=0.1)]  # only the extremes are compared
-        if pm_hi is not None:  # a prior-matching cell at the largest |z| is not part of the claim
-            out.append(dict(base, latent_dim=128, prior_matching=0.1, value=pm_hi, sd=0.1))
-        return pd.DataFrame(out)
 
-    (line,) = size_effect_findings(rows(hi=20.0, sd_hi=0.5, pm_hi=1.0))
-    assert "FID 20.00 at |z|=128 vs 3.00 at |z|=16" in line and "spread 0.50" in line and line.endswith("-> holds "
-                                                                                                         "(larger |z|, worse prior samples)")
-    assert size_effect_findings(rows(hi=4.0, sd_hi=0.5))[0].endswith("not resolved at this budget")  # 1.0 < 3 x 0.5
-    assert size_effect_findings(rows(hi=1.0, sd_hi=0.1))[0].endswith("does not hold (larger |z|, better prior samples)")
-    assert "no spread" in size_effect_findings(rows(hi=20.0, sd_hi=float("nan")).assign(sd=None))[0]
+def test_reproduction_check_places_a_new_training_in_the_prediction_interval(tmp_path):
+    import math
+
+    from scipy import stats
+
+    from ablations import reproduce
+
+    for k, (a, b) in enumerate(((3.0, 21.0), (4.0, 23.0), (5.0, 22.0))):
+        _size_csv(tmp_path, "digits" if k == 0 else f"digits-seed{k}", k, a, b)
+    _size_csv(tmp_path, "digits-seed3", 3, 40.0, 1.0, sha="b" * 64)  # stale: another feature space, left out
+    ref = reproduce.trainings("latent_size", "digits", tmp_path)
+    z16 = ref[ref["variant"] == "z16"].iloc[0]
+    assert z16["train_seeds"] == 3 and z16["value"] == 4.0 and z16["train_sd"] == 1.0
+    lo, hi = reproduce.prediction_interval(4.0, 1.0, 3)
+    half = stats.t.ppf(0.975, 2) * math.sqrt(1 + 1 / 3)
+    assert (lo, hi) == (pytest.approx(4.0 - half), pytest.approx(4.0 + half))
+    mine = _size_csv(tmp_path / "mine", "digits", 0, 6.0, 60.0)  # z16 inside [-1.3, 9.3]; z128 far above
+    check = reproduce.reproduction_check(mine, ref).set_index("cell")
+    assert check.loc["z16, z~prior", "yours is"] == "inside"
+    assert check.loc["z128, z~prior", "yours is"] == "above the interval"
+    assert check.loc["z16, z~prior", "checked in: mean ± sd over trainings"] == "4.00 ± 1.00 (n=3)"
+    text = reproduce.to_text(check.reset_index(), reproduce.grid_findings("latent_size", "digits", tmp_path))
+    assert "1 of 2 inside the 95% prediction interval" in text
+    assert "|z| effect" in text and "-> holds" in text and "Welch" not in text  # the verdict over 3 trainings
+    assert "p = " in text
+
+
+def test_grid_table_says_its_spread_is_over_sampling_seeds_of_one_training(tmp_path):
+    from ablations.report import build_table
+
+    df = _size_csv(tmp_path, "digits", 0, 3.0, 21.0)
+    table, notes = build_table(df, "latent_size")
+    assert any("sampling seeds of this one training" in n and "not the spread between trainings" in n for n in notes)
+    assert not any("holds" in n for n in notes)  # no verdict from one training's sampling spread
