@@ -22,8 +22,9 @@ Reading the rows: :func:`load_all` returns ``{grid: {label: rows}}`` from each g
 :func:`fid_rows` and :func:`_best` pick the rows a comparison reads.
 
 To add a claim: write ``claim_<name>(ctx: Ctx) -> Claim`` beside the others (take the grid's rows with
-``ctx.frame(grid)`` or ``ctx.frames(grid)``; when there are none, set ``c.missing = ctx.missing(grid)`` and give
-each part ``why_missing``; build numbers with ``ctx.num`` / :func:`_fid` / :func:`as_num` and append a
+``df = ctx.rows_for(c, placeholders)``, which marks the claim as having no data and returns None when the grid has
+no rows, or ``ctx.frames(grid)`` for every table; build numbers with ``ctx.num`` / :func:`_fid` /
+:func:`as_num` and append a
 ``Part(pid, statement, a, b, better=...)`` per comparison), add its grid to :data:`GRIDS_USED` if it is new, and
 append the function to :data:`CLAIMS` (report order); list it in ``ablations/README.md``'s claim table.
 ``paper_report.py`` renders it (tables, plots, ``verdicts.csv``) with no further change.
@@ -43,7 +44,7 @@ import pandas as pd
 from scipy import stats
 
 from ablations.collect import pool_training_seeds, split_seed_label
-from ablations.report import _missing, column_label, fmt, metric_label
+from ablations.tables import column_label, fmt, metric_label, missing
 from evaluation.extractor_names import is_stale
 
 REPO = Path(__file__).resolve().parent.parent
@@ -108,7 +109,7 @@ def _stale_mask(df: pd.DataFrame) -> pd.Series:
     """FID rows outside the pinned feature space of their extractor (:func:`evaluation.extractor_names.is_stale`)."""
     sha = df["feature_extractor_weights_sha256"] if "feature_extractor_weights_sha256" in df else pd.Series(
         [None] * len(df), index=df.index)
-    return (df["metric"] == "fid") & pd.Series([is_stale(e, None if _missing(h) else h)
+    return (df["metric"] == "fid") & pd.Series([is_stale(e, None if missing(h) else h)
                                                 for e, h in zip(df["feature_extractor"], sha)], index=df.index)
 
 
@@ -185,7 +186,7 @@ def stale_rows(preset: str, results_dir: str | Path | None = None) -> pd.DataFra
                 else pd.Series([None] * len(stale))
             out.append({"results": f"`{_rel(folder / 'results.csv')}`", "cells": ", ".join(cells),
                         "stale FID rows": len(stale),
-                        "weights": ", ".join(dict.fromkeys("not recorded" if _missing(h) else str(h)[:8]
+                        "weights": ", ".join(dict.fromkeys("not recorded" if missing(h) else str(h)[:8]
                                                            for h in shas)),
                         "regenerate with": f"`python ablations/run_grid.py --grid {grid} --preset {preset}"
                         + (f" --budget {budget}" if budget else "") + f" --seeds {seed or 0} --only "
@@ -305,12 +306,12 @@ def _floats(v: Any) -> tuple[float, ...]:
 
 def as_num(row: pd.Series | None, what: str, paper: pd.DataFrame | None = None) -> Num | None:
     """A pooled result row (:func:`ablations.collect.pool_training_seeds`) as a :class:`Num` (None for no row)."""
-    if row is None or _missing(row["value"]):
+    if row is None or missing(row["value"]):
         return None
     metric = row["metric"]
 
     def num(k: str) -> float | None:
-        return None if _missing(row.get(k)) else float(row[k])
+        return None if missing(row.get(k)) else float(row[k])
 
     trainings = _floats(row.get("train_seed_values")) or (float(row["value"]),)
     if metric in NLL_LABELS:
@@ -334,9 +335,9 @@ def paper_value(paper: pd.DataFrame | None, row: pd.Series) -> float | None:
     hit = paper[(paper["dataset"] == row.get("dataset")) & (paper["grid"] == row.get("grid"))
                 & (paper["variant"] == row.get("variant")) & (paper["metric"] == row["metric"])
                 & (paper["sampler"] == row.get("sampler"))]
-    if not _missing(row.get("latent_dim")):
+    if not missing(row.get("latent_dim")):
         hit = hit[hit["latent_dim"].astype(float) == float(row["latent_dim"])]
-    if not _missing(row.get("T")):
+    if not missing(row.get("T")):
         hit = hit[hit["T"].astype(float) == float(row["T"])]
     return float(hit["value"].iloc[0]) if len(hit) else None
 
@@ -549,6 +550,17 @@ class Ctx:
         return (f"no results for grid {grid} on {self.preset} (results/{grid}/{self.preset}/results.csv); produce "
                 f"them with `{run_commands(grid, self.preset)[0]}`")
 
+    def rows_for(self, c: "Claim", placeholders: list[tuple[str, str]] = (), better: str = "lower"
+                 ) -> pd.DataFrame | None:
+        """The first table of ``c.grid``'s rows; or None after marking ``c`` as having no data, with one
+        no-data part ``(pid, statement)`` per placeholder, each saying which command produces the rows."""
+        got = self.frame(c.grid)
+        if got is not None:
+            return got[1]
+        c.missing = self.missing(c.grid)
+        c.parts = [Part(pid, text, None, None, better=better, why_missing=c.missing) for pid, text in placeholders]
+        return None
+
     def num(self, df: pd.DataFrame | None, what: str, **where) -> Num | None:
         return None if df is None else as_num(_best(select(df, **where)), what, self.paper)
 
@@ -570,7 +582,7 @@ def _fid(ctx: Ctx, df: pd.DataFrame, variant: str, T: float, sampler: str | None
 
 
 def _pick_T(available, want: float) -> tuple[float | None, str]:
-    ts = sorted({float(t) for t in available if not _missing(t)})
+    ts = sorted({float(t) for t in available if not missing(t)})
     if not ts:
         return None, ""
     if want in ts:
@@ -582,12 +594,9 @@ def claim_small_T(ctx: Ctx) -> Claim:
     c = Claim("1", "DMZ beats DDPM at small T", "At T=10 and at T=20, DMZ (z ~ Bernoulli(0.5) prior) has a lower "
               "FID than unconditional DDPM at the same T (Table 1; 'clear gains at small numbers of denoising "
               "steps').", "main")
-    got = ctx.frame("main")
-    if got is None:
-        c.missing = ctx.missing("main")
-        c.parts = [Part(f"1{s}", f"T={T}", None, None, why_missing=c.missing) for s, T in (("a", 10), ("b", 20))]
+    df = ctx.rows_for(c, [(f"1{s}", f"T={T}") for s, T in (("a", 10), ("b", 20))])
+    if df is None:
         return c
-    _, df = got
     for s, T in (("a", 10), ("b", 20)):
         a, b = _fid(ctx, df, "dmz", T), _fid(ctx, df, "ddpm", T, sampler=None)
         c.parts.append(Part(f"1{s}", f"T={T}: DMZ FID < DDPM FID", a, b,
@@ -599,12 +608,9 @@ def claim_T100(ctx: Ctx) -> Claim:
     c = Claim("2", "DMZ vs DDPM at T=100", "At T=100, DMZ's FID is lower than DDPM's. ICLR reviewers read Table 1 "
               "as the opposite on CIFAR-10 (DMZ worse than DDPM); 'does not hold' here means we reproduce their "
               "reading, 'not resolved' that this budget cannot tell.", "main")
-    got = ctx.frame("main")
-    if got is None:
-        c.missing = ctx.missing("main")
-        c.parts = [Part("2", "T=100", None, None, why_missing=c.missing)]
+    df = ctx.rows_for(c, [("2", "T=100")])
+    if df is None:
         return c
-    _, df = got
     T, note = _pick_T(fid_rows(df)["T"], 100.0)
     if note:
         c.notes.append(note)
@@ -627,12 +633,9 @@ def claim_latent_type(ctx: Ctx) -> Claim:
     rivals = [("a", "normal", "prior", "Normal, z ~ N(0, I)"), ("b", "normal", "normal", "Normal, `normal` sampler"),
               ("c", "categorical", "prior", "categorical 16x4 (32 bits)"),
               ("d", "categorical-16bit", "prior", "categorical 8x4 (16 bits, capacity-matched)")]
-    got = ctx.frame("latent_type")
-    if got is None:
-        c.missing = ctx.missing("latent_type")
-        c.parts = [Part(f"3{s}", f"vs {text}", None, None, why_missing=c.missing) for s, _, _, text in rivals]
+    df = ctx.rows_for(c, [(f"3{s}", f"vs {text}") for s, _, _, text in rivals])
+    if df is None:
         return c
-    _, df = got
     fid = fid_rows(df)
     T, note = _pick_T(fid["T"], 100.0)
     if note:
@@ -737,12 +740,9 @@ def claim_conditioning(ctx: Ctx) -> Claim:
               "embedding, at every T the grid scores. cross_attention+add and z as 4 tokens are reported as "
               "information.", "conditioning")
     rivals = [("concat", True), ("add", True)]
-    got = ctx.frame("conditioning")
-    if got is None:
-        c.missing = ctx.missing("conditioning")
-        c.parts = [Part(f"5-{v}", f"vs {v}", None, None, why_missing=c.missing) for v, k in rivals if k]
+    df = ctx.rows_for(c, [(f"5-{v}", f"vs {v}") for v, k in rivals if k])
+    if df is None:
         return c
-    _, df = got
     rivals += [(v, False) for v in dict.fromkeys(df["variant"]) if v not in ("cross_attention", "concat", "add")]
     ts = sorted({float(t) for t in fid_rows(df)["T"].dropna()})
     for t in ts:
@@ -765,13 +765,10 @@ def claim_representation(ctx: Ctx) -> Claim:
               "linear-probe score at the largest |z| is above the one at the smallest |z| (reviewer 4: "
               "'representation learning ... benefits from more informative, higher-dimensional latents').",
               "representation")
-    got = ctx.frame("representation")
     priors = ("bernoulli", "normal", "categorical")
-    if got is None:
-        c.missing = ctx.missing("representation")
-        c.parts = [Part(f"6-{p}", p, None, None, why_missing=c.missing) for p in priors]
+    df = ctx.rows_for(c, [(f"6-{p}", p) for p in priors])
+    if df is None:
         return c
-    _, df = got
     metric = next((m for m in PROBE_PREFERENCE if (df["metric"] == m).any()), None)
     if metric is None:
         c.parts = [Part(f"6-{p}", p, None, None, why_missing="representation has no probe rows") for p in priors]
@@ -801,12 +798,9 @@ def claim_ddim(ctx: Ctx) -> Claim:
               "(gamma=0) has a lower FID than the same model trained with the released gamma, for DDPM and for "
               "DMZ, at the smallest T the grid scores (the other T are information; reviewer 4: 'limited "
               "compatibility with DDIM in Table 10').", "ddim")
-    got = ctx.frame("ddim")
-    if got is None:
-        c.missing = ctx.missing("ddim")
-        c.parts = [Part(f"7-{m}", m, None, None, why_missing=c.missing) for m in ("ddpm", "dmz")]
+    df = ctx.rows_for(c, [(f"7-{m}", m) for m in ("ddpm", "dmz")])
+    if df is None:
         return c
-    _, df = got
     ddim = fid_rows(df, "ddim")
     ts = sorted({float(t) for t in ddim["T"].dropna()})
     if not ts:
@@ -826,7 +820,7 @@ def claim_ddim(ctx: Ctx) -> Claim:
         if "input_perturbation" in df.columns else pd.Series(dtype=float)
     if len(gam):
         c.notes.append("gamma (input_perturbation) per cell: " + ", ".join(f"{v}={g:g}" for v, g in gam.items()
-                                                                            if not _missing(g)))
+                                                                            if not missing(g)))
     return c
 
 
@@ -837,11 +831,9 @@ def nll_section(ctx: Ctx) -> Claim:
               "the fitted PixelSNAIL's bits; 0 for DDPM), so `nll_bpd_z` with the prior is the fair comparison with "
               "DDPM. Like every part, it is tested over trainings (a training's NLL = its mean over images; the "
               "standard error over images is shown beside it).", "main", kind="information")
-    got = ctx.frame("main")
-    if got is None:
-        c.missing = ctx.missing("main")
+    df = ctx.rows_for(c)
+    if df is None:
         return c
-    _, df = got
     nll = df[df["metric"].isin(list(NLL_LABELS)) & df["value"].notna()]
     if nll.empty:
         c.missing = f"main on {ctx.preset} has no NLL rows (`nll_bpd`, `nll_bpd_z`)"

@@ -23,13 +23,11 @@ import pandas as pd
 if __package__ in (None, ""):  # run by path
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ablations.grids import RESULTS_FILE, Cell, cell_dir, requested_rows, row_matches
+from ablations.grids import Cell, cell_dir, requested_rows, row_matches
 from dmz.runio import read_jsonl
+from evaluation.rows import RESULTS_FILE, latest_rows
 
 REPO = Path(__file__).resolve().parent.parent
-# identity of a row within a cell (evaluation.run.KEY_FIELDS): a later row with the same key replaces an earlier one
-KEY = ("metric", "T", "sampler", "solver", "N", "seeds", "feature_extractor", "feature_extractor_weights_sha256",
-       "reference", "repr", "checkpoint_step", "weights")
 CONFIG_COLUMNS = ("dataset", "prior", "latent_dim", "conditioning", "prior_matching", "categories", "run_id")
 PATH_COLUMNS = ("run_dir", "copied_from", "cell_dir")  # folders a row names: written relative to the repository
 FIRST = ("grid", "preset", "variant", *CONFIG_COLUMNS, "metric", "feature_extractor", "T", "sampler", "N", "seeds",
@@ -46,11 +44,8 @@ def cell_rows(cell: Cell, run_dir: Path, *, requested_only: bool = True) -> list
     if requested_only:
         wants = requested_rows(cell)
         rows = [r for r in rows if any(row_matches(w, r) for w in wants)]
-    latest: dict[tuple, dict[str, Any]] = {}
-    for r in rows:
-        latest[tuple(json.dumps(r.get(k), sort_keys=True) for k in KEY)] = r
     order = requested_rows(cell)  # rows in the order the grid asks for them (metric, sampler, T)
-    rows = sorted(latest.values(),
+    rows = sorted(latest_rows(rows, per_run=False),
                   key=lambda r: next((i for i, w in enumerate(order) if row_matches(w, r)), len(order)))
     m = cell.config().model
     fill = {"dataset": cell.config().data.dataset, "prior": m.prior, "latent_dim": m.latent_dim,
@@ -108,15 +103,6 @@ def _ident(v: Any) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return ""
     return repr(float(v)) if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v)
-
-
-def _values(v: Any) -> list[float] | None:
-    if isinstance(v, str) and v.startswith("["):
-        try:
-            return [float(x) for x in json.loads(v)]
-        except (ValueError, TypeError):
-            return None
-    return None
 
 
 def _rms(values: list[float]) -> float:
@@ -191,15 +177,16 @@ def save(df: pd.DataFrame, grid: str, preset: str, results_dir: str | Path | Non
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ablations.grids import cell_parser, parse_cells, results_label
+    from ablations.grids import cell_parser, cells_by_seed, parse_cells, results_label
 
     parsed = parse_cells(cell_parser("python -m ablations.collect", __doc__.split("\n\n")[0]), argv)
     if parsed is None:
         return 2
     args, preset, cells = parsed
-    df = collect(cells, args.out)
-    paths = save(df, args.grid, results_label(preset, args.budget, cells), args.results_dir)
-    print(f"{len(df)} rows from {df['variant'].nunique()} of {len(cells)} cells -> {paths['csv']}")
+    for group in cells_by_seed(cells).values():  # one results folder per training seed
+        df = collect(group, args.out)
+        paths = save(df, args.grid, results_label(preset, args.budget, group), args.results_dir)
+        print(f"{len(df)} rows from {df['variant'].nunique()} of {len(group)} cells -> {paths['csv']}")
     return 0
 
 

@@ -38,8 +38,8 @@ from typing import Any, Callable
 from dmz.config import Config, ConfigError, PRESETS, _split, resolve, valid_keys
 from dmz.runio import read_jsonl
 from evaluation.extractor_names import PINNED_WEIGHTS_SHA256, default_feature_extractor
+from evaluation.rows import RESULTS_FILE
 
-RESULTS_FILE = "results.jsonl"
 NLL_METRICS = ("nll_bpd", "nll_bpd_z")  # evaluation.run --metrics nll: VLB given z; the same plus z's coding cost  # evaluation.run appends one row per metric / T / sampler
 
 __all__ = ["Budget", "EvalSpec", "Variant", "Cell", "GridDef", "GRIDS", "GridError", "expand", "get_grid",

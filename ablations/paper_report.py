@@ -9,7 +9,7 @@ Runs nothing. Reads each grid's ``results/<grid>/<label>/results.csv`` (``label`
 the paper's number beside ours where known), ``verdicts.csv`` (one row per claim and per part) and PNG plots.
 
 This module only renders: the claims, the rule that judges them and the reading of the rows are in
-:mod:`ablations.claims` (the names callers import from here are re-exported, see ``__all__``).
+:mod:`ablations.claims`.
 """
 
 from __future__ import annotations
@@ -26,54 +26,17 @@ import pandas as pd
 if __package__ in (None, ""):  # run by path
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ablations.claims import (
-    FAILS,
-    GRIDS_USED,
-    HOLDS,
-    ALPHA,
-    POWER,
-    NLL_LABELS,
-    NO_DATA,
-    PROBE_PREFERENCE,
-    REPO,
-    UNRESOLVED,
-    Claim,
-    Ctx,
-    MixedFeatureSpaces,
-    Num,
-    Part,
-    _best,
-    combine,
-    expected_cells,
-    fid_rows,
-    judge,
-    load_all,
-    run_commands,
-    stale_rows,
-    verdict_rows,
-)
+from ablations.claims import (ALPHA, FAILS, GRIDS_USED, HOLDS, NLL_LABELS, POWER, PROBE_PREFERENCE, REPO, UNRESOLVED,
+                              Claim, Ctx, MixedFeatureSpaces, Part, _best, expected_cells, fid_rows, load_all,
+                              run_commands, stale_rows, verdict_rows)
 from ablations.claims import build_claims as judged_claims
-from ablations.report import (
-    PAPER_EXTRACTOR,
-    PAPER_NUMBERS,
-    _lineplot,
-    _missing,
-    column_label,
-    fmt,
-    load_paper_numbers,
-    metric_label,
-)
-from ablations.report import to_markdown as markdown_table
+from ablations.tables import (PAPER_EXTRACTOR, PAPER_NUMBERS, column_label, fmt, lineplot, load_paper_numbers,
+                              metric_label, missing)
+from ablations.tables import to_markdown as markdown_table
 from evaluation.extractor_names import INCEPTION_NAME
 
-__all__ = [
-    # this module: the report
-    "grid_table", "parts_table", "context_tables", "protocol_table", "make_plots", "verdict_plot", "build_claims",
-    "RULE_MD", "to_markdown", "render", "paper_report", "main", "run",
-    # re-exported from ablations.claims for callers that import them from here
-    "HOLDS", "FAILS", "UNRESOLVED", "NO_DATA", "Ctx", "Num", "Part", "Claim", "combine", "judge", "load_all",
-    "verdict_rows",
-]
+__all__ = ["grid_table", "parts_table", "context_tables", "protocol_table", "make_plots", "verdict_plot",
+           "build_claims", "RULE_MD", "to_markdown", "render", "paper_report", "main", "run"]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -81,7 +44,7 @@ __all__ = [
 # ----------------------------------------------------------------------------------------------------------------
 def _column(metric: str, extractor: Any, T: Any, reference: Any, sampler: Any = None) -> str:
     if metric in NLL_LABELS:
-        z = f", z~{sampler}" if metric == "nll_bpd_z" and not _missing(sampler) else ""
+        z = f", z~{sampler}" if metric == "nll_bpd_z" and not missing(sampler) else ""
         return f"{NLL_LABELS[metric]} (`{metric}`{z}, {reference}) bits/dim"
     return column_label(metric, extractor, T)
 
@@ -91,11 +54,11 @@ def cell_text(r: pd.Series) -> str:
     brackets (FID: sd over sampling seeds; probe CV: over folds; NLL: se over images); one training: ``value
     (n=1)`` and the bracket."""
     d = 2 if r["metric"] == "fid" else 3
-    k = 1 if _missing(r.get("train_seeds")) else int(r["train_seeds"])
+    k = 1 if missing(r.get("train_seeds")) else int(r["train_seeds"])
     sd = r.get("train_sd")
-    head = fmt(float(r["value"]), None if k < 2 or _missing(sd) else float(sd), d) + f" (n={k})"
+    head = fmt(float(r["value"]), None if k < 2 or missing(sd) else float(sd), d) + f" (n={k})"
     within = r.get("se") if r["metric"] in NLL_LABELS else r.get("sampling_sd")
-    return head + ("" if _missing(within) else f" [{float(within):.{d}f}]")
+    return head + ("" if missing(within) else f" [{float(within):.{d}f}]")
 
 
 def grid_table(df: pd.DataFrame, keys: list[str], paper: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -106,11 +69,11 @@ def grid_table(df: pd.DataFrame, keys: list[str], paper: pd.DataFrame | None = N
     d = df.copy()
     d["column"] = [_column(m, e, t, r, s) for m, e, t, r, s in zip(d["metric"], d["feature_extractor"], d["T"],
                                                                    d["reference"], d["sampler"])]
-    d["_order"] = [(0 if m == "fid" else 2 if m in NLL_LABELS else 1, 0 if _missing(t) else float(t))
+    d["_order"] = [(0 if m == "fid" else 2 if m in NLL_LABELS else 1, 0 if missing(t) else float(t))
                    for m, t in zip(d["metric"], d["T"])]
     columns = [c for c, _ in sorted(dict(zip(d["column"], d["_order"])).items(), key=lambda kv: kv[1])]
     for k in keys:
-        d[k] = d[k].map(lambda v: "–" if _missing(v) else (f"{v:g}" if isinstance(v, float) else v))
+        d[k] = d[k].map(lambda v: "–" if missing(v) else (f"{v:g}" if isinstance(v, float) else v))
     cells: dict[tuple, dict[str, str]] = {}
     first: dict[tuple, pd.Series] = {}
     for key, grp in d.groupby(keys + ["column"], sort=False):
@@ -187,7 +150,7 @@ def context_tables(ctx: Ctx, claim: Claim) -> list[tuple[str, pd.DataFrame]]:
 # protocol
 # ----------------------------------------------------------------------------------------------------------------
 def _ints(values) -> str:
-    vals = sorted({int(float(v)) for v in values if not _missing(v)})
+    vals = sorted({int(float(v)) for v in values if not missing(v)})
     return ", ".join(map(str, vals)) if vals else "–"
 
 
@@ -265,7 +228,7 @@ def make_plots(ctx: Ctx, claims: list[Claim], folder: Path) -> dict[str, list[Pa
                 metric = next((m for m in PROBE_PREFERENCE if (df["metric"] == m).any()), None)
                 part = df[df["metric"] == metric]
                 if metric and part["latent_dim"].nunique() > 1:
-                    paths.append(_lineplot(part, "latent_dim", "prior", None, metric_label(metric),
+                    paths.append(lineplot(part, "latent_dim", "prior", None, metric_label(metric),
                                            f"representation on {tag}: linear probe vs |z|",
                                            folder / f"claim{c.cid}_{label}_probe_vs_z.png", logx=True))
                 continue
@@ -274,15 +237,15 @@ def make_plots(ctx: Ctx, claims: list[Claim], folder: Path) -> dict[str, list[Pa
                     at = part[part["T"] == part["T"].max()].copy()
                     at["prior matching"] = at["prior_matching"].map(lambda w: f"{w:g}")
                     style = "prior matching" if at["prior matching"].nunique() > 1 else None
-                    paths.append(_lineplot(at, "latent_dim", "sampler", style, f"FID [{ext}] at T={at['T'].max():g}",
+                    paths.append(lineplot(at, "latent_dim", "sampler", style, f"FID [{ext}] at T={at['T'].max():g}",
                                            f"latent_size ({label}): FID vs |z| per z-sampler",
                                            folder / f"claim{c.cid}_{label}_fid_vs_z.png", logx=True))
                 elif c.grid != "latent_size" and part["T"].nunique() > 1:
                     part = part.copy()
-                    part["cell"] = [v if _missing(s) or s == "prior" else f"{v} (z~{s})"
+                    part["cell"] = [v if missing(s) or s == "prior" else f"{v} (z~{s})"
                                     for v, s in zip(part["variant"], part["sampler"])]
                     style = "solver" if part["solver"].nunique() > 1 else None
-                    paths.append(_lineplot(part, "T", "cell", style, f"FID [{ext}]",
+                    paths.append(lineplot(part, "T", "cell", style, f"FID [{ext}]",
                                            f"{c.grid} ({label}): FID vs denoising steps T (bars: sd over seeds)",
                                            folder / f"claim{c.cid}_{label}_fid_vs_T.png"))
         out[c.cid] = paths

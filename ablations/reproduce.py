@@ -26,7 +26,7 @@ if __package__ in (None, ""):  # run by path
 
 from ablations.claims import REPO, Claim, Ctx, _pooled, claim_latent_size, read_results, split_stale
 from ablations.collect import POOL_KEY, _ident, split_seed_label
-from ablations.report import _missing, column_label, fmt, to_markdown
+from ablations.tables import column_label, fmt, missing, to_markdown
 from evaluation.extractor_names import is_stale
 
 #: what identifies one number across trainings (the pooling key, without the grid-level columns)
@@ -56,7 +56,7 @@ def trainings(grid: str, label: str, results_dir: str | Path | None = None) -> p
 def prediction_interval(mean: float, sd: float, n: int, level: float = LEVEL) -> tuple[float, float] | None:
     """Where one new training's value falls with probability ``level``, if the trainings are normal with the
     observed mean and sd: mean ± t(level, n-1) · sd · √(1 + 1/n). None for n < 2."""
-    if n < 2 or _missing(sd):
+    if n < 2 or missing(sd):
         return None
     half = stats.t.ppf(0.5 + level / 2, n - 1) * sd * math.sqrt(1 + 1 / n)
     return mean - half, mean + half
@@ -75,7 +75,7 @@ def reproduction_check(mine: pd.DataFrame, reference: pd.DataFrame | None) -> pd
     ref = {_key(r): r for _, r in reference.iterrows()}
     out = []
     for _, r in mine.iterrows():
-        if _missing(r.get("value")):
+        if missing(r.get("value")):
             continue
         hit = ref.get(_key(r))
         if hit is None:
@@ -87,9 +87,9 @@ def reproduction_check(mine: pd.DataFrame, reference: pd.DataFrame | None) -> pd
         where = ("no interval (1 checked-in training)" if pi is None else
                  "inside" if pi[0] <= mine_v <= pi[1] else
                  ("above" if mine_v > pi[1] else "below") + " the interval")
-        out.append({"cell": r["variant"] + ("" if _missing(r.get("sampler")) else f", z~{r['sampler']}"),
+        out.append({"cell": r["variant"] + ("" if missing(r.get("sampler")) else f", z~{r['sampler']}"),
                     "metric": column_label(r["metric"], r.get("feature_extractor"), r.get("T")),
-                    "training seed": "" if _missing(r.get("seed")) else int(r["seed"]),
+                    "training seed": "" if missing(r.get("seed")) else int(r["seed"]),
                     "yours": f"{mine_v:.{d}f}",
                     "checked in: mean ± sd over trainings": fmt(float(hit["value"]),
                                                                 float(hit["train_sd"]) if n > 1 else None, d)
@@ -159,7 +159,7 @@ def mine_rows(df: pd.DataFrame) -> pd.DataFrame:
 
 def _stale(r: Any) -> bool:
     sha = r.get("feature_extractor_weights_sha256")
-    return is_stale(r.get("feature_extractor"), None if _missing(sha) else sha)
+    return is_stale(r.get("feature_extractor"), None if missing(sha) else sha)
 
 
 if __name__ == "__main__":

@@ -37,14 +37,15 @@ import pandas as pd
 import submitit
 
 from ablations import reproduce
-from ablations.report import report
+from ablations.grid_report import report
 from ablations.clusters import ClusterProfile, executor_parameters, load_profile, make_executor
 from ablations.grids import (Cell, GridError, add_cell_args, cell_dir, cells_by_seed, cells_from_args, default_runs_root, is_done,
-                             RESULTS_FILE, missing_rows, pixelsnail_width, requested_rows, results_label,
+                             missing_rows, pixelsnail_width, requested_rows, results_label,
                              row_matches, train_finished)
 from dmz.config import ConfigError
 from dmz.locks import FileLock, held_by, read_holder
 from dmz.runio import METRICS, append_jsonl, atomic_write_json, file_sha256, read_jsonl
+from evaluation.rows import RESULTS_FILE
 
 STATE_FILE = "cell_state.json"  # written by the job in the cell folder: running / failed / done
 LOCK_FILE = "cell.lock"  # flock held by the job working on the cell (dmz.locks): one process per cell at a time

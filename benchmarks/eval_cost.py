@@ -36,10 +36,10 @@ from dmz.sampling import default_micro_batch, generate  # noqa: E402
 
 def make_run(preset: str, out: Path, device: str) -> Path:
     if preset == "digits":
-        import dmz.train
+        import dmz.trainer
 
         cfg = dmz.config.resolve("digits", {"steps": 2, "log_every": 1, "warmup_steps": 0, "device": device})
-        dmz.train.train(cfg, out, progress=False)
+        dmz.trainer.train(cfg, out, progress=False)
         return out
     cfg = dmz.config.resolve(preset)
     sd = build_model(cfg).state_dict()

@@ -8,7 +8,7 @@
 with its defaults, MSE on the output, a fixed z token; sampling is a plain ancestral I-DDPM loop over the same
 respaced T with learned variance, one UNet call per step on the whole batch. fp32 on CPU, fp16 autocast (with loss
 scaling) on CUDA. **Ours**: the real ``Trainer`` step (batch, per-step randomness, prior + UNet + hybrid loss,
-loss-second-moment sampler, clipping, AdamW, EMA) and ``dmz.sample.generate`` as evaluation calls it (its default
+loss-second-moment sampler, clipping, AdamW, EMA) and ``dmz.sampling.generate`` as evaluation calls it (its default
 micro-batch: the denoiser runs on fixed pieces of 32 rows on CPU, 256 on CUDA), each with the preset's execution
 options (``train.precision``/``train.compile``, ``train.sampling_precision``/``train.sampling_compile``,
 ``train.cross_attention_shortcut``; the reference always runs diffusers' own attention and trains every parameter).
@@ -151,8 +151,8 @@ def measure(cfg, device, *, batch: int, steps_T: list[int], rounds: int, iters: 
     ``micro_batch`` pieces (None: ``generate``'s default for the device)."""
 
     from dmz.accel import precision_name
+    from dmz.model import build_diffusion
     from dmz.sampling import default_micro_batch, generate, respacing, sampling_setup
-    from dmz.trainer import diffusion_from_config
 
     micro_batch = micro_batch or default_micro_batch(device)
     with tempfile.TemporaryDirectory() as tmp:
@@ -180,7 +180,7 @@ def measure(cfg, device, *, batch: int, steps_T: list[int], rounds: int, iters: 
             generate(run, steps=T, seeds=seeds, batch_size=n_sample, micro_batch=micro_batch)
             _sync(device)
 
-        diffs = {T: diffusion_from_config(cfg, timestep_respacing=respacing(T)) for T in steps_T}
+        diffs = {T: build_diffusion(cfg, timestep_respacing=respacing(T)) for T in steps_T}
 
         def ref_sample(T):
             ref.sample(n_sample, diffs[T])

@@ -1,5 +1,6 @@
 """``DMZModel``: a latent prior (with its encoder) and the UNet, one ``nn.Module`` so EMA, AMP and the optimizer
-cover both, as released."""
+cover both, as released; :func:`build_model` builds it from a config and :func:`build_diffusion` the diffusion beside
+it (training, sampling, the applications and evaluation all take both from here)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from dmz.backbone import build_unet
 from dmz.conditioning import build_conditioning
 from dmz.conditioning.cross_attention import ZTokens, use_single_token_cross_attention
 from dmz.data import dataset_info
+from dmz.diffusion import create_diffusion
 from dmz.priors import build_prior
 
 
@@ -62,3 +64,12 @@ def build_model(cfg) -> DMZModel:
     if cfg.train.cross_attention_shortcut:
         model.single_token_cross_attention()
     return model
+
+
+def build_diffusion(cfg, timestep_respacing=None):
+    """The run's Gaussian diffusion from a full :class:`dmz.config.Config`: its training steps when
+    ``timestep_respacing`` is None, else respaced (``"10"``, ``"ddim10"``, ...) for sampling."""
+    d = cfg.diffusion
+    return create_diffusion(noise_schedule=d.noise_schedule, steps=d.diffusion_steps, learn_sigma=cfg.model.learn_sigma,
+                            sigma_small=False, loss=d.loss, input_perturbation=d.input_perturbation,
+                            timestep_respacing=timestep_respacing)

@@ -4,7 +4,7 @@
     python -m dmz.sample --run runs/digits-dmz --steps 10 --num 1000 --out samples.npz   # uint8 NHWC in arr_0
 
 torch is imported only after the arguments are parsed (``--help`` answers at once). The library (``generate``,
-``save_samples``, ``MicroBatched``, ...) lives in :mod:`dmz.sampling` and is still reachable from here.
+``save_samples``, ``MicroBatched``, ...) is :mod:`dmz.sampling`.
 """
 
 from __future__ import annotations
@@ -12,16 +12,6 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-
-
-def __getattr__(name: str):
-    """``from dmz.sample import generate`` keeps working: library names come from :mod:`dmz.sampling`."""
-    import dmz.sampling
-
-    try:
-        return getattr(dmz.sampling, name)
-    except AttributeError:
-        raise AttributeError(f"module 'dmz.sample' has no attribute {name!r}") from None
 
 
 def main(argv: list[str] | None = None) -> int:

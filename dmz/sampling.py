@@ -29,9 +29,9 @@ import torch
 from dmz.accel import amp_dtype, autocast, compiled
 from dmz.data import to_uint8
 from dmz.diffusion import PerSampleRNG
+from dmz.model import build_diffusion
 from dmz.run import LoadedRun
 from dmz.runio import atomic_write_bytes
-from dmz.trainer import diffusion_from_config
 from dmz.zsamplers import ZSampler, build_zsampler
 
 
@@ -134,7 +134,7 @@ def generate(run: LoadedRun, *, steps: int, seeds: Sequence[int], zsampler: ZSam
     batch_size = max(micro, batch_size // micro * micro)
     dtype, compiled_ = sampling_setup(run, precision="bf16" if amp else precision, compile=compile)
     denoiser = MicroBatched(compiled(model) if compiled_ else model, micro)
-    diffusion = diffusion_from_config(run.cfg, timestep_respacing=respacing(steps, sampler))
+    diffusion = build_diffusion(run.cfg, timestep_respacing=respacing(steps, sampler))
     shape = (model.channels, model.resolution, model.resolution)
     loop = diffusion.ddim_sample_loop if sampler == "ddim" else diffusion.p_sample_loop
     ctx = autocast(device, dtype)
@@ -161,6 +161,28 @@ def generate(run: LoadedRun, *, steps: int, seeds: Sequence[int], zsampler: ZSam
     if bar is not None:
         bar.close()
     return torch.cat(out)
+
+
+SAMPLE_GRID_NUM = 16  # images in a sample grid (4 x 4)
+SAMPLE_GRID_T = 10  # denoising steps of a sample grid
+SAMPLE_GRID_SEED = 0  # image i of every grid uses sample seed SAMPLE_GRID_SEED + i: frames are comparable
+
+
+def sample_grid(cfg, model, device, *, num: int = SAMPLE_GRID_NUM, steps: int = SAMPLE_GRID_T,
+                seed: int = SAMPLE_GRID_SEED, step: int = 0):
+    """Images (N, C, H, W) in [-1, 1] from ``model`` (e.g. the trainer's EMA copy) at ``steps`` denoising steps,
+    image i from sample seed ``seed + i`` (same z and x_T at every call: frames of a run are comparable). The model
+    is put in eval mode for the call and its previous mode restored. The trainer logs them to TensorBoard
+    (:mod:`dmz.tblog`)."""
+    was_training = model.training
+    model.eval()
+    try:
+        run = LoadedRun(Path("."), cfg, model, int(step), device)
+        # eager fp32: a 16-image grid is not worth compiling the EMA copy inside a training process
+        return generate(run, steps=min(steps, cfg.diffusion.diffusion_steps), seeds=sample_seeds(seed, num),
+                        precision="fp32", compile=False)
+    finally:
+        model.train(was_training)
 
 
 def save_samples(images: torch.Tensor, path: str | Path, nrow: int | None = None) -> None:

@@ -8,7 +8,8 @@
     tensorboard --logdir results/runs       # every run of every grid side by side (one tb/ per run folder)
 
 ``tensorboard`` is imported in the constructor, only when enabled, so importing this module (and the trainer that
-imports it) costs nothing. A disabled logger is a no-op. Evaluation adds its result rows to the same ``tb/`` with
+imports it) costs nothing. A disabled logger is a no-op. The trainer's EMA sample grids are drawn by
+:func:`dmz.sampling.sample_grid`. Evaluation adds its result rows to the same ``tb/`` with
 :func:`log_result_rows` (``eval/fid_T10/prior`` at the checkpoint's step; ``eval_vs_T/fid/prior`` with T on the
 x-axis).
 """
@@ -23,9 +24,6 @@ from typing import Any, Callable, Iterable, Mapping
 
 TB_DIR = "tb"
 LOGGERS = ("tensorboard", "none")
-SAMPLE_GRID_NUM = 16  # images in a sample grid (4 x 4)
-SAMPLE_GRID_T = 10  # denoising steps of a sample grid
-SAMPLE_GRID_SEED = 0  # image i of every grid uses sample seed SAMPLE_GRID_SEED + i: frames are comparable
 
 
 class LoggerUnavailable(RuntimeError):
@@ -98,25 +96,6 @@ class RunLogger:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def sample_grid(cfg, model, device, *, num: int = SAMPLE_GRID_NUM, steps: int = SAMPLE_GRID_T,
-                seed: int = SAMPLE_GRID_SEED, step: int = 0):
-    """Images (N, C, H, W) in [-1, 1] from ``model`` (e.g. the trainer's EMA copy) at ``steps`` denoising steps,
-    image i from sample seed ``seed + i`` (same z and x_T at every call: frames of a run are comparable). The model
-    is put in eval mode for the call and its previous mode restored."""
-    from dmz.run import LoadedRun
-    from dmz.sampling import generate, sample_seeds
-
-    was_training = model.training
-    model.eval()
-    try:
-        run = LoadedRun(Path("."), cfg, model, int(step), device)
-        # eager fp32: a 16-image grid is not worth compiling the EMA copy inside a training process
-        return generate(run, steps=min(steps, cfg.diffusion.diffusion_steps), seeds=sample_seeds(seed, num),
-                        precision="fp32", compile=False)
-    finally:
-        model.train(was_training)
 
 
 def log_result_rows(run_dir: str | os.PathLike, rows: Iterable[Mapping[str, Any]], *, enabled: bool = True,

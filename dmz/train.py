@@ -4,8 +4,8 @@
     python -m dmz.train --preset cifar10 --set prior=none --out runs/cifar-ddpm --dry-run
     torchrun --nproc_per_node 2 -m dmz.train --preset celeba64 --out runs/celeba
 
-This module imports torch only after the arguments are parsed, so ``--help`` answers at once. Its library names
-(``Trainer``, ``train``, ``DiffusionLoss``, ...) live in :mod:`dmz.trainer` and are still reachable from here.
+This module imports torch only after the arguments are parsed, so ``--help`` answers at once. The library
+(``Trainer``, ``train``, ``DiffusionLoss``, ...) is :mod:`dmz.trainer`.
 """
 
 from __future__ import annotations
@@ -15,16 +15,6 @@ import json
 import sys
 
 from dmz.config import ConfigError, resolve
-
-
-def __getattr__(name: str):
-    """``from dmz.train import Trainer`` keeps working: library names come from :mod:`dmz.trainer` on first use."""
-    import dmz.trainer
-
-    try:
-        return getattr(dmz.trainer, name)
-    except AttributeError:
-        raise AttributeError(f"module 'dmz.train' has no attribute {name!r}") from None
 
 
 def main(argv: list[str] | None = None) -> int:

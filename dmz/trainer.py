@@ -24,11 +24,13 @@ import dmz
 from dmz.accel import amp_dtype, autocast, precision_name
 from dmz.config import EXECUTION_FIELDS, LATER_FIELDS, Config, ConfigError
 from dmz.data import build_dataset, from_uint8
-from dmz.diffusion import create_diffusion, create_named_schedule_sampler
+from dmz.diffusion import create_named_schedule_sampler
 from dmz.distributed import all_reduce_mean, barrier, init_distributed
-from dmz.model import DMZModel, build_model
+from dmz.model import DMZModel, build_diffusion, build_model
 from dmz.runio import (CHECKPOINT, CONFIG, METRICS, append_jsonl, atomic_write_json, load_checkpoint,
                        save_checkpoint)
+from dmz.sampling import sample_grid
+from dmz.tblog import RunLogger
 from dmz.threads import limit_threads
 
 # fields that may differ between the run that wrote a checkpoint and the one that resumes it
@@ -37,13 +39,6 @@ RUNTIME_FIELDS = {"train.steps", *EXECUTION_FIELDS}
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
-
-
-def diffusion_from_config(cfg: Config, timestep_respacing=None):
-    d = cfg.diffusion
-    return create_diffusion(noise_schedule=d.noise_schedule, steps=d.diffusion_steps, learn_sigma=cfg.model.learn_sigma,
-                            sigma_small=False, loss=d.loss, input_perturbation=d.input_perturbation,
-                            timestep_respacing=timestep_respacing)
 
 
 class DiffusionLoss(nn.Module):
@@ -151,7 +146,7 @@ class Trainer:
         torch.manual_seed(tc.seed)  # parameter initialisation
         self.model = build_model(cfg).to(self.device)
         self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()
-        self.diffusion = diffusion_from_config(cfg)
+        self.diffusion = build_diffusion(cfg)
         self.sampler = create_named_schedule_sampler(cfg.diffusion.schedule_sampler, self.diffusion).to(self.device)
 
         cuda = self.device.type == "cuda"
@@ -392,7 +387,6 @@ class Trainer:
                     if bar is not None:
                         bar.set_postfix(loss=f"{last['loss']:.4f}", img_s=f"{last['images_per_s']:.0f}")
                 if tc.sample_every and self.step % tc.sample_every == 0 and logger.enabled:
-                    from dmz.tblog import sample_grid
                     logger.images(self.step, "samples/ema", sample_grid(cfg, self.ema, self.device, step=self.step))
                 due = self.step % tc.ckpt_every == 0 or time.perf_counter() - t_last_ckpt > 60 * tc.ckpt_minutes
                 if due or self.step == tc.steps:
@@ -407,7 +401,6 @@ class Trainer:
 
     def _logger(self):
         """TensorBoard writer of the main process (``train.logger``); a no-op object elsewhere."""
-        from dmz.tblog import RunLogger
         return RunLogger(self.out, enabled=self.cfg.train.logger == "tensorboard" and self.dist.is_main)
 
     def _summary(self, last: dict[str, Any]) -> dict[str, Any]:

@@ -31,9 +31,9 @@ import numpy as np
 import torch
 
 from dmz.diffusion import PerSampleRNG
+from dmz.model import build_diffusion
 from dmz.run import LoadedRun, encode_split
 from dmz.sampling import SEED_STRIDE, MicroBatched, default_micro_batch
-from dmz.trainer import diffusion_from_config
 
 NOISE_SEED_OFFSET = {"train": 0, "test": 1}  # image i of split s: noise seed NOISE_SEED_OFFSET[s] * SEED_STRIDE + i
 
@@ -81,7 +81,7 @@ def vlb_bpd(run: LoadedRun, images: torch.Tensor, codes: torch.Tensor, seeds: li
     n = images.shape[0]
     if not (len(codes) == len(seeds) == n):
         raise ValueError(f"{n} images but {len(codes)} codes and {len(seeds)} seeds")
-    diffusion = diffusion_from_config(run.cfg)  # every training step (no respacing)
+    diffusion = build_diffusion(run.cfg)  # every training step (no respacing)
     micro = int(micro_batch or default_micro_batch(device))
     batch_size = max(micro, batch_size // micro * micro)
     denoiser = MicroBatched(compiled(model) if compile else model, micro)

@@ -48,13 +48,13 @@ import numpy as np
 
 import dmz
 from dmz.runio import append_jsonl, read_jsonl
+from evaluation.rows import KEY_FIELDS, RESULTS_FILE, latest_rows, row_key  # noqa: F401 (latest_rows: public here)
 
 if TYPE_CHECKING:
     from dmz.run import LoadedRun
 
 # torch, diffusers and the feature extractors are imported where they are used, so `--help` answers at once
 
-RESULTS = "results.jsonl"
 METRIC_GROUPS = ("fid", "probe", "recon", "codes", "nll")
 DEFAULT_STEPS = (10, 20, 50, 100)
 DATASET_DEFAULTS = {  # (num_samples, seeds): released protocol for the paper datasets, smaller N for digits
@@ -71,11 +71,6 @@ NLL_FALLBACK = 1_000
 NLL_SPLITS = ("train", "test")
 RECON_DEFAULTS = (10, 5)  # images x decodes, as released
 PROBE_TEST_SPLIT = {"celeba64": "valtest"}  # the release pools celeba64_val_test with train; others: "test"
-
-# A row is identified by these fields (plus run folder); re-running skips rows whose key is present.
-KEY_FIELDS = ("metric", "T", "sampler", "solver", "N", "seeds", "feature_extractor", "feature_extractor_weights_sha256",
-              "reference", "repr", "checkpoint_step", "weights")
-
 
 class EvaluationError(ValueError):
     """Bad evaluation request (unknown metric / sampler, bad T, ...); the message lists the valid choices."""
@@ -108,18 +103,6 @@ def config_fields(run: LoadedRun) -> dict[str, Any]:
         "noise_schedule": d.noise_schedule, "seed": t.seed, "lr": t.lr, "batch_size": t.batch_size,
         "train_steps": t.steps, "checkpoint_step": run.step,
     }
-
-
-def row_key(row: dict) -> tuple:
-    return tuple(row.get(k) for k in KEY_FIELDS)
-
-
-def latest_rows(rows: list[dict]) -> list[dict]:
-    """One row per (run folder, key): the last one written (``--force`` appends, it never rewrites the file)."""
-    out: dict[tuple, dict] = {}
-    for r in rows:
-        out[(r.get("run_dir"), row_key(r))] = r
-    return list(out.values())
 
 
 def _mean_sd(values: Sequence[float]) -> tuple[float, float | None]:
@@ -251,7 +234,7 @@ def evaluate(
     dtype, compiled = sampling_setup(run, precision="bf16" if amp else precision, compile=compile)
     base = {**config_fields(run), "weights": weights, "solver": solver, "device": str(run.device),
             "micro_batch": micro, "amp": dtype is not None, "precision": precision_name(dtype), "compile": compiled}
-    plan = _Plan(run.path / RESULTS, base, force)
+    plan = _Plan(run.path / RESULTS_FILE, base, force)
     gen_kw = dict(batch_size=batch_size, sampler=solver, precision=precision_name(dtype), compile=compiled,
                   micro_batch=micro, progress=progress)
 

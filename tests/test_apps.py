@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import dmz.config
-import dmz.train
+import dmz.trainer
 from dmz.apps.__main__ import main
 from dmz.apps.common import AppError, decode, load_binary_run
 from dmz.apps.interpolate import choose_pairs, flip_path, frames_for, smooth_order, smoothness
@@ -25,7 +25,7 @@ torch.set_num_threads(1)
 
 def _train(root, name, **extra):
     out = root / name
-    dmz.train.train(dmz.config.resolve("digits", tiny_overrides(latent_dim=6, steps=2, **extra)), out, progress=False)
+    dmz.trainer.train(dmz.config.resolve("digits", tiny_overrides(latent_dim=6, steps=2, **extra)), out, progress=False)
     return out
 
 

@@ -1,4 +1,5 @@
-"""Tests of dmz/data.py. CIFAR-10 and CelebA are exercised on tiny stand-ins written to tmp dirs."""
+"""Tests of the dmz/data package: the registry (dmz/data/__init__.py), digits, cifar10 and celeba64 (the paired
+datasets: tests/test_paired_data.py). CIFAR-10 and CelebA are exercised on tiny stand-ins written to tmp dirs."""
 import os
 import pickle
 import time
@@ -48,7 +49,7 @@ def sklearn_digits():
 
 def test_registry_names_and_info():
     assert dataset_names() == ["digits", "cifar10", "celeba64", "digits_edges", "edges2handbags_edges",
-                               "edges2handbags", "edges2shoes_edges", "edges2shoes"]  # paired: dmz/paired_data.py
+                               "edges2handbags", "edges2shoes_edges", "edges2shoes"]  # paired: dmz/data/paired.py
     assert set(DATASETS) == set(dataset_names())
     d = dataset_info("digits")
     assert d == DatasetInfo("digits", 1, 16, "class", 10, None, 1437)

@@ -10,11 +10,11 @@ import torch
 import dmz
 import dmz.config
 import dmz.data
-import dmz.train
+import dmz.trainer
 import evaluation.run as ev
 from dmz.run import load_run
 from dmz.runio import read_jsonl
-from dmz.sample import MicroBatched, generate
+from dmz.sampling import MicroBatched, generate
 from dmz.zsamplers import build_zsampler
 from evaluation.features import DIGITS_CLASSIFIER_NAME
 from evaluation.recon import derangement, encode_images, reconstruction_mse
@@ -41,7 +41,7 @@ def cache(tmp_path_factory):
 
 def _train(path, **extra):
     cfg = dmz.config.resolve("digits", {**TINY, **extra})
-    dmz.train.train(cfg, path, progress=False)
+    dmz.trainer.train(cfg, path, progress=False)
     return path
 
 
@@ -117,7 +117,7 @@ def first_rows(run_dir):
 
 
 def test_rows_carry_required_fields(first_rows, run_dir):
-    stored = read_jsonl(run_dir / ev.RESULTS)
+    stored = read_jsonl(run_dir / ev.RESULTS_FILE)
     assert len(stored) == len(first_rows) > 0
     metrics = {r["metric"] for r in stored}
     assert {"fid", "kid_mean", "probe_acc_cv", "probe_acc_heldout", "probe_auroc_cv", "probe_auroc_heldout",
@@ -145,12 +145,12 @@ def test_rows_carry_required_fields(first_rows, run_dir):
     recon = [r for r in stored if r["metric"].startswith("recon")]
     assert all(r["units"] == "[-1,1]" and r["N"] == 4 and r["seeds"] == 2 for r in recon)
     # every line is a complete JSON object
-    for line in (run_dir / ev.RESULTS).read_text().splitlines():
+    for line in (run_dir / ev.RESULTS_FILE).read_text().splitlines():
         json.loads(line)
 
 
 def test_rerun_skips_existing_rows_and_force_recomputes(first_rows, run_dir, monkeypatch, capsys):
-    n_before = len(read_jsonl(run_dir / ev.RESULTS))
+    n_before = len(read_jsonl(run_dir / ev.RESULTS_FILE))
     gen_calls, repr_calls = [], []
     import dmz.run
     import dmz.sampling
@@ -162,7 +162,7 @@ def test_rerun_skips_existing_rows_and_force_recomputes(first_rows, run_dir, mon
 
     again = ev.evaluate(run_dir, metrics=("fid", "probe"), kid=True, device="cpu", **SMALL)
     assert gen_calls == [] and repr_calls == []
-    assert len(read_jsonl(run_dir / ev.RESULTS)) == n_before
+    assert len(read_jsonl(run_dir / ev.RESULTS_FILE)) == n_before
     assert {(r["metric"], r["T"]) for r in again} <= {(r["metric"], r["T"]) for r in first_rows}
 
     # the CLI with the same request: nothing new, a table on stdout
@@ -170,7 +170,7 @@ def test_rerun_skips_existing_rows_and_force_recomputes(first_rows, run_dir, mon
                   "--device", "cpu", "--no-progress"])
     out = capsys.readouterr().out
     assert rc == 0 and gen_calls == [] and "fid" in out and DIGITS_CLASSIFIER_NAME in out
-    assert len(read_jsonl(run_dir / ev.RESULTS)) == n_before
+    assert len(read_jsonl(run_dir / ev.RESULTS_FILE)) == n_before
 
     # a new T is computed alone (2 seeds); a different N is a different key
     ev.evaluate(run_dir, metrics=("fid",), steps=(2, 3, 4), num_samples=16, seeds=2, device="cpu")
@@ -179,7 +179,7 @@ def test_rerun_skips_existing_rows_and_force_recomputes(first_rows, run_dir, mon
     gen_calls.clear()
     forced = ev.evaluate(run_dir, metrics=("fid", "probe"), device="cpu", force=True, **SMALL)
     assert sorted(gen_calls) == [2, 2, 3, 3] and repr_calls == ["train", "test"]
-    assert len(read_jsonl(run_dir / ev.RESULTS)) == n_before + 1 + len(forced)  # forced rows are appended
+    assert len(read_jsonl(run_dir / ev.RESULTS_FILE)) == n_before + 1 + len(forced)  # forced rows are appended
     # deterministic: recomputed FIDs equal the first ones
     old = {r["T"]: r["values"] for r in first_rows if r["metric"] == "fid"}
     assert {r["T"]: r["values"] for r in forced if r["metric"] == "fid"} == old

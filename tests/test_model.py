@@ -4,9 +4,9 @@ import torch
 from dmz.config import resolve
 from dmz.conditioning import CONDITIONING, build_conditioning
 from dmz.data import build_dataset
-from dmz.model import build_model
+from dmz.model import build_diffusion, build_model
 from dmz.priors import PRIORS
-from dmz.train import DiffusionLoss, diffusion_from_config
+from dmz.trainer import DiffusionLoss
 
 # PAPER.md 1.6: parameter counts of the released configs (diffusers 0.32.0)
 PAPER_COUNTS = [
@@ -43,7 +43,7 @@ def test_every_prior_and_conditioning_trains_a_step_and_the_encoder_learns(prior
     torch.manual_seed(0)
     cfg = resolve("digits", tiny(prior=prior, conditioning=cond, dropout=0.0))
     model = build_model(cfg)
-    loss_fn = DiffusionLoss(model, diffusion_from_config(cfg))
+    loss_fn = DiffusionLoss(model, build_diffusion(cfg))
     x0 = build_dataset("digits", "train").images[:8]
     t = torch.randint(0, 1000, (8,))
     losses, aux, _ = loss_fn(x0, t, torch.randn_like(x0), torch.randn_like(x0), None)

@@ -12,7 +12,7 @@ import torch
 from conftest import tiny_overrides
 
 import dmz.config
-import dmz.train
+import dmz.trainer
 import evaluation.run as ev
 from dmz.run import encode_split, load_run
 from dmz.runio import read_jsonl
@@ -40,7 +40,7 @@ def runs(tmp_path_factory):
                         "categorical": {"prior": "categorical", "latent_dim": 3, "categories": 4},
                         "normal": {"prior": "normal"}}.items():
         cfg = dmz.config.resolve("digits", tiny_overrides(diffusion_steps=STEPS, **extra))
-        dmz.train.train(cfg, root / name, progress=False)
+        dmz.trainer.train(cfg, root / name, progress=False)
         out[name] = root / name
     return out
 
@@ -198,13 +198,13 @@ def test_rows_carry_the_contract_and_rerunning_skips(runs, monkeypatch, capsys):
     monkeypatch.setattr(nll, "vlb_bpd", boom)
     again = ev.evaluate(run_dir, metrics=["nll"], nll_images=3, device="cpu", log=quiet)
     assert [r["timestamp"] for r in again] == [r["timestamp"] for r in rows]
-    n_file = len(read_jsonl(run_dir / ev.RESULTS))
+    n_file = len(read_jsonl(run_dir / ev.RESULTS_FILE))
 
     # a PixelSNAIL fitted later adds its nll_bpd_z rows from the stored per-image bound, without recomputing it
     fit_prior(run_dir, width=8, epochs=1, patience=1, released_patience=1, device="cpu",
               model_kwargs={"channel": 16, "res_channel": 16, "n_block": 1, "n_res_block": 1, "n_head": 2})
     rows2 = ev.evaluate(run_dir, metrics=["nll"], nll_images=3, device="cpu", log=quiet)
-    assert len(read_jsonl(run_dir / ev.RESULTS)) == n_file + 2
+    assert len(read_jsonl(run_dir / ev.RESULTS_FILE)) == n_file + 2
     run = load_run(run_dir, device="cpu")
     model = load_prior(run)[0]
     from dmz.pixelsnail import nll_bits
@@ -221,7 +221,7 @@ def test_rows_carry_the_contract_and_rerunning_skips(runs, monkeypatch, capsys):
                     "--no-progress"]) == 0
     table = capsys.readouterr().out
     assert "reference" in table and "nll_bpd_z" in table and "pixelsnail" in table
-    assert len(read_jsonl(run_dir / ev.RESULTS)) == n_file + 2  # nothing recomputed
+    assert len(read_jsonl(run_dir / ev.RESULTS_FILE)) == n_file + 2  # nothing recomputed
 
 
 def test_nll_images_is_validated(runs):

@@ -1,4 +1,4 @@
-"""dmz/paired_data.py: digits_edges, the pix2pix folder loaders (on small stand-ins written here), pairing checks, and
+"""dmz/data/paired.py: digits_edges, the pix2pix folder loaders (on small stand-ins written here), pairing checks, and
 the edges64 preset."""
 
 import numpy as np
@@ -9,7 +9,7 @@ from scipy import ndimage
 
 from dmz.config import resolve
 from dmz.data import DatasetNotFoundError, build_dataset, dataset_fingerprint, dataset_info, from_uint8
-from dmz.paired_data import EDGE_THRESHOLD, check_pair, paired_with
+from dmz.data.paired import EDGE_THRESHOLD, check_pair, paired_with
 
 
 # ------------------------------------------------------------------------------------------------ digits_edges

@@ -1,4 +1,5 @@
-"""ablations.collect and ablations.report on synthetic result rows (no training, no sampling)."""
+"""ablations.collect, ablations.grid_report, ablations.tables and the report CLI on synthetic result rows (no training,
+no sampling)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ import pytest
 
 from ablations.collect import collect, save
 from ablations.grids import DIGITS_MAIN, cell_dir, expand
-from ablations.report import (PAPER_NUMBERS, build_table, column_label, load_paper_numbers, metric_label, report,
-                              to_latex)
+from ablations.grid_report import build_table, report
+from ablations.tables import PAPER_NUMBERS, column_label, load_paper_numbers, metric_label, to_latex
 
 TINY = ["base_channels=8", "latent_dim=4", "attention_head_dim=2", "batch_size=16", "steps=3", "sampling_compile=false",
         "diffusion_steps=20"]  # the NLL runs over every diffusion step: 20, not 1,000
@@ -292,7 +293,6 @@ def test_reproduction_check_places_a_new_training_in_the_prediction_interval(tmp
 
 
 def test_grid_table_says_its_spread_is_over_sampling_seeds_of_one_training(tmp_path):
-    from ablations.report import build_table
 
     df = _size_csv(tmp_path, "digits", 0, 3.0, 21.0)
     table, notes = build_table(df, "latent_size")

@@ -8,7 +8,7 @@ import conftest
 from PIL import Image
 
 from dmz.config import resolve
-from dmz.train import train
+from dmz.trainer import train
 
 
 @pytest.fixture(scope="module")

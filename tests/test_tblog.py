@@ -16,7 +16,8 @@ from PIL import Image
 
 import conftest
 from dmz.config import Config, ConfigError, resolve
-from dmz.tblog import TB_DIR, RunLogger, log_result_rows, sample_grid
+from dmz.sampling import sample_grid
+from dmz.tblog import TB_DIR, RunLogger, log_result_rows
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -34,7 +35,7 @@ def scalars(ea, tag):
 
 
 def test_importing_the_logger_or_the_trainer_does_not_import_tensorboard():
-    code = ("import sys, dmz.tblog, dmz.train, evaluation.run\n"
+    code = ("import sys, dmz.tblog, dmz.trainer, evaluation.run\n"
             "bad = [m for m in sys.modules if m.startswith(('tensorboard', 'torch.utils.tensorboard'))]\n"
             "assert not bad, bad\n")
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
@@ -120,7 +121,7 @@ def test_published_run_ids_are_unchanged(name):
 
 
 def test_evaluation_adds_its_rows_to_the_runs_tensorboard(tmp_path):
-    from dmz.train import train
+    from dmz.trainer import train
     from evaluation.run import evaluate
 
     run = tmp_path / "run"
@@ -138,7 +139,7 @@ def test_evaluation_adds_its_rows_to_the_runs_tensorboard(tmp_path):
 
 def test_trainer_writes_its_metrics_and_ema_sample_grids(tmp_path):
     from dmz.runio import read_jsonl
-    from dmz.train import train
+    from dmz.trainer import train
 
     out = tmp_path / "r"
     train(resolve("digits", conftest.tiny_overrides(steps=4, log_every=2, logger="tensorboard", sample_every=2)),

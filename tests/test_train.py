@@ -9,7 +9,7 @@ import torch.multiprocessing as mp
 
 from dmz.config import Config, ConfigError, resolve
 from dmz.runio import CheckpointError, read_jsonl
-from dmz.train import NonFiniteLossError, Trainer, train
+from dmz.trainer import NonFiniteLossError, Trainer, train
 
 
 def _state(path):

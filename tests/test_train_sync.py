@@ -9,7 +9,7 @@ import pytest
 from torch.overrides import TorchFunctionMode
 
 from dmz.config import resolve
-from dmz.train import Trainer
+from dmz.trainer import Trainer
 
 READS = {"item", "tolist", "numpy", "__bool__", "__float__", "__int__", "__index__", "cpu"}
 

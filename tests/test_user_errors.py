@@ -11,7 +11,7 @@ import pytest
 import conftest
 from ablations.run_grid import main as grid_main
 from dmz.config import Config, ConfigError, resolve
-from dmz.train import train
+from dmz.trainer import train
 
 
 
@@ -81,7 +81,7 @@ def test_sample_cli_range_errors(tiny_run, tmp_path, cli, args, message):
 
 
 def test_ddim_suggests_the_nearest_valid_step_counts():
-    from dmz.sample import check_steps
+    from dmz.sampling import check_steps
 
     with pytest.raises(ValueError, match="nearest valid T: 500, 1000"):
         check_steps(999, 1000, "ddim")

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import dmz.config
-import dmz.train
+import dmz.trainer
 from dmz.diffusion import PerSampleRNG
 from dmz.pixelsnail import load_pixelsnail, nll_bits, save_pixelsnail
 from dmz.zsamplers.pixelsnail import (
@@ -27,8 +27,8 @@ from dmz.priors import build_prior
 from dmz.priors.bernoulli import prior_matching_penalty
 from dmz.run import encode_split, load_run
 from dmz.runio import read_jsonl
-from dmz.sample import generate
 from dmz.sample import main as sample_main
+from dmz.sampling import generate
 from dmz.zsamplers import ZSAMPLERS, build_zsampler, check_zsampler, parse_zsampler
 
 torch.set_num_threads(1)
@@ -41,7 +41,7 @@ FIT = dict(model_kwargs=TINY_PS, epochs=4, patience=1, released_patience=1, devi
 
 def _train(root, name, **overrides):
     out = root / name
-    dmz.train.train(dmz.config.resolve("digits", {**TINY_RUN, **overrides}), out, progress=False)
+    dmz.trainer.train(dmz.config.resolve("digits", {**TINY_RUN, **overrides}), out, progress=False)
     return out
 
 
@@ -390,16 +390,15 @@ def test_prior_matching_default_weight_leaves_released_loss_unchanged(runs):
 
 # ------------------------------------------------------------------------------------------------ module name
 
-def test_learned_zsampler_lives_in_zsamplers_and_old_name_is_an_alias():
+def test_learned_zsampler_lives_in_zsamplers():
+    import importlib.util
     import subprocess
     import sys
 
-    import dmz.prior
     import dmz.zsamplers.pixelsnail as ps
 
     assert ZSAMPLERS["pixelsnail"] is ps.PixelSNAILZSampler
-    assert dmz.prior.fit_prior is ps.fit_prior and dmz.prior.PriorError is ps.PriorError
-    for module in ("dmz.zsamplers", "dmz.prior"):
-        out = subprocess.run([sys.executable, "-W", "error::RuntimeWarning", "-m", module, "--help"],
-                             capture_output=True, text=True)
-        assert out.returncode == 0 and "usage: python -m dmz.zsamplers" in out.stdout, out.stderr
+    assert importlib.util.find_spec("dmz.prior") is None  # the old alias module is gone
+    out = subprocess.run([sys.executable, "-W", "error::RuntimeWarning", "-m", "dmz.zsamplers", "--help"],
+                         capture_output=True, text=True)
+    assert out.returncode == 0 and "usage: python -m dmz.zsamplers" in out.stdout, out.stderr

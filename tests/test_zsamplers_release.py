@@ -10,7 +10,7 @@ from dmz.config import ConfigError, resolve
 from dmz.diffusion import PerSampleRNG
 from dmz.model import build_model
 from dmz.run import encode_split, load_run
-from dmz.train import train
+from dmz.trainer import train
 from dmz.zsamplers import build_zsampler
 
 

@@ -13,10 +13,10 @@ import torch
 
 from dmz.data import to_uint8
 from dmz.diffusion import PerSampleRNG
+from dmz.model import build_diffusion
 from dmz.run import LoadedRun, load_run
 from dmz.runio import CheckpointError, atomic_write_json
 from dmz.sampling import MicroBatched, default_micro_batch, generate
-from dmz.trainer import diffusion_from_config
 
 SCORES = "scores.json"
 
@@ -72,7 +72,7 @@ def decode(run: LoadedRun, codes: torch.Tensor, *, steps: int, seeds: Sequence[i
         raise AppError(f"start must lie in (0, 1] (a fraction of T), got {start}")
     k = max(1, int(round(start * steps)))
     model, device = run.model, run.device
-    diffusion = diffusion_from_config(run.cfg, timestep_respacing=str(steps))
+    diffusion = build_diffusion(run.cfg, timestep_respacing=str(steps))
     denoiser = MicroBatched(model, micro_batch or default_micro_batch(device))
     out = []
     for s in range(0, len(seeds), 256):

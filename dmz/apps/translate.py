@@ -1,6 +1,6 @@
 """Image-to-image translation with a bit-mapping MLP between two DMZ models' codes (PAPER.md 1.10; Table 3).
 
-Two runs trained independently on the two domains of a paired dataset (``dmz.paired_data``: ``digits_edges`` ->
+Two runs trained independently on the two domains of a paired dataset (``dmz.data.paired``: ``digits_edges`` ->
 ``digits``, ``edges2handbags_edges`` -> ``edges2handbags``, ...). The paired training images are encoded by their own
 model (hard codes, ``dmz.run.encode_split``), and the released mapping MLP, 4 x [Linear(., 256) -> BatchNorm1d ->
 ReLU] then Linear -> Sigmoid, is trained with BCE (Adam 1e-3, batch 256, <= 100 epochs) to predict the target codes
@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from dmz.apps.common import AppError, DigitsLabeller, decode, load_binary_run, save_rows, split_images, write_scores
-from dmz.paired_data import check_pair
+from dmz.data.paired import check_pair
 from dmz.run import encode_split
 
 HIDDEN = 256  # released width

@@ -4,44 +4,21 @@
 training images), ``empirical`` (independent per-dimension fit to the training codes), ``normal`` (the release's
 per-dimension Gaussian for continuous latents, drawn Gaussian rather than the release's uniform) and ``const`` (one
 fixed code) live here; learned samplers,
-fitted to a run's codes after training, have a file each in this package and register here too:
+fitted to a run's codes after training, have a file each in this package and register in the same registry
+(:data:`ZSAMPLERS`, with the :class:`ZSampler` interface, in :mod:`dmz.zsamplers.base`):
 :mod:`dmz.zsamplers.pixelsnail` (fit, the ``pixelsnail`` sampler, code diagnostics; CLI ``python -m dmz.zsamplers
-fit|diagnose``, formerly ``python -m dmz.prior``). Not to be confused with :mod:`dmz.priors`, the latent *types*
+fit|diagnose``). Not to be confused with :mod:`dmz.priors`, the latent *types*
 (bernoulli, normal, ...) a model is trained with. Every sampler draws sample i's randomness from its own generator, so a
 sample set does not depend on batch size.
 """
 
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
 
-from dmz.diffusion import PerSampleRNG
 from dmz.run import LoadedRun, encode_split
-
-ZSAMPLERS: dict[str, Callable[[LoadedRun], "ZSampler"]] = {}
-
-
-def register_zsampler(name: str):
-    def deco(factory):
-        ZSAMPLERS[name] = factory
-        return factory
-
-    return deco
-
-
-class ZSampler:
-    name = ""
-
-    def sample(self, n: int, rng: PerSampleRNG, device) -> torch.Tensor:
-        """Codes (n, code_dim) for the prior's ``code_to_cond``."""
-        raise NotImplementedError
-
-
-def per_sample(rng: PerSampleRNG, draw: Callable[[torch.Generator], torch.Tensor]) -> torch.Tensor:
-    """Stack ``draw(generator_i)`` over the samples (the batch-size-independent way to draw anything)."""
-    return torch.stack([draw(g) for g in rng.generators])
+from dmz.zsamplers import pixelsnail as _pixelsnail  # noqa: F401  (registers ``pixelsnail``; it imports .base only)
+from dmz.zsamplers.base import ZSAMPLERS, ZSampler, per_sample, register_zsampler
 
 
 class PriorZSampler(ZSampler):
@@ -184,6 +161,3 @@ def build_zsampler(spec: str, run: LoadedRun) -> ZSampler:
     if name != "prior" and run.model.prior.code_dim == 0:
         raise ValueError(f"run {run.path} has no latent (prior=none): only --z prior applies")
     return ZSAMPLERS[name](run, **kwargs)
-
-
-from dmz.zsamplers import pixelsnail as _pixelsnail  # noqa: E402,F401  (registers ``pixelsnail``; after what it uses)

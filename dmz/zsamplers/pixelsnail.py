@@ -5,8 +5,6 @@ diagnose the code distribution (PAPER.md 1.5). The network itself is :mod:`dmz.p
     python -m dmz.zsamplers diagnose --run runs/digits-dmz   # -> <run>/code_diagnostics.json
     python -m dmz.sample --run runs/digits-dmz --z pixelsnail --num 64 --out grid.png
 
-(Formerly ``dmz/prior.py`` / ``python -m dmz.prior``, which still works as an alias.)
-
 ``fit`` encodes the training split once with the run's EMA encoder (hard codes, cached by ``dmz.run.encode_split``),
 holds out ``val_fraction`` of those codes (a seeded random subset) and fits a PixelSNAIL with the released defaults
 (grid width 8, channel 64, 2 blocks x 2 res-blocks, Adam lr 1e-4 / wd 1e-5, batch 64, <= 500 epochs). Stopping
@@ -53,7 +51,7 @@ from dmz.pixelsnail import (
 )
 from dmz.run import LoadedRun, encode_split, load_run
 from dmz.runio import CheckpointError, atomic_write_json
-from dmz.zsamplers import ZSampler, per_sample, register_zsampler  # the package, defined before it imports us
+from dmz.zsamplers.base import ZSampler, per_sample, register_zsampler
 
 __all__ = [
     "PIXELSNAIL_FILE", "PIXELSNAIL_JSON", "DIAGNOSTICS_FILE", "PriorError", "require_discrete", "codes_fingerprint",

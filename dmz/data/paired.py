@@ -1,7 +1,7 @@
 """Paired datasets for image-to-image translation (PAPER.md 1.10, 3.1): two domains whose items correspond by index.
 
-A translation pair is two registered datasets, one per domain, with the same splits and the same order, so item i of
-one split is paired with item i of the same split of the other:
+A translation pair is two datasets registered in :mod:`dmz.data`, one per domain, with the same splits and the same
+order, so item i of one split is paired with item i of the same split of the other:
 
 ``digits_edges`` <-> ``digits``
     The edge map of every digits image, made deterministically (no download): the 16x16 digit (values in [0, 1]) gets
@@ -30,8 +30,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from dmz.data import (DatasetInfo, DatasetNotFoundError, TensorImageDataset, UInt8FileDataset, _digits_images,
-                      _digits_info, _digits_raw, _resize_uint8, files_fingerprint)
+from dmz.data.base import (DatasetInfo, DatasetNotFoundError, TensorImageDataset, UInt8FileDataset, files_fingerprint,
+                           resize_uint8)
+from dmz.data.digits import digits_images, digits_info, digits_raw
+
+__all__ = ["EDGE_THRESHOLD", "PIX2PIX_NAMES", "PIX2PIX_RESOLUTION", "IMAGE_SUFFIXES", "PAIRS", "paired_with",
+           "check_pair", "edge_map", "digits_edges_info", "build_digits_edges", "Pix2PixFolder", "pix2pix_info",
+           "pix2pix_build"]
 
 EDGE_THRESHOLD = 0.4  # on the [0, 1] morphological gradient of the digit
 PIX2PIX_NAMES = ("edges2handbags", "edges2shoes")
@@ -69,17 +74,17 @@ def edge_map(images01: Tensor, threshold: float = EDGE_THRESHOLD) -> Tensor:
     return ((dil - ero) > threshold).float()
 
 
-def _digits_edges_info(resolution: int | None = None) -> DatasetInfo:
-    d = _digits_info(resolution)
+def digits_edges_info(resolution: int | None = None) -> DatasetInfo:
+    d = digits_info(resolution)
     return DatasetInfo("digits_edges", 1, d.resolution, "class", 10, None, d.train_size)
 
 
-def _build_digits_edges(split, *, root, resolution, flip, center_crop, download) -> TensorImageDataset:
-    info = _digits_edges_info(resolution)
-    _, y, tr, te = _digits_raw()
+def build_digits_edges(split, *, root, resolution, flip, center_crop, download) -> TensorImageDataset:
+    info = digits_edges_info(resolution)
+    _, y, tr, te = digits_raw()
     idx = tr if split == "train" else te
     idx_t = torch.from_numpy(idx)
-    digits01 = (_digits_images(info.resolution)[idx_t] + 1.0) / 2.0
+    digits01 = (digits_images(info.resolution)[idx_t] + 1.0) / 2.0
     edges = edge_map(digits01) * 2.0 - 1.0
     ds = TensorImageDataset("digits_edges", split, info.resolution, torch.from_numpy(y)[idx_t].clone(),
                             images=edges, flip=flip,
@@ -125,7 +130,7 @@ class Pix2PixFolder(UInt8FileDataset):
             arr = np.asarray(half)
         img = torch.from_numpy(arr.copy())
         img = img.unsqueeze(0) if img.dim() == 2 else img.permute(2, 0, 1)
-        return _resize_uint8(img, self.resolution, antialias=False)
+        return resize_uint8(img, self.resolution, antialias=False)
 
     def fingerprint(self) -> str:
         """File names, sizes and mtimes in order (as ``celeba64``'s file mode), cached per object."""
@@ -154,7 +159,7 @@ def _pix2pix_split_dir(root: str, name: str, split: str) -> str:
                                f"{_pix2pix_hint(root, name)}")
 
 
-def _pix2pix_info(name: str, side: str):
+def pix2pix_info(name: str, side: str):
     def info(resolution: int | None = None) -> DatasetInfo:
         res = PIX2PIX_RESOLUTION if resolution is None else int(resolution)
         if res < 8:
@@ -164,20 +169,11 @@ def _pix2pix_info(name: str, side: str):
     return info
 
 
-def _pix2pix_build(name: str, side: str):
+def pix2pix_build(name: str, side: str):
     def build(split, *, root, resolution, flip, center_crop, download) -> Pix2PixFolder:
-        info = _pix2pix_info(name, side)(resolution)
+        info = pix2pix_info(name, side)(resolution)
         if download:
             raise DatasetNotFoundError(f"{name} cannot be downloaded by this harness; {_pix2pix_hint(root, name)}")
         return Pix2PixFolder(root, name, split, side, info.resolution, flip=flip)
     return build
 
-
-def register(datasets: dict, entry_cls) -> None:
-    """Add the paired datasets to ``dmz.data.DATASETS`` (called once from :mod:`dmz.data`)."""
-    datasets["digits_edges"] = entry_cls("digits_edges", ("train", "test"), _digits_edges_info, _build_digits_edges,
-                                         False)
-    for name in PIX2PIX_NAMES:
-        for side, reg in (("edges", f"{name}_edges"), ("photo", name)):
-            datasets[reg] = entry_cls(reg, ("train", "test"), _pix2pix_info(name, side), _pix2pix_build(name, side),
-                                      True)
