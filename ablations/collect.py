@@ -57,12 +57,14 @@ def cell_rows(cell: Cell, run_dir: Path, *, requested_only: bool = True) -> list
 
 
 def repo_relative(path: str | Path) -> str:
-    """``path`` relative to the repository when it lies inside it (checked-in rows must not carry the absolute
-    paths of the machine that ran them), else as given."""
-    try:
-        return str(Path(path).resolve().relative_to(REPO))
-    except ValueError:
-        return str(path)
+    """``path`` relative to the repository checkout it lies in (this one, or another checkout of it such as a
+    ``git worktree`` that ran a grid: the nearest folder above it with a ``.git``), else as given. Checked-in rows
+    must not carry the absolute paths of the machine that ran them."""
+    p = Path(path).resolve()
+    for root in (REPO, *p.parents):
+        if (root / ".git").exists() and p.is_relative_to(root):
+            return str(p.relative_to(root))
+    return str(path)
 
 
 def _scalar(v: Any) -> Any:

@@ -298,3 +298,14 @@ def test_grid_table_says_its_spread_is_over_sampling_seeds_of_one_training(tmp_p
     table, notes = build_table(df, "latent_size")
     assert any("sampling seeds of this one training" in n and "not the spread between trainings" in n for n in notes)
     assert not any("holds" in n for n in notes)  # no verdict from one training's sampling spread
+
+
+def test_rows_name_folders_relative_to_the_checkout_that_ran_them(tmp_path):
+    from ablations.collect import REPO, repo_relative
+
+    assert repo_relative(REPO / "results" / "runs" / "main" / "x") == "results/runs/main/x"
+    other = tmp_path / "run-seeds"  # a git worktree of the project: its .git is a file
+    (other / "results" / "runs").mkdir(parents=True)
+    (other / ".git").write_text("gitdir: elsewhere\n")
+    assert repo_relative(other / "results" / "runs" / "cell") == "results/runs/cell"
+    assert repo_relative(tmp_path / "loose" / "cell") == str(tmp_path / "loose" / "cell")  # no checkout: as given
