@@ -28,7 +28,7 @@ from dmz.runio import read_jsonl
 from evaluation.rows import RESULTS_FILE, latest_rows
 
 REPO = Path(__file__).resolve().parent.parent
-CONFIG_COLUMNS = ("dataset", "prior", "latent_dim", "conditioning", "prior_matching", "categories", "run_id")
+CONFIG_COLUMNS = ("dataset", "prior", "latent_dim", "conditioning", "prior_matching", "categories", "run_id", "seed")
 PATH_COLUMNS = ("run_dir", "copied_from", "cell_dir")  # folders a row names: written relative to the repository
 FIRST = ("grid", "preset", "variant", *CONFIG_COLUMNS, "metric", "feature_extractor", "T", "sampler", "N", "seeds",
          "value", "sd")
@@ -50,7 +50,7 @@ def cell_rows(cell: Cell, run_dir: Path, *, requested_only: bool = True) -> list
     m = cell.config().model
     fill = {"dataset": cell.config().data.dataset, "prior": m.prior, "latent_dim": m.latent_dim,
             "conditioning": m.conditioning, "prior_matching": m.prior_matching, "categories": m.categories,
-            "run_id": cell.run_id}
+            "run_id": cell.run_id, "seed": cell.seed}
     return [{**fill, **{k: (repo_relative(v) if k in PATH_COLUMNS and isinstance(v, str) else v) for k, v in r.items()},
              "grid": cell.grid, "preset": cell.preset, "variant": cell.name, "cell_dir": repo_relative(run_dir)}
             for r in rows]

@@ -338,7 +338,9 @@ RULE_MD = (
      "score the mean over CV folds, its NLL the mean over images). Cells are trained with several seeds "
      "(`run_grid --seeds 0 1 2`, rows per training in `results/<grid>/<preset>[-seed<k>]/`), and every number is "
      "the mean ± sd over its trainings with n; the within-training spread (sd over sampling seeds, over CV folds, "
-     "or se over images) is shown in brackets and never decides."),
+     "or se over images) is shown in brackets and never decides. A table cell reads **`mean ± sd (n=k) [s]`**: mean "
+     "and sd over k trainings (no ± when k = 1), and in brackets s, the root-mean-square over those trainings of "
+     "the within-training spread."),
     (f"* Each part compares the per-training values of a and b with **Welch's t-test** (`scipy.stats.ttest_ind`, "
      f"`equal_var=False`), two-sided, with the 95% interval of a − b. The counted parts of one claim are corrected "
      f"together by **Holm's step-down procedure** (family-wise α = {ALPHA:g}). Holm-adjusted p < {ALPHA:g} with a − b "

@@ -284,3 +284,23 @@ def test_a_cell_another_grid_trained_and_evaluated_is_copied_not_recomputed(tmp_
     assert run_grid.share_rows(other_cell, other) == []
     (other / "checkpoint.pt").write_bytes((src / "checkpoint.pt").read_bytes())  # the same weights do
     assert {r["T"] for r in run_grid.share_rows(other_cell, other)} == {2}
+
+
+def test_seeds_run_one_array_and_the_report_checks_against_the_trainings_on_disk(tmp_path, capsys):
+    from ablations.grids import cells_from_args, add_cell_args
+    import argparse
+
+    p = argparse.ArgumentParser()
+    add_cell_args(p)
+    args = tiny_args(tmp_path, "--seeds", "0", "1")
+    _, _, cells = cells_from_args(p.parse_args([a for a in args if a not in ("--results-dir", str(tmp_path / "res"))]))
+    for c in cells:
+        fake_done(c, tmp_path)
+    assert main([*args, "--executor", "debug"]) == 0
+    out = capsys.readouterr().out
+    assert (tmp_path / "res" / "main" / "digits" / "results.csv").exists()
+    assert (tmp_path / "res" / "main" / "digits-seed1" / "results.csv").exists()  # rows stay per training
+    assert "Reproduction check: no checked-in trainings of these cells" in out  # nothing was on disk before
+    assert main([*args, "--executor", "debug"]) == 0  # now the two trainings are the reference
+    out = capsys.readouterr().out
+    assert "inside the 95% prediction interval" in out and "(n=2)" in out
