@@ -96,8 +96,8 @@ class Budget:
     :param train: config overrides applied to every cell before the user's ``--set`` (e.g. ``{"steps": 400}``).
     :param steps: T for FID. :param num_samples: images per FID (None = evaluation default, 10k on paper presets).
     :param seeds: number of FID sampling seeds (None = evaluation default).
-    :param pixelsnail: keyword arguments of ``dmz.zsamplers.pixelsnail.fit_prior`` (``epochs``, ``batch_size``, ``model_kwargs``, ...);
-        empty = the released PixelSNAIL and fit_prior's defaults (<= 500 epochs, early stopping).
+    :param pixelsnail: keyword arguments of ``dmz.zsamplers.pixelsnail.fit_pixelsnail`` (``epochs``, ``batch_size``, ``model_kwargs``, ...);
+        empty = the released PixelSNAIL and fit_pixelsnail's defaults (<= 500 epochs, early stopping).
     :param metrics: the metric groups this budget evaluates, of those a variant asks for (None = all of them).
     :param variants: the grid's variants this budget runs, by name (None = all of them).
     :param samplers: the z-samplers this budget scores, of those a variant asks for (None = all of them).

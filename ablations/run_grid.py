@@ -121,10 +121,10 @@ def _evaluate(run_dir: Path, cell: Cell, log: Callable[[str], None]) -> None:
 
 
 def _fit_pixelsnail(run_dir: Path, cell: Cell, log: Callable[[str], None]) -> None:
-    from dmz.zsamplers.pixelsnail import fit_prior
+    from dmz.zsamplers.pixelsnail import fit_pixelsnail
 
     kwargs = {"width": pixelsnail_width(cell.config().model.latent_dim), **cell.pixelsnail}
-    fit_prior(run_dir, log=log, **kwargs)
+    fit_pixelsnail(run_dir, log=log, **kwargs)
 
 
 def run_cell(cell: Cell, run_dir: str | os.PathLike, *, threads: int | None = None,

@@ -14,7 +14,7 @@ import argparse
 import json
 import sys
 
-from dmz.zsamplers.pixelsnail import PriorError, diagnose
+from dmz.zsamplers.pixelsnail import PixelSNAILError, diagnose
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     for run in args.runs:
         try:
             d = diagnose(run, split=args.split, write=False, device=args.device)
-        except (PriorError, ValueError, RuntimeError) as e:
+        except (PixelSNAILError, ValueError, RuntimeError) as e:
             print(f"{run:<40} error: {e}", file=sys.stderr)
             rc = 1
             continue

@@ -28,7 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--micro-batch", type=int, default=None,
                    help="rows per denoiser call (default: 32 on CPU, 256 on CUDA); the images depend on it, "
                         "not on --batch-size")
-    p.add_argument("--sampler", default="ddpm", choices=["ddpm", "ddim"])
+    p.add_argument("--solver", "--sampler", dest="solver", default="ddpm", choices=["ddpm", "ddim"],
+                   help="sampling loop: ddpm (ancestral) or ddim (eta=0); --sampler is an alias")
     p.add_argument("--device", default="auto")
     p.add_argument("--weights", default="ema", choices=["ema", "model"])
     p.add_argument("--precision", default=None, choices=["fp32", "bf16", "auto"],
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         run = load_run(args.run, device=args.device, weights=args.weights)
         zs = build_zsampler(args.z, run)
         images = generate(run, steps=args.steps, seeds=sample_seeds(args.seed, args.num), zsampler=zs,
-                          batch_size=args.batch_size, sampler=args.sampler, progress=True,
+                          batch_size=args.batch_size, solver=args.solver, progress=True,
                           micro_batch=args.micro_batch, precision=args.precision, compile=args.compile)
     except (CheckpointError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -78,19 +78,19 @@ def sample_seeds(seed: int, n: int) -> list[int]:
     return [seed + i for i in range(n)]
 
 
-def check_steps(steps: int, diffusion_steps: int, sampler: str = "ddpm") -> None:
-    """T must be in 1..the run's training diffusion steps (a respaced sampler keeps T of them); DDIM's fixed
+def check_steps(steps: int, diffusion_steps: int, solver: str = "ddpm") -> None:
+    """T must be in 1..the run's training diffusion steps (a respaced solver keeps T of them); DDIM's fixed
     integer stride reaches only some T (``len(range(0, diffusion_steps, stride))``)."""
     if not 1 <= int(steps) <= diffusion_steps:
         raise ValueError(f"T={steps} denoising steps is out of range: T must be between 1 and {diffusion_steps} "
                          f"(the run's training diffusion steps)")
-    if sampler == "ddim":
+    if solver == "ddim":
         reachable = sorted({len(range(0, diffusion_steps, s)) for s in range(1, diffusion_steps)} | {diffusion_steps})
         if steps not in reachable:
             near = sorted(reachable, key=lambda t: (abs(t - steps), t))[:2]
             raise ValueError(f"DDIM cannot take exactly T={steps} steps: it keeps every k-th of the "
                              f"{diffusion_steps} training steps for an integer k; nearest valid T: "
-                             f"{', '.join(map(str, sorted(near)))} (or use the ddpm sampler, which takes any T)")
+                             f"{', '.join(map(str, sorted(near)))} (or use the ddpm solver, which takes any T)")
 
 
 def sampling_setup(run: LoadedRun, *, precision: str | None = None, compile: bool | None = None
@@ -102,21 +102,21 @@ def sampling_setup(run: LoadedRun, *, precision: str | None = None, compile: boo
     return dtype, bool(tc.sampling_compile if compile is None else compile)
 
 
-def respacing(steps: int, sampler: str = "ddpm") -> str:
-    if sampler not in ("ddpm", "ddim"):
-        raise ValueError(f"unknown sampler {sampler!r}; valid: ddpm, ddim")
-    return f"ddim{steps}" if sampler == "ddim" else str(steps)
+def respacing(steps: int, solver: str = "ddpm") -> str:
+    if solver not in ("ddpm", "ddim"):
+        raise ValueError(f"unknown solver {solver!r}; valid: ddpm, ddim")
+    return f"ddim{steps}" if solver == "ddim" else str(steps)
 
 
 @torch.no_grad()
 def generate(run: LoadedRun, *, steps: int, seeds: Sequence[int], zsampler: ZSampler | None = None,
-             batch_size: int = 256, sampler: str = "ddpm", progress: bool = False,
+             batch_size: int = 256, solver: str = "ddpm", progress: bool = False,
              amp: bool = False, micro_batch: int | None = None,
              codes: torch.Tensor | None = None, precision: str | None = None,
              compile: bool | None = None) -> torch.Tensor:
     """Images (N, C, H, W) in [-1, 1] on the CPU, one per seed.
 
-    :param zsampler: where z comes from (the prior when None). :param sampler: ``ddpm`` (ancestral, I-DDPM
+    :param zsampler: where z comes from (the prior when None). :param solver: ``ddpm`` (ancestral, I-DDPM
     respacing) or ``ddim`` (eta=0, ``ddimN`` spacing). :param amp: bf16 autocast (the same as
     ``precision="bf16"``). :param precision: fp32 | bf16 | auto (None = the run's ``train.sampling_precision``).
     :param compile: ``torch.compile`` the denoiser (None = the run's ``train.sampling_compile``).
@@ -124,7 +124,7 @@ def generate(run: LoadedRun, *, steps: int, seeds: Sequence[int], zsampler: ZSam
     docstring. :param codes: (N, code_dim) codes to decode instead of drawing z (reconstruction).
     """
     model, device = run.model, run.device
-    check_steps(steps, run.cfg.diffusion.diffusion_steps, sampler)
+    check_steps(steps, run.cfg.diffusion.diffusion_steps, solver)
     if len(seeds) < 1:
         raise ValueError("nothing to generate: give at least one seed (--num must be >= 1)")
     if codes is not None and len(codes) != len(seeds):
@@ -134,9 +134,9 @@ def generate(run: LoadedRun, *, steps: int, seeds: Sequence[int], zsampler: ZSam
     batch_size = max(micro, batch_size // micro * micro)
     dtype, compiled_ = sampling_setup(run, precision="bf16" if amp else precision, compile=compile)
     denoiser = MicroBatched(compiled(model) if compiled_ else model, micro)
-    diffusion = build_diffusion(run.cfg, timestep_respacing=respacing(steps, sampler))
+    diffusion = build_diffusion(run.cfg, timestep_respacing=respacing(steps, solver))
     shape = (model.channels, model.resolution, model.resolution)
-    loop = diffusion.ddim_sample_loop if sampler == "ddim" else diffusion.p_sample_loop
+    loop = diffusion.ddim_sample_loop if solver == "ddim" else diffusion.p_sample_loop
     ctx = autocast(device, dtype)
     out = []
     chunks = [(i, list(seeds[i:i + batch_size])) for i in range(0, len(seeds), batch_size)]

@@ -121,10 +121,10 @@ def log_result_rows(run_dir: str | os.PathLike, rows: Iterable[Mapping[str, Any]
         for r in rows:
             step = int(r.get("checkpoint_step") or 0)
             metric = str(r["metric"])
-            sampler = f"/{r['sampler']}" if r.get("sampler") else ""
+            zsampler = f"/{r['sampler']}" if r.get("sampler") else ""
             if r.get("T") is not None:
-                logger.scalars(step, {f"{metric}_T{int(r['T'])}{sampler}": r["value"]}, prefix="eval/")
-                logger.scalars(int(r["T"]), {f"{metric}{sampler}": r["value"]}, prefix="eval_vs_T/")
+                logger.scalars(step, {f"{metric}_T{int(r['T'])}{zsampler}": r["value"]}, prefix="eval/")
+                logger.scalars(int(r["T"]), {f"{metric}{zsampler}": r["value"]}, prefix="eval_vs_T/")
             else:
-                logger.scalars(step, {f"{metric}{sampler}": r["value"]}, prefix="eval/")
+                logger.scalars(step, {f"{metric}{zsampler}": r["value"]}, prefix="eval/")
     return len(rows)

@@ -147,7 +147,7 @@ class Trainer:
         self.model = build_model(cfg).to(self.device)
         self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()
         self.diffusion = build_diffusion(cfg)
-        self.sampler = create_named_schedule_sampler(cfg.diffusion.schedule_sampler, self.diffusion).to(self.device)
+        self.t_sampler = create_named_schedule_sampler(cfg.diffusion.schedule_sampler, self.diffusion).to(self.device)
 
         cuda = self.device.type == "cuda"
         self.amp_dtype, why = amp_dtype(tc.precision, self.device)
@@ -226,7 +226,7 @@ class Trainer:
         g = torch.Generator().manual_seed(self.cfg.train.seed * 1_000_003 + step + 7_919)
         sl = slice(self.dist.rank * self.local_batch, (self.dist.rank + 1) * self.local_batch)
         out = {"flip": torch.rand(b, generator=g)[sl] < 0.5}
-        t, w = self.sampler.sample(b, self.device, generator=g)  # on the device: the weights live there
+        t, w = self.t_sampler.sample(b, self.device, generator=g)  # on the device: the weights live there
         out["t"], out["weights"] = t[sl], w[sl]
         out["noise"] = torch.randn(b, *shape, generator=g)[sl]
         out["perturbation"] = torch.randn(b, *shape, generator=g)[sl]
@@ -258,7 +258,7 @@ class Trainer:
             "ema": self.ema.state_dict(),
             "opt": self.opt.state_dict(),
             "scaler": self.scaler.state_dict(),
-            "sampler": self.sampler.state_dict(),
+            "sampler": self.t_sampler.state_dict(),  # the timestep sampler (key kept: checkpoint format)
             "step": self.step,
             "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
@@ -286,7 +286,7 @@ class Trainer:
         self.ema.load_state_dict(state["ema"])
         self.opt.load_state_dict(state["opt"])
         self.scaler.load_state_dict(state["scaler"])
-        self.sampler.load_state_dict(state["sampler"])
+        self.t_sampler.load_state_dict(state["sampler"])
         self.step = int(state["step"])
         torch.set_rng_state(state["rng"]["torch"].cpu())
         np.random.set_state(state["rng"]["numpy"])
@@ -311,7 +311,7 @@ class Trainer:
         with self.autocast():
             losses, aux, stats = self.step_module(x0, r["t"], r["noise"], r["perturbation"], r["prior_noise"])
         loss = (losses["loss"] * r["weights"]).mean() + aux
-        self.sampler.update_with_local_losses(r["t"], losses["loss"].detach())
+        self.t_sampler.update_with_local_losses(r["t"], losses["loss"].detach())
         self.opt.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         vals = {"loss": loss.detach(), "mse": losses["mse"].detach().mean(), "aux": aux.detach(), **stats}

@@ -113,7 +113,7 @@ class _PixelSNAILBits:
         self.model = model
 
     def nll_bits(self, codes):
-        from dmz.pixelsnail import nll_bits
+        from dmz.zsamplers.pixelsnail_net import nll_bits
 
         return nll_bits(self.model, codes)
 
@@ -123,7 +123,7 @@ def code_models(run: LoadedRun, log: Callable[[str], None] = lambda m: None) -> 
     for Bernoulli(0.5), |z| log2 K for uniform categories, 0 without a latent) and ``pixelsnail`` when the run has a
     PixelSNAIL fitted for its checkpoint. Each has ``nll_bits(codes) -> (n,) float64`` bits. None for a continuous z."""
     import dmz.zsamplers.pixelsnail as zp
-    from dmz.pixelsnail import UniformBernoulli
+    from dmz.zsamplers.pixelsnail_net import UniformBernoulli
 
     prior = run.model.prior
     if prior.code_dim == 0:
@@ -134,8 +134,8 @@ def code_models(run: LoadedRun, log: Callable[[str], None] = lambda m: None) -> 
     out: dict[str, Any] = {"prior": UniformBernoulli(L) if k == 2 else zp.UniformCategorical(L, k)}
     if (run.path / zp.PIXELSNAIL_FILE).exists():
         try:
-            out["pixelsnail"] = _PixelSNAILBits(zp.load_prior(run)[0])
-        except zp.PriorError as e:
+            out["pixelsnail"] = _PixelSNAILBits(zp.load_pixelsnail(run)[0])
+        except zp.PixelSNAILError as e:
             log(f"nll: no pixelsnail coding cost ({e})")
     return out
 

@@ -235,7 +235,7 @@ def evaluate(
     base = {**config_fields(run), "weights": weights, "solver": solver, "device": str(run.device),
             "micro_batch": micro, "amp": dtype is not None, "precision": precision_name(dtype), "compile": compiled}
     plan = _Plan(run.path / RESULTS_FILE, base, force)
-    gen_kw = dict(batch_size=batch_size, sampler=solver, precision=precision_name(dtype), compile=compiled,
+    gen_kw = dict(batch_size=batch_size, solver=solver, precision=precision_name(dtype), compile=compiled,
                   micro_batch=micro, progress=progress)
 
     try:
@@ -301,22 +301,22 @@ def _fid(run, plan: _Plan, log, *, steps, n, k_seeds, samplers, extractor_name, 
     common = {"N": n, "seeds": k_seeds, "feature_extractor": ext.name,
               "feature_extractor_weights_sha256": ext.weights_sha256, "reference": reference_split, "repr": None}
     ref = None
-    for sampler in samplers:
-        if not has_latent and sampler != "prior":
-            log(f"fid: sampler {sampler!r} skipped, run has no latent (prior=none): only 'prior' applies")
+    for zsampler in samplers:
+        if not has_latent and zsampler != "prior":
+            log(f"fid: sampler {zsampler!r} skipped, run has no latent (prior=none): only 'prior' applies")
             continue
         zs = None
         for T in steps:
-            keys = [plan.key(metric=m, T=T, sampler=sampler, **common) for m in names]
+            keys = [plan.key(metric=m, T=T, sampler=zsampler, **common) for m in names]
             if plan.done(keys):
-                log(f"fid T={T} sampler={sampler}: present, skipped")
+                log(f"fid T={T} sampler={zsampler}: present, skipped")
                 continue
             if ref is None:
                 ref = reference_stats(d.dataset, reference_split, extractor=ext, root=d.data_root,
                                       resolution=d.resolution, center_crop=d.center_crop, cache_dir=cache_dir,
                                       device=str(run.device), keep_features=kid or prc)
             if zs is None:
-                zs = build_zsampler(sampler, run)
+                zs = build_zsampler(zsampler, run)
             t0 = time.perf_counter()
             per_seed: list[dict] = []
             gen_s = 0.0
@@ -326,9 +326,9 @@ def _fid(run, plan: _Plan, log, *, steps, n, k_seeds, samplers, extractor_name, 
                 gen_s += time.perf_counter() - tg
                 u8 = to_uint8(imgs)
                 if keep_samples:
-                    save_samples(imgs, run.path / "samples" / f"{gen_kw['sampler']}-T{T}-{sampler}-seed{k}-n{n}.npz")
+                    save_samples(imgs, run.path / "samples" / f"{gen_kw['solver']}-T{T}-{zsampler}-seed{k}-n{n}.npz")
                 per_seed.append(metrics_against_reference(u8, ref, ext, kid=kid, prc=prc))
-                log(f"fid T={T} sampler={sampler} seed {k + 1}/{k_seeds}: {per_seed[-1]['fid']:.4g}")
+                log(f"fid T={T} sampler={zsampler} seed {k + 1}/{k_seeds}: {per_seed[-1]['fid']:.4g}")
             secs = time.perf_counter() - t0
             for m in names:
                 vals = [r[m] for r in per_seed]
@@ -337,7 +337,7 @@ def _fid(run, plan: _Plan, log, *, steps, n, k_seeds, samplers, extractor_name, 
                 if m == "kid_mean":
                     extra = {"kid_std_within": [r["kid_std"] for r in per_seed],
                              "kid_subset_size": per_seed[0]["kid_subset_size"]}
-                plan.add(metric=m, T=T, sampler=sampler, value=mean, sd=sd, values=vals, **common,
+                plan.add(metric=m, T=T, sampler=zsampler, value=mean, sd=sd, values=vals, **common,
                          n_ref=per_seed[0]["n_ref"], seed_offsets=[k * SEED_STRIDE for k in range(k_seeds)],
                          eval_seconds=secs, gen_seconds=gen_s, **extra)
 
@@ -438,14 +438,12 @@ def _recon(run, plan: _Plan, log, *, steps, images: int, decodes: int, gen_kw) -
 
     common = {"sampler": None, "N": images, "seeds": decodes, "feature_extractor": None,
               "feature_extractor_weights_sha256": None, "reference": None, "repr": None}
-    kw = {k: v for k, v in gen_kw.items() if k != "sampler"}
     for T in steps:
         for metric, shuffle in (("recon_mse", False), ("recon_mse_shuffled", True)):
             if plan.done([plan.key(metric=metric, T=T, **common)]):
                 log(f"{metric} T={T}: present, skipped")
                 continue
-            r = reconstruction_mse(run, steps=T, images=images, decodes=decodes, shuffle=shuffle,
-                                   sampler=gen_kw["sampler"], **kw)
+            r = reconstruction_mse(run, steps=T, images=images, decodes=decodes, shuffle=shuffle, **gen_kw)
             plan.add(metric=metric, T=T, value=r["mse"], sd=r["sd"], values=r["per_decode"], units="[-1,1]",
                      value_01=r["mse_01"], per_image=r["per_image"], split=r["split"], eval_seconds=r["seconds"],
                      **common)

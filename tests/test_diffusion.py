@@ -526,15 +526,15 @@ def _oracle(x0, base_abar, learned=True):
     return model
 
 
-@pytest.mark.parametrize("sampler", ["ddpm", "ddim"])
+@pytest.mark.parametrize("solver", ["ddpm", "ddim"])
 @pytest.mark.parametrize("learn_sigma", [True, False])
-def test_oracle_model_recovers_x0(sampler, learn_sigma):
+def test_oracle_model_recovers_x0(solver, learn_sigma):
     g = torch.Generator().manual_seed(0)
     x0 = (torch.rand(2, 3, 4, 4, generator=g) * 1.8 - 0.9)
     base_abar = abar_np(get_named_beta_schedule("cosine", 1000))
-    d = create_diffusion(steps=1000, timestep_respacing="ddim10" if sampler == "ddim" else 10, learn_sigma=learn_sigma)
+    d = create_diffusion(steps=1000, timestep_respacing="ddim10" if solver == "ddim" else 10, learn_sigma=learn_sigma)
     model = _oracle(x0, base_abar, learned=learn_sigma)
-    if sampler == "ddpm":
+    if solver == "ddpm":
         out = d.p_sample_loop(model, x0.shape, rng=PerSampleRNG([1, 2]))
     else:
         noise = torch.randn(x0.shape, generator=g)

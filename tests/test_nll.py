@@ -16,7 +16,7 @@ import dmz.trainer
 import evaluation.run as ev
 from dmz.run import encode_split, load_run
 from dmz.runio import read_jsonl
-from dmz.zsamplers.pixelsnail import fit_prior, load_prior
+from dmz.zsamplers.pixelsnail import fit_pixelsnail, load_pixelsnail
 from evaluation import nll
 
 torch.set_num_threads(1)
@@ -201,13 +201,13 @@ def test_rows_carry_the_contract_and_rerunning_skips(runs, monkeypatch, capsys):
     n_file = len(read_jsonl(run_dir / ev.RESULTS_FILE))
 
     # a PixelSNAIL fitted later adds its nll_bpd_z rows from the stored per-image bound, without recomputing it
-    fit_prior(run_dir, width=8, epochs=1, patience=1, released_patience=1, device="cpu",
-              model_kwargs={"channel": 16, "res_channel": 16, "n_block": 1, "n_res_block": 1, "n_head": 2})
+    fit_pixelsnail(run_dir, width=8, epochs=1, patience=1, released_patience=1, device="cpu",
+                   model_kwargs={"channel": 16, "res_channel": 16, "n_block": 1, "n_res_block": 1, "n_head": 2})
     rows2 = ev.evaluate(run_dir, metrics=["nll"], nll_images=3, device="cpu", log=quiet)
     assert len(read_jsonl(run_dir / ev.RESULTS_FILE)) == n_file + 2
     run = load_run(run_dir, device="cpu")
-    model = load_prior(run)[0]
-    from dmz.pixelsnail import nll_bits
+    model = load_pixelsnail(run)[0]
+    from dmz.zsamplers.pixelsnail_net import nll_bits
 
     for split in ("train", "test"):
         v, ps = _by(rows2, "nll_bpd", split), _by(rows2, "nll_bpd_z", split, "pixelsnail")

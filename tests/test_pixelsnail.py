@@ -1,4 +1,4 @@
-"""Tests for dmz/pixelsnail.py: causality, exact normalisation, sampling, fitting, checkpoints, baselines."""
+"""Tests for dmz/zsamplers/pixelsnail_net.py (the PixelSNAIL network): causality, exact normalisation, sampling, fitting, checkpoints, baselines."""
 
 import itertools
 import math
@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dmz.pixelsnail import (
+from dmz.zsamplers.pixelsnail_net import (
     EmpiricalBernoulli,
     PixelSNAIL,
     PixelSNAILCheckpointError,
@@ -17,13 +17,13 @@ from dmz.pixelsnail import (
     UniformBernoulli,
     code_diagnostics,
     codes_to_grid,
-    fit_pixelsnail,
+    fit_network,
     grid_shape,
     grid_to_codes,
-    load_pixelsnail,
+    load_network,
     nll_bits,
     sample,
-    save_pixelsnail,
+    save_network,
 )
 
 torch.set_num_threads(1)
@@ -59,7 +59,7 @@ def test_grid_layout_row_major_and_divisibility():
     with pytest.raises(ValueError, match="not divisible"):
         grid_shape(12, 5)
     with pytest.raises(ValueError, match="not divisible"):
-        fit_pixelsnail(torch.zeros(4, 12, dtype=torch.long), None, width=5, epochs=1, progress=False)
+        fit_network(torch.zeros(4, 12, dtype=torch.long), None, width=5, epochs=1, progress=False)
 
 
 # ------------------------------------------------------------------------------------------------ causality
@@ -221,7 +221,7 @@ def test_pixelsnail_learns_dependent_bits_far_better_than_independent_bits():
     L = 16
     patterns = torch.randint(0, 2, (8, L), generator=gen)
     train, val = pattern_codes(1500, patterns, 0.02, gen), pattern_codes(500, patterns, 0.02, gen)
-    model, hist = fit_pixelsnail(train, val, width=8, epochs=6, lr=1e-2, batch_size=64, patience=3, seed=0,
+    model, hist = fit_network(train, val, width=8, epochs=6, lr=1e-2, batch_size=64, patience=3, seed=0,
                                  progress=False, channel=32, res_channel=32, n_block=1, n_res_block=1, n_head=4,
                                  dropout=0.0)
     true_entropy = 3 + L * -(0.02 * math.log2(0.02) + 0.98 * math.log2(0.98))  # ~5.26 bits
@@ -254,7 +254,7 @@ def _fit_small(**kw):
     args = dict(width=4, epochs=6, batch_size=32, lr=1e-2, patience=2, released_patience=2, seed=3, progress=False,
                 channel=16, res_channel=16, n_block=1, n_res_block=1, n_head=4)
     args.update(kw)
-    return fit_pixelsnail(train, args.pop("val", val), **args), train, val
+    return fit_network(train, args.pop("val", val), **args), train, val
 
 
 def test_fit_is_deterministic_and_history_is_consistent():
@@ -306,9 +306,9 @@ def test_fit_without_validation_uses_released_rule():
 
 def test_fit_rejects_bad_codes():
     with pytest.raises(ValueError):
-        fit_pixelsnail(torch.full((4, 8), 2), None, width=4, epochs=1, progress=False)
+        fit_network(torch.full((4, 8), 2), None, width=4, epochs=1, progress=False)
     with pytest.raises(ValueError):
-        fit_pixelsnail(torch.full((4, 8), 0.5), None, width=4, epochs=1, progress=False)
+        fit_network(torch.full((4, 8), 0.5), None, width=4, epochs=1, progress=False)
 
 
 # ------------------------------------------------------------------------------------------------ checkpoints
@@ -318,9 +318,9 @@ def test_save_load_round_trip_and_corrupt_file(tmp_path):
     codes = torch.randint(0, 3, (5, 2, 4), generator=torch.Generator().manual_seed(0))
     meta = {"width": 4, "history": {"val_nll_bits": [3.5, 3.25]}, "note": "x"}
     path = tmp_path / "sub" / "pixelsnail.pt"
-    save_pixelsnail(path, model, meta)
+    save_network(path, model, meta)
     assert sorted(os.listdir(path.parent)) == ["pixelsnail.pt"]  # no temporary file left behind
-    loaded, meta2 = load_pixelsnail(path)
+    loaded, meta2 = load_network(path)
     assert meta2 == meta
     assert loaded.config == model.config and not loaded.training
     with torch.no_grad():
@@ -330,15 +330,15 @@ def test_save_load_round_trip_and_corrupt_file(tmp_path):
     bad = tmp_path / "truncated.pt"
     bad.write_bytes(data[: len(data) // 2])
     with pytest.raises(PixelSNAILCheckpointError) as err:
-        load_pixelsnail(bad)
+        load_network(bad)
     msg = str(err.value)
     assert str(bad) in msg and "python -m dmz.zsamplers fit --run DIR" in msg
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a checkpoint")
     with pytest.raises(PixelSNAILCheckpointError, match="junk.pt"):
-        load_pixelsnail(junk)
+        load_network(junk)
     with pytest.raises(FileNotFoundError, match="dmz.zsamplers fit"):
-        load_pixelsnail(tmp_path / "missing.pt")
+        load_network(tmp_path / "missing.pt")
 
 
 # ------------------------------------------------------------------------------------------------ diagnostics

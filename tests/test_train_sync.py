@@ -43,7 +43,7 @@ def test_steps_between_log_steps_read_nothing_from_the_device(tmp_path, tiny, se
         trainer.train()
     assert trainer.step == steps
     if cfg.diffusion.schedule_sampler == "loss-second-moment" and cfg.diffusion.diffusion_steps == 4:
-        assert trainer.sampler.warmed_up()  # the importance-sampling path ran
+        assert trainer.t_sampler.warmed_up()  # the importance-sampling path ran
     during_steps = [r for r in mode.reads if r[0] < steps]
     assert during_steps == [], f"host reads inside training steps: {during_steps[:5]}"
     # the counter works: the one log step (and the final checkpoint) read the accumulated numbers

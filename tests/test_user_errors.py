@@ -71,7 +71,8 @@ def test_restore_config_without_a_checkpoint_says_so(tmp_path, cli):
     (["--steps", "0"], "T=0 denoising steps is out of range: T must be between 1 and 1000 (the run's training "
                        "diffusion steps)"),
     (["--steps", "1001"], "T must be between 1 and 1000"),
-    (["--steps", "999", "--sampler", "ddim"], "DDIM cannot take exactly T=999 steps"),
+    (["--steps", "999", "--solver", "ddim"], "DDIM cannot take exactly T=999 steps"),
+    (["--steps", "999", "--sampler", "ddim"], "DDIM cannot take exactly T=999 steps"),  # the old name, an alias
     (["--num", "0"], "--num must be >= 1"),
 ])
 def test_sample_cli_range_errors(tiny_run, tmp_path, cli, args, message):

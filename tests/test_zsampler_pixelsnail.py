@@ -10,16 +10,16 @@ import torch
 import dmz.config
 import dmz.trainer
 from dmz.diffusion import PerSampleRNG
-from dmz.pixelsnail import load_pixelsnail, nll_bits, save_pixelsnail
+from dmz.zsamplers.pixelsnail_net import load_network, nll_bits, save_network
 from dmz.zsamplers.pixelsnail import (
     DIAGNOSTICS_FILE,
     PIXELSNAIL_FILE,
     PIXELSNAIL_JSON,
+    PixelSNAILError,
     PixelSNAILZSampler,
-    PriorError,
     codes_fingerprint,
     diagnose,
-    fit_prior,
+    fit_pixelsnail,
     holdout_split,
     main,
 )
@@ -53,7 +53,7 @@ def runs(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def fitted(runs):
-    return runs["bernoulli"], fit_prior(runs["bernoulli"], **FIT)
+    return runs["bernoulli"], fit_pixelsnail(runs["bernoulli"], **FIT)
 
 
 def _copy_run(src, dst, keep_fit=True):
@@ -69,7 +69,7 @@ def _copy_run(src, dst, keep_fit=True):
 def test_fit_writes_checkpoint_and_history_with_both_stop_rules(fitted):
     run_dir, res = fitted
     assert res["refit"] and res["reason"] == "no fit yet"
-    model, meta = load_pixelsnail(run_dir / PIXELSNAIL_FILE)
+    model, meta = load_network(run_dir / PIXELSNAIL_FILE)
     assert (model.L, model.n_class, model.width) == (8, 2, 8)
     run = load_run(run_dir, device="cpu")
     codes = encode_split(run, "train")[0]
@@ -114,22 +114,22 @@ def test_refit_skipped_when_unchanged_redone_with_force_or_new_step(fitted, tmp_
     run_dir = _copy_run(fitted[0], tmp_path / "run")
     pt = run_dir / PIXELSNAIL_FILE
     before = pt.read_bytes()
-    res = fit_prior(run_dir, **FIT)
+    res = fit_pixelsnail(run_dir, **FIT)
     assert not res["refit"] and res["history"] is None and pt.read_bytes() == before
 
-    res = fit_prior(run_dir, force=True, **FIT)
+    res = fit_pixelsnail(run_dir, force=True, **FIT)
     assert res["refit"] and res["reason"] == "--force"
-    assert load_pixelsnail(pt)[1]["created"] and json.loads((run_dir / PIXELSNAIL_JSON).read_text())["history"]
+    assert load_network(pt)[1]["created"] and json.loads((run_dir / PIXELSNAIL_JSON).read_text())["history"]
 
     # a fit made for another checkpoint step is stale: refused by the sampler, refitted by `fit`
-    model, meta = load_pixelsnail(pt)
-    save_pixelsnail(pt, model, {**meta, "checkpoint_step": 2})
-    with pytest.raises(PriorError, match="step 2.*python -m dmz.zsamplers fit"):
+    model, meta = load_network(pt)
+    save_network(pt, model, {**meta, "checkpoint_step": 2})
+    with pytest.raises(PixelSNAILError, match="step 2.*python -m dmz.zsamplers fit"):
         build_zsampler("pixelsnail", load_run(run_dir, device="cpu"))
-    res = fit_prior(run_dir, **FIT)
+    res = fit_pixelsnail(run_dir, **FIT)
     assert res["refit"] and "checkpoint step changed (2 -> 3)" in res["reason"]
 
-    res = fit_prior(run_dir, **{**FIT, "patience": 2})
+    res = fit_pixelsnail(run_dir, **{**FIT, "patience": 2})
     assert res["refit"] and "patience" in res["reason"]
 
 
@@ -138,7 +138,7 @@ def test_cli_fit_skip_and_diagnose(fitted, tmp_path, capsys):
     args = ["fit", "--run", str(run_dir), "--epochs", "1", "--device", "cpu", "--no-progress"]
     assert main(args) == 0
     assert json.loads(capsys.readouterr().out)["refit"] is True
-    _, meta = load_pixelsnail(run_dir / PIXELSNAIL_FILE)
+    _, meta = load_network(run_dir / PIXELSNAIL_FILE)
     assert meta["settings"]["model_kwargs"] == {} and meta["width"] == 8  # released architecture
     assert main(args) == 0
     out = json.loads(capsys.readouterr().out)
@@ -188,7 +188,7 @@ def test_pixelsnail_zsampler_codes_valid_and_batch_size_invariant(fitted):
 
 def test_pixelsnail_zsampler_missing_fit_is_a_clear_error(fitted, tmp_path, capsys):
     run_dir = _copy_run(fitted[0], tmp_path / "run", keep_fit=False)
-    with pytest.raises(PriorError, match=r"no fitted PixelSNAIL.*python -m dmz\.zsamplers fit --run"):
+    with pytest.raises(PixelSNAILError, match=r"no fitted PixelSNAIL.*python -m dmz\.zsamplers fit --run"):
         build_zsampler("pixelsnail", load_run(run_dir, device="cpu"))
     rc = sample_main(["--run", str(run_dir), "--z", "pixelsnail", "--steps", "2", "--num", "2",
                       "--out", str(tmp_path / "g.png"), "--device", "cpu"])
@@ -264,7 +264,7 @@ def test_diagnose_bits_usage_and_duplicates(fitted):
 
 def test_categorical_codes_fit_and_diagnose(runs, tmp_path):
     run_dir = _train(tmp_path, "cat", prior="categorical", categories=4, latent_dim=4)
-    res = fit_prior(run_dir, **{**FIT, "epochs": 1, "width": 4})
+    res = fit_pixelsnail(run_dir, **{**FIT, "epochs": 1, "width": 4})
     assert res["meta"]["n_class"] == 4
     d = diagnose(run_dir, device="cpu")
     assert d["uniform_bits"] == d["bits_per_code"]["uniform"] == 8.0  # 4 positions x log2(4)
@@ -277,9 +277,9 @@ def test_categorical_codes_fit_and_diagnose(runs, tmp_path):
 @pytest.mark.parametrize("prior,match", [("none", "no latent codes"), ("normal", "continuous latent")])
 def test_errors_for_priors_without_discrete_codes(tmp_path, capsys, prior, match):
     run_dir = _train(tmp_path, prior, prior=prior)
-    with pytest.raises(PriorError, match=match):
-        fit_prior(run_dir, **FIT)
-    with pytest.raises(PriorError, match=match):
+    with pytest.raises(PixelSNAILError, match=match):
+        fit_pixelsnail(run_dir, **FIT)
+    with pytest.raises(PixelSNAILError, match=match):
         diagnose(run_dir, device="cpu")
     for cmd in ("fit", "diagnose"):
         assert main([cmd, "--run", str(run_dir), "--device", "cpu"]) == 2

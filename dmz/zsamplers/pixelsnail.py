@@ -1,5 +1,5 @@
 """The learned ``pixelsnail`` z-sampler: fit PixelSNAIL to a trained run's discrete codes, sample from it, and
-diagnose the code distribution (PAPER.md 1.5). The network itself is :mod:`dmz.pixelsnail`.
+diagnose the code distribution (PAPER.md 1.5). The network itself is :mod:`dmz.zsamplers.pixelsnail_net`.
 
     python -m dmz.zsamplers fit --run runs/digits-dmz        # -> <run>/pixelsnail.pt + pixelsnail.json
     python -m dmz.zsamplers diagnose --run runs/digits-dmz   # -> <run>/code_diagnostics.json
@@ -37,26 +37,27 @@ from typing import Any
 import numpy as np
 import torch
 
-from dmz.pixelsnail import (
+# the network: net.fit_network fits flat codes and net.load_network reads a file; this module's
+# fit_pixelsnail / load_pixelsnail of the same names take a run
+import dmz.zsamplers.pixelsnail_net as net
+from dmz.zsamplers.pixelsnail_net import (
     EmpiricalBernoulli,
     PixelSNAILCheckpointError,
     UniformBernoulli,
     code_diagnostics,
-    fit_pixelsnail,
     grid_shape,
-    load_pixelsnail,
     nll_bits,
     sample,
-    save_pixelsnail,
+    save_network,
 )
 from dmz.run import LoadedRun, encode_split, load_run
 from dmz.runio import CheckpointError, atomic_write_json
 from dmz.zsamplers.base import ZSampler, per_sample, register_zsampler
 
 __all__ = [
-    "PIXELSNAIL_FILE", "PIXELSNAIL_JSON", "DIAGNOSTICS_FILE", "PriorError", "require_discrete", "codes_fingerprint",
-    "holdout_split", "fit_prior", "load_prior", "diagnose", "PixelSNAILZSampler", "UniformCategorical",
-    "EmpiricalCategorical", "main",
+    "PIXELSNAIL_FILE", "PIXELSNAIL_JSON", "DIAGNOSTICS_FILE", "PixelSNAILError", "require_discrete",
+    "codes_fingerprint", "holdout_split", "fit_pixelsnail", "load_pixelsnail", "diagnose", "PixelSNAILZSampler",
+    "UniformCategorical", "EmpiricalCategorical", "main",
 ]
 
 PIXELSNAIL_FILE = "pixelsnail.pt"
@@ -66,7 +67,7 @@ RELEASED_LR = 1e-4  # PixelSNAIL's Adam learning rate as released
 FIT_HINT = "run `python -m dmz.zsamplers fit --run {run}`"
 
 
-class PriorError(ValueError):
+class PixelSNAILError(ValueError):
     """The run has no discrete codes, or its PixelSNAIL is missing / stale / incompatible; the message says why."""
 
 
@@ -75,15 +76,16 @@ def _run(run: LoadedRun | str | os.PathLike, device: str = "auto") -> LoadedRun:
 
 
 def require_discrete(run: LoadedRun) -> int:
-    """The token alphabet size K of the run's codes; PriorError for ``none`` and ``normal`` priors."""
+    """The token alphabet size K of the run's codes; PixelSNAILError for ``none`` and ``normal`` priors."""
     prior = run.model.prior
     if prior.code_dim == 0:
-        raise PriorError(f"run {run.path} has prior={prior.name!r}: it has no latent codes, so there is nothing for "
-                         "a learned prior to model (PixelSNAIL / code diagnostics need prior=bernoulli or categorical)")
+        raise PixelSNAILError(f"run {run.path} has prior={prior.name!r}: it has no latent codes, so there is "
+                              "nothing for a learned prior to model (PixelSNAIL / code diagnostics need "
+                              "prior=bernoulli or categorical)")
     if not prior.discrete:
-        raise PriorError(f"run {run.path} has prior={prior.name!r}, a continuous latent: PixelSNAIL and the code "
-                         "diagnostics need discrete codes (prior=bernoulli or categorical); use --z empirical or "
-                         "--z dataset for this run")
+        raise PixelSNAILError(f"run {run.path} has prior={prior.name!r}, a continuous latent: PixelSNAIL and the "
+                              "code diagnostics need discrete codes (prior=bernoulli or categorical); use --z "
+                              "empirical or --z dataset for this run")
     return int(prior.n_class)
 
 
@@ -123,15 +125,15 @@ def _settings(*, width, epochs, patience, released_patience, val_fraction, batch
 
 def _read_meta(path: Path) -> dict | None:
     try:
-        return load_pixelsnail(path)[1]
+        return net.load_network(path)[1]
     except (FileNotFoundError, PixelSNAILCheckpointError):
         return None
 
 
-def fit_prior(run: LoadedRun | str | os.PathLike, *, width: int = 8, epochs: int = 500, patience: int = 10,
-              released_patience: int = 10, val_fraction: float = 0.1, batch_size: int = 64, seed: int = 0,
-              lr: float = RELEASED_LR, force: bool = False, device: str = "auto", progress: bool = False,
-              model_kwargs: dict | None = None, log=None) -> dict:
+def fit_pixelsnail(run: LoadedRun | str | os.PathLike, *, width: int = 8, epochs: int = 500, patience: int = 10,
+                   released_patience: int = 10, val_fraction: float = 0.1, batch_size: int = 64, seed: int = 0,
+                   lr: float = RELEASED_LR, force: bool = False, device: str = "auto", progress: bool = False,
+                   model_kwargs: dict | None = None, log=None) -> dict:
     """Fit (or keep) ``<run>/pixelsnail.pt`` for the run's training codes.
 
     Returns ``{"refit": bool, "reason": str, "path": str, "meta": dict, "history": dict | None}`` (history is
@@ -145,7 +147,7 @@ def fit_prior(run: LoadedRun | str | os.PathLike, *, width: int = 8, epochs: int
     try:
         grid_shape(L, width)
     except ValueError as e:
-        raise PriorError(f"{e} (|z| = {L}; pass --width W with W dividing {L})") from None
+        raise PixelSNAILError(f"{e} (|z| = {L}; pass --width W with W dividing {L})") from None
     settings = _settings(width=width, epochs=epochs, patience=patience, released_patience=released_patience,
                          val_fraction=val_fraction, batch_size=batch_size, seed=seed, model_kwargs=model_kwargs, lr=lr)
     path = run.path / PIXELSNAIL_FILE
@@ -172,7 +174,7 @@ def fit_prior(run: LoadedRun | str | os.PathLike, *, width: int = 8, epochs: int
     say(f"fitting PixelSNAIL ({reason}): {len(fit_idx)} codes, {len(val_idx)} held out, |z|={L}, "
         f"n_class={n_class}, grid {L // width}x{width}, device {run.device}")
     t0 = time.time()
-    model, hist = fit_pixelsnail(
+    model, hist = net.fit_network(
         codes[fit_idx], codes[val_idx] if len(val_idx) else None, width=width, epochs=epochs,
         batch_size=batch_size, patience=patience, released_patience=released_patience, seed=seed, lr=lr,
         device=run.device, progress=progress, n_class=n_class, **(model_kwargs or {}))
@@ -187,7 +189,7 @@ def fit_prior(run: LoadedRun | str | os.PathLike, *, width: int = 8, epochs: int
         "fit_seconds": round(time.time() - t0, 3), "device": str(run.device), "torch": torch.__version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
-    save_pixelsnail(path, model, meta)
+    save_network(path, model, meta)
     atomic_write_json(run.path / PIXELSNAIL_JSON, {"meta": meta, "history": hist})
     say(f"wrote {path}: stopped at epoch {hist['stopped_epoch']} ({hist['stop_reason']}), best epoch "
         f"{hist['best_epoch']}, held-out {_fmt(hist['best_val_nll_bits'])} bits/code (uniform {L * math.log2(n_class):g}); "
@@ -200,26 +202,26 @@ def _fmt(x) -> str:
     return "-" if x is None else f"{x:.3f}"
 
 
-def load_prior(run: LoadedRun, *, device=None):
+def load_pixelsnail(run: LoadedRun, *, device=None):
     """(PixelSNAIL on ``device`` (default: the run's), meta) for the run's current checkpoint.
 
-    PriorError when absent, unreadable, fitted for another checkpoint step, or not matching the codes' shape."""
+    PixelSNAILError when absent, unreadable, fitted for another checkpoint step, or not matching the codes' shape."""
     require_discrete(run)
     path = run.path / PIXELSNAIL_FILE
     hint = FIT_HINT.format(run=run.path)
     if not path.exists():
-        raise PriorError(f"run {run.path} has no fitted PixelSNAIL ({path} is missing); {hint}")
+        raise PixelSNAILError(f"run {run.path} has no fitted PixelSNAIL ({path} is missing); {hint}")
     try:
-        model, meta = load_pixelsnail(path, map_location=device or run.device)
+        model, meta = net.load_network(path, map_location=device or run.device)
     except PixelSNAILCheckpointError as e:
-        raise PriorError(f"{e}") from None
+        raise PixelSNAILError(f"{e}") from None
     if meta.get("checkpoint_step") != run.step:
-        raise PriorError(f"{path} was fitted to the codes of checkpoint step {meta.get('checkpoint_step')}, but the "
-                         f"run is now at step {run.step}; {hint}")
+        raise PixelSNAILError(f"{path} was fitted to the codes of checkpoint step {meta.get('checkpoint_step')}, "
+                              f"but the run is now at step {run.step}; {hint}")
     prior = run.model.prior
     if model.L != prior.code_dim or model.n_class != int(prior.n_class):
-        raise PriorError(f"{path} models codes of length {model.L} over {model.n_class} classes, but the run's codes "
-                         f"have length {prior.code_dim} over {prior.n_class}; {hint} --force")
+        raise PixelSNAILError(f"{path} models codes of length {model.L} over {model.n_class} classes, but the run's "
+                              f"codes have length {prior.code_dim} over {prior.n_class}; {hint} --force")
     return model, meta
 
 
@@ -243,7 +245,7 @@ class PixelSNAILZSampler(ZSampler):
             raise ValueError(f"temperature must be a finite number > 0; got {temperature!r}")
         if micro_batch < 1:
             raise ValueError(f"micro_batch must be >= 1; got {micro_batch}")
-        self.model, self.meta = load_prior(run)
+        self.model, self.meta = load_pixelsnail(run)
         self.temperature, self.micro_batch = float(temperature), int(micro_batch)
 
     def sample(self, n, rng, device):
@@ -303,9 +305,9 @@ def diagnose(run: LoadedRun | str | os.PathLike, *, split: str = "test", write: 
         samplers = {"uniform": UniformCategorical(L, n_class), "empirical": EmpiricalCategorical(train, n_class)}
     notes, ps_meta = [], None
     try:
-        model, ps_meta = load_prior(run)
+        model, ps_meta = load_pixelsnail(run)
         samplers["pixelsnail"] = _NLL(model)
-    except PriorError as e:
+    except PixelSNAILError as e:
         notes.append(f"pixelsnail not evaluated: {e}")
     d = code_diagnostics(train, held, samplers)
     d["uniform_bits"] = L * math.log2(n_class)
@@ -378,16 +380,16 @@ def main(argv: list[str] | None = None) -> int:
     err = lambda msg: print(f"[dmz.zsamplers] {msg}", file=sys.stderr, flush=True)  # noqa: E731
     try:
         if args.cmd == "fit":
-            res = fit_prior(args.run, width=args.width, epochs=args.epochs, patience=args.patience,
-                            released_patience=args.released_patience, val_fraction=args.val_fraction,
-                            batch_size=args.batch_size, seed=args.seed, lr=args.lr, force=args.force,
-                            device=args.device, progress=not args.no_progress, log=err)
+            res = fit_pixelsnail(args.run, width=args.width, epochs=args.epochs, patience=args.patience,
+                                 released_patience=args.released_patience, val_fraction=args.val_fraction,
+                                 batch_size=args.batch_size, seed=args.seed, lr=args.lr, force=args.force,
+                                 device=args.device, progress=not args.no_progress, log=err)
             print(json.dumps({k: res[k] for k in ("refit", "reason", "path")}))
         else:
             out = diagnose(args.run, split=args.split, device=args.device)
             print(format_diagnostics(out))
             print(f"wrote {Path(args.run) / DIAGNOSTICS_FILE}")
-    except (PriorError, CheckpointError, ValueError, FileNotFoundError) as e:
+    except (PixelSNAILError, CheckpointError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

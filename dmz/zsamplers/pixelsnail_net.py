@@ -62,9 +62,9 @@ __all__ = [
     "grid_to_codes",
     "nll_bits",
     "sample",
-    "fit_pixelsnail",
-    "save_pixelsnail",
-    "load_pixelsnail",
+    "fit_network",
+    "save_network",
+    "load_network",
     "code_diagnostics",
 ]
 
@@ -419,7 +419,7 @@ def _epoch_bar(total: int, progress: bool):
     return tqdm(total=total, desc="pixelsnail", unit="epoch", leave=False)
 
 
-def fit_pixelsnail(train_codes: Any, val_codes: Any = None, *, width: int = 8, epochs: int = 500,
+def fit_network(train_codes: Any, val_codes: Any = None, *, width: int = 8, epochs: int = 500,
                    batch_size: int = 64, lr: float = 1e-4, weight_decay: float = 1e-5, patience: int = 10,
                    released_patience: int = 10, seed: int = 0, device: str | torch.device = "cpu",
                    progress: bool = True, log_fn: Callable[[dict], None] | None = None,
@@ -565,7 +565,7 @@ class PixelSNAILCheckpointError(RuntimeError):
     """A PixelSNAIL checkpoint could not be read (corrupt, truncated or not a PixelSNAIL checkpoint)."""
 
 
-def save_pixelsnail(path: str | os.PathLike, model: PixelSNAIL, meta: dict | None = None) -> Path:
+def save_network(path: str | os.PathLike, model: PixelSNAIL, meta: dict | None = None) -> Path:
     """Atomically write constructor kwargs + state_dict + ``meta`` (must be JSON-serialisable) to ``path``."""
     path = Path(path)
     meta_json = json.dumps(meta if meta is not None else {})
@@ -585,8 +585,8 @@ def save_pixelsnail(path: str | os.PathLike, model: PixelSNAIL, meta: dict | Non
     return path
 
 
-def load_pixelsnail(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[PixelSNAIL, dict]:
-    """Load a checkpoint written by ``save_pixelsnail`` -> (model in eval mode, meta)."""
+def load_network(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[PixelSNAIL, dict]:
+    """Load a checkpoint written by ``save_network`` -> (model in eval mode, meta)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"PixelSNAIL checkpoint {path} does not exist; {REFIT_HINT}")
