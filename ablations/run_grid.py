@@ -39,13 +39,14 @@ import submitit
 from ablations import reproduce
 from ablations.grid_report import report
 from ablations.clusters import ClusterProfile, executor_parameters, load_profile, make_executor
-from ablations.grids import (Cell, GridError, add_cell_args, cell_dir, cells_by_seed, cells_from_args, default_runs_root, is_done,
+from ablations.grids import (Cell, EvalSpec, GridError, add_cell_args, cell_dir, cells_by_seed, cells_from_args, default_runs_root, is_done,
                              missing_rows, pixelsnail_width, requested_rows, results_label,
                              row_matches, train_finished)
 from dmz.config import ConfigError
 from dmz.locks import FileLock, held_by, read_holder
 from dmz.runio import METRICS, append_jsonl, atomic_write_json, file_sha256, read_jsonl
 from evaluation.rows import RESULTS_FILE
+from evaluation.run import EvalRequest, evaluate
 
 STATE_FILE = "cell_state.json"  # written by the job in the cell folder: running / failed / done
 LOCK_FILE = "cell.lock"  # flock held by the job working on the cell (dmz.locks): one process per cell at a time
@@ -103,21 +104,24 @@ def _write_state(run_dir: Path, state: str, **extra: Any) -> None:
                                              "pid": os.getpid(), **extra})
 
 
-def _evaluate(run_dir: Path, cell: Cell, log: Callable[[str], None]) -> None:
-    from evaluation.run import evaluate
+def eval_request(e: EvalSpec, cell: Cell) -> EvalRequest:
+    """The :class:`evaluation.run.EvalRequest` of one of a cell's evaluations (the cell's sampling options, not those
+    its folder was trained with: they are execution fields)."""
+    tc = cell.config().train
+    fields: dict[str, Any] = {"metrics": e.metrics, "precision": tc.sampling_precision,
+                              "compile": tc.sampling_compile}
+    if "fid" in e.metrics:
+        fields.update(steps=e.steps, samplers=e.samplers, num_samples=e.num_samples, seeds=e.seeds, solver=e.solver)
+    if "nll" in e.metrics and e.num_samples is not None:
+        fields["nll_images"] = e.num_samples
+    return EvalRequest(**fields)
 
-    tc = cell.config().train  # the cell's sampling options, not those its folder was trained with (execution fields)
+
+def _evaluate(run_dir: Path, cell: Cell, log: Callable[[str], None]) -> None:
     for e in cell.evals:
         log(f"evaluate {e.metrics} T={e.steps} samplers={e.samplers} N={e.num_samples} seeds={e.seeds}"
             + (f" solver={e.solver}" if e.solver != "ddpm" else ""))
-        kwargs: dict[str, Any] = {"metrics": e.metrics, "progress": False, "log": log,
-                                  "precision": tc.sampling_precision, "compile": tc.sampling_compile}
-        if "fid" in e.metrics:
-            kwargs.update(steps=e.steps, samplers=e.samplers, num_samples=e.num_samples, seeds=e.seeds,
-                          solver=e.solver)
-        if "nll" in e.metrics and e.num_samples is not None:
-            kwargs["nll_images"] = e.num_samples
-        evaluate(run_dir, **kwargs)
+        evaluate(run_dir, eval_request(e, cell), log=log)
 
 
 def _fit_pixelsnail(run_dir: Path, cell: Cell, log: Callable[[str], None]) -> None:

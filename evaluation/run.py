@@ -39,8 +39,10 @@ digits runs.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
@@ -176,38 +178,58 @@ def _validate(metrics, samplers, steps, seeds, num_samples, solver, nll_images=N
         raise EvaluationError(f"--nll-images must be in [1, {SEED_STRIDE}]")
 
 
-def evaluate(
-    run_dir,
-    *,
-    steps: Sequence[int] = DEFAULT_STEPS,  # denoising steps T (respaced); one checkpoint serves all
-    num_samples: int | None = None,  # N generated images per (T, sampler, seed); None = dataset default
-    metrics: Sequence[str] = ("fid", "probe"),  # any of fid | probe | recon | codes | nll
-    samplers: Sequence[str] = ("prior",),  # z-samplers (dmz.zsamplers): prior | dataset | empirical | pixelsnail
-    seeds: int | None = None,  # K sampling seeds (offsets k * 1_000_000); None = dataset default
-    feature_extractor: str | None = None,  # None = digits-classifier-v1 for digits, inception-v3-compat otherwise
-    reference_split: str = "train",  # FID reference: the whole split, cached statistics
-    kid: bool = False,  # also KID (kid_mean row; needs reference features, cached)
-    prc: bool = False,  # also precision / recall / f_score rows
-    repr_mode: str | None = None,  # probe features: soft (released) | hard | probs | mean | sample; None = default_repr
-    recon_images: int = RECON_DEFAULTS[0],  # reconstruction: first N test images
-    recon_decodes: int = RECON_DEFAULTS[1],  # reconstruction: K stochastic decodes per image
-    nll_images: int | None = None,  # NLL: the first N train and the first N test images; None = nll_defaults
-    solver: str = "ddpm",  # ddpm (ancestral, released) | ddim (eta=0)
-    batch_size: int = 256,  # images in flight; results do not depend on it
-    micro_batch: int | None = None,  # rows per denoiser call (results depend on it); None = device default
-    device: str = "auto",
-    weights: str = "ema",
-    amp: bool = False,  # bf16 autocast (the same as precision="bf16")
-    precision: str | None = None,  # sampling: fp32 | bf16 | auto; None = the run's train.sampling_precision
-    compile: bool | None = None,  # sampling: torch.compile the denoiser; None = the run's train.sampling_compile
-    keep_samples: bool = False,  # write <run>/samples/<solver>-T<T>-<sampler>-seed<k>-n<N>.npz
-    force: bool = False,  # recompute rows already in results.jsonl
-    progress: bool = False,
-    cache_dir=None,  # feature-extractor / reference-statistics cache (default $DMZ_CACHE_DIR or ~/.cache/dmz)
-    allow_download: bool = False,  # let the Inception weights be downloaded when missing
-    log: Callable[[str], None] = _say,
-) -> list[dict]:
-    """Evaluate ``run_dir`` and append result rows to ``<run_dir>/results.jsonl``.
+@dataclass(frozen=True)
+class EvalRequest:
+    """What to evaluate on a run, and how: one object that :func:`evaluate`, ``run_grid`` and the CLI share."""
+
+    steps: Sequence[int] = DEFAULT_STEPS  # denoising steps T (respaced); one checkpoint serves all
+    num_samples: int | None = None  # N generated images per (T, z-sampler, seed); None = dataset default
+    metrics: Sequence[str] = ("fid", "probe")  # any of fid | probe | recon | codes | nll
+    samplers: Sequence[str] = ("prior",)  # z-samplers (dmz.zsamplers): prior | dataset | empirical | pixelsnail
+    seeds: int | None = None  # K sampling seeds (offsets k * 1_000_000); None = dataset default
+    feature_extractor: str | None = None  # None = digits-classifier-v1 for digits, inception-v3-compat otherwise
+    reference_split: str = "train"  # FID reference: the whole split, cached statistics
+    kid: bool = False  # also KID (kid_mean row; needs reference features, cached)
+    prc: bool = False  # also precision / recall / f_score rows
+    repr_mode: str | None = None  # probe features: soft (released) | hard | probs | mean | sample; None = default_repr
+    recon_images: int = RECON_DEFAULTS[0]  # reconstruction: first N test images
+    recon_decodes: int = RECON_DEFAULTS[1]  # reconstruction: K stochastic decodes per image
+    nll_images: int | None = None  # NLL: the first N train and the first N test images; None = nll_defaults
+    solver: str = "ddpm"  # ddpm (ancestral, released) | ddim (eta=0)
+    batch_size: int = 256  # images in flight; results do not depend on it
+    micro_batch: int | None = None  # rows per denoiser call (results depend on it); None = device default
+    device: str = "auto"
+    weights: str = "ema"
+    amp: bool = False  # bf16 autocast (the same as precision="bf16")
+    precision: str | None = None  # sampling: fp32 | bf16 | auto; None = the run's train.sampling_precision
+    compile: bool | None = None  # sampling: torch.compile the denoiser; None = the run's train.sampling_compile
+    keep_samples: bool = False  # write <run>/samples/<solver>-T<T>-<zsampler>-seed<k>-n<N>.npz
+    force: bool = False  # recompute rows already in results.jsonl
+    progress: bool = False
+    cache_dir: Any = None  # reference-statistics cache (default $DMZ_CACHE_DIR or ~/.cache/dmz)
+    allow_download: bool = False  # let the Inception weights be downloaded when missing
+
+    def __post_init__(self):
+        object.__setattr__(self, "metrics", tuple(self.metrics))
+        object.__setattr__(self, "samplers", tuple(self.samplers))
+        object.__setattr__(self, "steps", tuple(int(t) for t in self.steps))
+
+
+@dataclass(frozen=True)
+class _Resolved:
+    """A request's sizes resolved on one run (dataset defaults, device micro-batch) and the generation options."""
+
+    n: int
+    k_seeds: int
+    nll_images: int
+    has_latent: bool
+    gen_kw: dict
+
+
+def evaluate(run_dir, request: EvalRequest | None = None, *, log: Callable[[str], None] = _say,
+             **fields: Any) -> list[dict]:
+    """Evaluate ``run_dir`` as ``request`` asks (``fields`` replace the request's, e.g. ``metrics=["fid"]``) and
+    append result rows to ``<run_dir>/results.jsonl``.
 
     Returns the rows for the request: newly computed ones and those found already present (same key).
     """
@@ -215,35 +237,29 @@ def evaluate(
     from dmz.run import load_run
     from dmz.sampling import check_steps, default_micro_batch, sampling_setup
 
-    metrics, samplers, steps = tuple(metrics), tuple(samplers), tuple(int(t) for t in steps)
-    _validate(metrics, samplers, steps, seeds, num_samples, solver, nll_images)
+    req = dataclasses.replace(request or EvalRequest(), **fields)
+    _validate(req.metrics, req.samplers, req.steps, req.seeds, req.num_samples, req.solver, req.nll_images)
     t_start = time.perf_counter()
-    run = load_run(run_dir, device=device, weights=weights)
+    run = load_run(run_dir, device=req.device, weights=req.weights)
     cfg = run.cfg
     dataset = cfg.data.dataset
-    for t in steps if {"fid", "recon"} & set(metrics) else ():  # T matters to sampling only
+    for t in req.steps if {"fid", "recon"} & set(req.metrics) else ():  # T matters to sampling only
         try:
-            check_steps(t, cfg.diffusion.diffusion_steps, solver)
+            check_steps(t, cfg.diffusion.diffusion_steps, req.solver)
         except ValueError as e:
             raise EvaluationError(str(e)) from None
     d_n, d_k = dataset_defaults(dataset)
-    n = int(num_samples or d_n)
-    k_seeds = int(seeds or d_k)
-    micro = int(micro_batch or default_micro_batch(run.device))
-    has_latent = run.model.prior.code_dim > 0
-    dtype, compiled = sampling_setup(run, precision="bf16" if amp else precision, compile=compile)
-    base = {**config_fields(run), "weights": weights, "solver": solver, "device": str(run.device),
+    micro = int(req.micro_batch or default_micro_batch(run.device))
+    dtype, compiled = sampling_setup(run, precision="bf16" if req.amp else req.precision, compile=req.compile)
+    base = {**config_fields(run), "weights": req.weights, "solver": req.solver, "device": str(run.device),
             "micro_batch": micro, "amp": dtype is not None, "precision": precision_name(dtype), "compile": compiled}
-    plan = _Plan(run.path / RESULTS_FILE, base, force)
-    gen_kw = dict(batch_size=batch_size, solver=solver, precision=precision_name(dtype), compile=compiled,
-                  micro_batch=micro, progress=progress)
-
+    plan = _Plan(run.path / RESULTS_FILE, base, req.force)
+    res = _Resolved(n=int(req.num_samples or d_n), k_seeds=int(req.seeds or d_k),
+                    nll_images=int(req.nll_images or nll_defaults(dataset)), has_latent=run.model.prior.code_dim > 0,
+                    gen_kw=dict(batch_size=req.batch_size, solver=req.solver, precision=precision_name(dtype),
+                                compile=compiled, micro_batch=micro, progress=req.progress))
     try:
-        _run_metrics(run, plan, log, metrics=metrics, steps=steps, n=n, k_seeds=k_seeds, samplers=samplers,
-                     feature_extractor=feature_extractor, reference_split=reference_split, kid=kid, prc=prc,
-                     keep_samples=keep_samples, cache_dir=cache_dir, allow_download=allow_download,
-                     has_latent=has_latent, gen_kw=gen_kw, repr_mode=repr_mode, recon_images=recon_images,
-                     recon_decodes=recon_decodes, nll_images=int(nll_images or nll_defaults(dataset)))
+        _run_metrics(run, plan, log, req, res)
     finally:  # rows computed before a failure are in results.jsonl: show them in TensorBoard too
         if plan.new and cfg.train.logger != "none":
             from dmz.tblog import log_result_rows
@@ -254,48 +270,48 @@ def evaluate(
     return plan.rows
 
 
-def _run_metrics(run, plan: _Plan, log, *, metrics, steps, n, k_seeds, samplers, feature_extractor,
-                 reference_split, kid, prc, keep_samples, cache_dir, allow_download, has_latent, gen_kw, repr_mode,
-                 recon_images, recon_decodes, nll_images) -> None:
+def _run_metrics(run, plan: _Plan, log, req: EvalRequest, res: _Resolved) -> None:
     cfg = run.cfg
-    if "fid" in metrics:
-        _fid(run, plan, log, steps=steps, n=n, k_seeds=k_seeds, samplers=samplers, extractor_name=feature_extractor,
-             reference_split=reference_split, kid=kid, prc=prc, keep_samples=keep_samples, cache_dir=cache_dir,
-             allow_download=allow_download, has_latent=has_latent, gen_kw=gen_kw)
-    if "probe" in metrics:
-        if has_latent:
-            _probe(run, plan, log, repr_mode=repr_mode or default_repr(run))
+    if "fid" in req.metrics:
+        _fid(run, plan, log, req, res)
+    if "probe" in req.metrics:
+        if res.has_latent:
+            _probe(run, plan, log, repr_mode=req.repr_mode or default_repr(run))
         else:
             log(f"probe: skipped, run {run.path.name} has no latent (prior={cfg.model.prior})")
-    if "codes" in metrics:
-        if has_latent and run.model.prior.discrete:
+    if "codes" in req.metrics:
+        if res.has_latent and run.model.prior.discrete:
             _codes(run, plan, log)
         else:
             log(f"codes: skipped, run {run.path.name} has no discrete latent (prior={cfg.model.prior})")
-    if "recon" in metrics:
-        if has_latent:
-            _recon(run, plan, log, steps=steps, images=recon_images, decodes=recon_decodes, gen_kw=gen_kw)
+    if "recon" in req.metrics:
+        if res.has_latent:
+            _recon(run, plan, log, steps=req.steps, images=req.recon_images, decodes=req.recon_decodes,
+                   gen_kw=res.gen_kw)
         else:
             log(f"recon: skipped, run {run.path.name} has no latent (prior={cfg.model.prior})")
-    if "nll" in metrics:
-        _nll(run, plan, log, n=nll_images, gen_kw=gen_kw)
+    if "nll" in req.metrics:
+        _nll(run, plan, log, n=res.nll_images, gen_kw=res.gen_kw)
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # FID / KID / precision-recall across T
 
 
-def _fid(run, plan: _Plan, log, *, steps, n, k_seeds, samplers, extractor_name, reference_split, kid, prc,
-         keep_samples, cache_dir, allow_download, has_latent, gen_kw) -> None:
+def _fid(run, plan: _Plan, log, req: EvalRequest, res: _Resolved) -> None:
     from dmz.data import to_uint8
     from dmz.sampling import SEED_STRIDE, generate, save_samples
     from dmz.zsamplers import build_zsampler
     from evaluation.features import default_feature_extractor, get_feature_extractor
     from evaluation.fid import metrics_against_reference, reference_stats
 
+    steps, n, k_seeds, samplers, reference_split = req.steps, res.n, res.k_seeds, req.samplers, req.reference_split
+    kid, prc, keep_samples, cache_dir, has_latent, gen_kw = (req.kid, req.prc, req.keep_samples, req.cache_dir,
+                                                             res.has_latent, res.gen_kw)
+    allow_download = req.allow_download
     cfg = run.cfg
     d = cfg.data
-    name = extractor_name or default_feature_extractor(d.dataset)
+    name = req.feature_extractor or default_feature_extractor(d.dataset)
     ext = get_feature_extractor(name, dataset=d.dataset, device=str(run.device), allow_download=allow_download)
     names = ["fid"] + (["kid_mean"] if kid else []) + (["precision", "recall", "f_score"] if prc else [])
     common = {"N": n, "seeds": k_seeds, "feature_extractor": ext.name,
@@ -579,15 +595,9 @@ def main(argv: list[str] | None = None) -> int:
     from evaluation.features import FeatureExtractorUnavailable
 
     try:
-        rows = evaluate(args.run, steps=args.steps, num_samples=args.num_samples, metrics=args.metrics,
-                        samplers=args.samplers, seeds=args.seeds, feature_extractor=args.feature_extractor,
-                        reference_split=args.reference_split, kid=args.kid, prc=args.prc, repr_mode=args.repr_mode,
-                        recon_images=args.recon_images, recon_decodes=args.recon_decodes,
-                        nll_images=args.nll_images, solver=args.solver,
-                        batch_size=args.batch_size, micro_batch=args.micro_batch, device=args.device,
-                        weights=args.weights, amp=args.amp,
-                        precision=args.precision, compile=args.compile, keep_samples=args.keep_samples, force=args.force,
-                        progress=not args.no_progress, allow_download=args.allow_download)
+        request = EvalRequest(**{f.name: getattr(args, f.name) for f in dataclasses.fields(EvalRequest)
+                                 if f.name not in ("progress", "cache_dir")}, progress=not args.no_progress)
+        rows = evaluate(args.run, request)
     except (EvaluationError, CheckpointError, FeatureExtractorUnavailable, DatasetNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
