@@ -706,11 +706,15 @@ class GaussianDiffusion:
             return rng.randn(*shape[1:]).to(device)
         return torch.randn(shape, device=device)
 
-    def _run_loop(self, step, model, shape, noise, rng, device, progress) -> torch.Tensor:
-        """x_T, then ``step(x, t)["sample"]`` for t = T-1 ... 0 (shared by the DDPM and DDIM loops)."""
+    def _run_loop(self, step, model, shape, noise, rng, device, progress, start_step=None) -> torch.Tensor:
+        """x_T (or ``noise`` = x_t at step ``start_step - 1``), then ``step(x, t)["sample"]`` for t = start - 1 ... 0
+        (shared by the DDPM and DDIM loops; ``start_step`` None = every step of this process)."""
         dev = _resolve_device(model, noise, device)
         x = self._initial_noise(shape, noise, rng, dev)
-        for i in _progress(list(range(self.num_timesteps))[::-1], progress):
+        start = self.num_timesteps if start_step is None else int(start_step)
+        if not 1 <= start <= self.num_timesteps:
+            raise ValueError(f"start_step must lie in 1..{self.num_timesteps}, got {start_step}")
+        for i in _progress(list(range(start))[::-1], progress):
             t = torch.full((x.shape[0],), i, dtype=torch.long, device=dev)
             x = step(x, t)["sample"]
         return x
@@ -727,8 +731,10 @@ class GaussianDiffusion:
         progress: bool = False,
         rng: PerSampleRNG | None = None,
         device: torch.device | str | None = None,
+        start_step: int | None = None,
     ) -> torch.Tensor:
-        """Ancestral sampling from x_T ~ N(0, I) over all steps of this process.
+        """Ancestral sampling from x_T ~ N(0, I) over all steps of this process (or, with ``start_step`` = k and
+        ``noise`` = x at respaced step k - 1, over the last k steps).
 
         :param model: denoiser. :param shape: (B, C, H, W).
         :param noise: x_T (drawn from ``rng`` or the global torch RNG if None).
@@ -738,7 +744,7 @@ class GaussianDiffusion:
         :return: samples x_0 (B, C, H, W).
         """
         step = lambda x, t: self.p_sample(model, x, t, model_kwargs, clip_denoised, rng)  # noqa: E731
-        return self._run_loop(step, model, shape, noise, rng, device, progress)
+        return self._run_loop(step, model, shape, noise, rng, device, progress, start_step)
 
     # -- DDIM ----------------------------------------------------------------------------------------------------------
 
@@ -786,8 +792,10 @@ class GaussianDiffusion:
         progress: bool = False,
         rng: PerSampleRNG | None = None,
         device: torch.device | str | None = None,
+        start_step: int | None = None,
     ) -> torch.Tensor:
-        """DDIM sampling over all steps of this process (respace with ``"ddimN"`` or ``N``).
+        """DDIM sampling over all steps of this process (respace with ``"ddimN"`` or ``N``; ``start_step`` as in
+        :meth:`p_sample_loop`).
 
         :param model: denoiser. :param shape: (B, C, H, W). :param noise: x_T (drawn if None).
         :param model_kwargs: model keyword arguments. :param clip_denoised: clip predicted x_0.
@@ -796,7 +804,7 @@ class GaussianDiffusion:
         :return: samples x_0.
         """
         step = lambda x, t: self.ddim_sample(model, x, t, model_kwargs, clip_denoised, eta, rng)  # noqa: E731
-        return self._run_loop(step, model, shape, noise, rng, device, progress)
+        return self._run_loop(step, model, shape, noise, rng, device, progress, start_step)
 
 
 # ----------------------------------------------------------------------------------------------------------------------

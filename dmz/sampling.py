@@ -113,7 +113,8 @@ def generate(run: LoadedRun, *, steps: int, seeds: Sequence[int], zsampler: ZSam
              batch_size: int = 256, solver: str = "ddpm", progress: bool = False,
              amp: bool = False, micro_batch: int | None = None,
              codes: torch.Tensor | None = None, precision: str | None = None,
-             compile: bool | None = None) -> torch.Tensor:
+             compile: bool | None = None, x0: torch.Tensor | None = None,
+             start_step: int | None = None) -> torch.Tensor:
     """Images (N, C, H, W) in [-1, 1] on the CPU, one per seed.
 
     :param zsampler: where z comes from (the prior when None). :param solver: ``ddpm`` (ancestral, I-DDPM
@@ -122,6 +123,10 @@ def generate(run: LoadedRun, *, steps: int, seeds: Sequence[int], zsampler: ZSam
     :param compile: ``torch.compile`` the denoiser (None = the run's ``train.sampling_compile``).
     :param micro_batch: rows per denoiser call (default :data:`MICRO_BATCH` for the device); see the module
     docstring. :param codes: (N, code_dim) codes to decode instead of drawing z (reconstruction).
+    :param x0: (N, C, H, W) images to start from instead of x_T: row i is noised to the respaced step
+    ``start_step - 1`` with ``q_sample`` (its noise the first draw of sample i's generator, where x_T would be), then
+    denoised over the last ``start_step`` steps (the applications' edits start at 0.9 T). :param start_step: with
+    ``x0``: how many of the T respaced steps to run (1..T).
     """
     model, device = run.model, run.device
     check_steps(steps, run.cfg.diffusion.diffusion_steps, solver)
@@ -129,6 +134,10 @@ def generate(run: LoadedRun, *, steps: int, seeds: Sequence[int], zsampler: ZSam
         raise ValueError("nothing to generate: give at least one seed (--num must be >= 1)")
     if codes is not None and len(codes) != len(seeds):
         raise ValueError(f"codes has {len(codes)} rows but {len(seeds)} seeds were given")
+    if (x0 is None) != (start_step is None):
+        raise ValueError("x0 and start_step go together: give both (start from noised x0) or neither (from x_T)")
+    if x0 is not None and len(x0) != len(seeds):
+        raise ValueError(f"x0 has {len(x0)} rows but {len(seeds)} seeds were given")
     zs = zsampler or (build_zsampler("prior", run) if codes is None else None)
     micro = micro_batch or default_micro_batch(device)
     batch_size = max(micro, batch_size // micro * micro)
@@ -154,7 +163,14 @@ def generate(run: LoadedRun, *, steps: int, seeds: Sequence[int], zsampler: ZSam
         cond = model.prior.code_to_cond(z)
         kwargs = {} if cond is None else {"cond": cond}
         with ctx:
-            x = loop(denoiser, (len(chunk), *shape), model_kwargs=kwargs, rng=x_rng, device=device)
+            if x0 is None:
+                x = loop(denoiser, (len(chunk), *shape), model_kwargs=kwargs, rng=x_rng, device=device)
+            else:
+                t = torch.full((len(chunk),), int(start_step) - 1, dtype=torch.long, device=device)
+                x_t = diffusion.q_sample(x0[start:start + len(chunk)].to(device), t,
+                                         noise=x_rng.randn(*shape).to(device))
+                x = loop(denoiser, (len(chunk), *shape), noise=x_t, model_kwargs=kwargs, rng=x_rng, device=device,
+                         start_step=start_step)
         out.append(x.float().clamp(-1, 1).cpu())
         if bar is not None:
             bar.update(len(chunk))

@@ -82,3 +82,40 @@ def test_compiled_denoiser_gives_the_eager_images(tiny_run):
     run = load_run(tiny_run, device="cpu")
     kw = dict(steps=3, seeds=range(6), micro_batch=4)
     torch.testing.assert_close(generate(run, compile=True, **kw), generate(run, **kw), rtol=0, atol=2e-3)
+
+
+def test_generate_from_noised_x0_is_q_sample_then_the_last_k_steps(tiny_run):
+    """The applications decode through generate(x0=..., start_step=k): row i's x0 is noised to respaced step k-1 with
+    the first draw of sample i's generator (where x_T would be), then k ancestral steps with the same generator."""
+    import torch
+
+    from dmz.diffusion import PerSampleRNG
+    from dmz.model import build_diffusion
+    from dmz.run import load_run
+    from dmz.sampling import MicroBatched, default_micro_batch, generate
+
+    run = load_run(tiny_run)
+    n, T, k = 3, 10, 9
+    g = torch.Generator().manual_seed(0)
+    shape = (run.model.channels, run.model.resolution, run.model.resolution)
+    x0 = torch.rand(n, *shape, generator=g) * 2 - 1
+    codes = None  # z from the prior z-sampler, seeded per sample as generate does
+    seeds = [5, 6, 7]
+    got = generate(run, steps=T, seeds=seeds, x0=x0, start_step=k, codes=codes, precision="fp32", compile=False)
+    # by hand
+    diffusion = build_diffusion(run.cfg, timestep_respacing=str(T))
+    rng = PerSampleRNG([2 * s for s in seeds])
+    if codes is None:
+        from dmz.zsamplers import build_zsampler
+
+        codes = build_zsampler("prior", run).sample(n, PerSampleRNG([2 * s + 1 for s in seeds]), "cpu")
+    cond = run.model.prior.code_to_cond(codes)
+    x = diffusion.q_sample(x0, torch.full((n,), k - 1, dtype=torch.long), noise=rng.randn(*shape))
+    with torch.no_grad():
+        for i in reversed(range(k)):
+            x = diffusion.p_sample(MicroBatched(run.model, default_micro_batch(run.device)), x,
+                                   torch.full((n,), i, dtype=torch.long),
+                                   {} if cond is None else {"cond": cond}, rng=rng)["sample"]
+    assert torch.equal(got, x.float().clamp(-1, 1))
+    with pytest.raises(ValueError, match="x0 and start_step go together"):
+        generate(run, steps=T, seeds=seeds, x0=x0)

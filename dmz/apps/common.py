@@ -12,11 +12,9 @@ import numpy as np
 import torch
 
 from dmz.data import to_uint8
-from dmz.diffusion import PerSampleRNG
-from dmz.model import build_diffusion
 from dmz.run import LoadedRun, load_run
 from dmz.runio import CheckpointError, atomic_write_json
-from dmz.sampling import MicroBatched, default_micro_batch, generate
+from dmz.sampling import generate
 
 SCORES = "scores.json"
 
@@ -70,22 +68,9 @@ def decode(run: LoadedRun, codes: torch.Tensor, *, steps: int, seeds: Sequence[i
         return generate(run, steps=steps, seeds=list(seeds), codes=codes, micro_batch=micro_batch)
     if not 0.0 < start <= 1.0:
         raise AppError(f"start must lie in (0, 1] (a fraction of T), got {start}")
-    k = max(1, int(round(start * steps)))
-    model, device = run.model, run.device
-    diffusion = build_diffusion(run.cfg, timestep_respacing=str(steps))
-    denoiser = MicroBatched(model, micro_batch or default_micro_batch(device))
-    out = []
-    for s in range(0, len(seeds), 256):
-        chunk = list(seeds[s:s + 256])
-        rng = PerSampleRNG([2 * sd for sd in chunk], device=device)
-        cond = model.prior.code_to_cond(codes[s:s + len(chunk)].to(device))
-        t = torch.full((len(chunk),), k - 1, dtype=torch.long, device=device)
-        x = diffusion.q_sample(x0[s:s + len(chunk)].to(device), t, noise=rng.randn(*x0.shape[1:]).to(device))
-        for i in reversed(range(k)):
-            t = torch.full((len(chunk),), i, dtype=torch.long, device=device)
-            x = diffusion.p_sample(denoiser, x, t, {"cond": cond}, rng=rng)["sample"]
-        out.append(x.float().clamp(-1, 1).cpu())
-    return torch.cat(out)
+    # eager fp32, as the edits have always been decoded (the stored application outputs stay bit-identical)
+    return generate(run, steps=steps, seeds=list(seeds), codes=codes, micro_batch=micro_batch, x0=x0,
+                    start_step=max(1, int(round(start * steps))), precision="fp32", compile=False)
 
 
 # ---------------------------------------------------------------------------------------------------------------
