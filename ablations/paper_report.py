@@ -293,8 +293,8 @@ def verdict_plot(claims: list[Claim], path: Path) -> Path:
         ax.invert_yaxis()
         ax.set_xlabel(f"{name}: difference in the claimed direction (> 0: as claimed), 95% CI over trainings",
                       fontsize=8)
-    axes[0, 0].set_title("Counted parts: difference and 95% interval (Welch, per-training values); open dot: fewer "
-                         "than 2 trainings a side, no interval", fontsize=8)
+    axes[0, 0].set_title("Counted parts: difference in the claimed direction, 95% interval over trainings (Welch)\n"
+                         "open dot: fewer than 2 trainings a side, no interval; colour: the verdict", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
