@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -34,6 +34,9 @@ from dmz.diffusion import PerSampleRNG
 from dmz.model import build_diffusion
 from dmz.run import LoadedRun, encode_split
 from dmz.sampling import SEED_STRIDE, MicroBatched, default_micro_batch
+
+if TYPE_CHECKING:
+    from dmz.zsamplers.base import CodeModel
 
 NOISE_SEED_OFFSET = {"train": 0, "test": 1}  # image i of split s: noise seed NOISE_SEED_OFFSET[s] * SEED_STRIDE + i
 
@@ -103,39 +106,22 @@ def vlb_bpd(run: LoadedRun, images: torch.Tensor, codes: torch.Tensor, seeds: li
     return res
 
 
-class _ZeroBits:
-    def nll_bits(self, codes):
-        return torch.zeros(codes.shape[0], dtype=torch.float64)
-
-
-class _PixelSNAILBits:
-    def __init__(self, model):
-        self.model = model
-
-    def nll_bits(self, codes):
-        from dmz.zsamplers.pixelsnail_net import nll_bits
-
-        return nll_bits(self.model, codes)
-
-
-def code_models(run: LoadedRun, log: Callable[[str], None] = lambda m: None) -> dict[str, Any] | None:
-    """The models that give z its coding cost, by the z-sampler name of the ``nll_bpd_z`` rows: ``prior`` (|z| bits
-    for Bernoulli(0.5), |z| log2 K for uniform categories, 0 without a latent) and ``pixelsnail`` when the run has a
-    PixelSNAIL fitted for its checkpoint. Each has ``nll_bits(codes) -> (n,) float64`` bits. None for a continuous z."""
-    import dmz.zsamplers.pixelsnail as zp
-    from dmz.zsamplers.pixelsnail_net import UniformBernoulli
+def code_models(run: LoadedRun, log: Callable[[str], None] = lambda m: None) -> dict[str, CodeModel] | None:
+    """The code models (:class:`dmz.zsamplers.base.CodeModel`) that give z its coding cost, by the z-sampler name of
+    the ``nll_bpd_z`` rows: ``prior`` (the ``prior`` z-sampler: |z| bits for Bernoulli(0.5), |z| log2 K for uniform
+    categories, 0 without a latent) and ``pixelsnail`` (the ``pixelsnail`` z-sampler) when the run has a PixelSNAIL
+    fitted for its checkpoint. Each has ``nll_bits(codes) -> (n,) float64`` bits. None for a continuous z."""
+    from dmz.zsamplers import PriorZSampler
+    from dmz.zsamplers.pixelsnail import PIXELSNAIL_FILE, PixelSNAILError, PixelSNAILZSampler
 
     prior = run.model.prior
-    if prior.code_dim == 0:
-        return {"prior": _ZeroBits()}
-    if not prior.discrete:
+    if prior.code_dim > 0 and not prior.discrete:
         return None
-    L, k = prior.code_dim, int(prior.n_class)
-    out: dict[str, Any] = {"prior": UniformBernoulli(L) if k == 2 else zp.UniformCategorical(L, k)}
-    if (run.path / zp.PIXELSNAIL_FILE).exists():
+    out: dict[str, CodeModel] = {"prior": PriorZSampler(run)}
+    if prior.code_dim > 0 and (run.path / PIXELSNAIL_FILE).exists():
         try:
-            out["pixelsnail"] = _PixelSNAILBits(zp.load_pixelsnail(run)[0])
-        except zp.PixelSNAILError as e:
+            out["pixelsnail"] = PixelSNAILZSampler(run)
+        except PixelSNAILError as e:
             log(f"nll: no pixelsnail coding cost ({e})")
     return out
 

@@ -413,7 +413,8 @@ CODE_SAMPLERS = {"uniform": "prior", "empirical": "empirical", "pixelsnail": "pi
 
 
 def _codes(run, plan: _Plan, log, split: str = "test") -> None:
-    """``bits_per_code`` per z-sampler (NLL of held-out codes, bits) and ``heldout_dup_frac`` (share of held-out
+    """``bits_per_code`` per z-sampler (NLL of held-out codes, bits, under that z-sampler's own code model:
+    :class:`dmz.zsamplers.base.CodeModel`) and ``heldout_dup_frac`` (share of held-out
     codes equal to some training code: what the ``dataset`` sampler can reproduce). Also writes
     ``<run>/code_diagnostics.json``. The PixelSNAIL row is there only once ``pixelsnail.pt`` is fitted; rows are keyed
     by the checkpoint step, so a PixelSNAIL refit needs ``--force`` to be re-scored."""

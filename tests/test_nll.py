@@ -227,3 +227,26 @@ def test_rows_carry_the_contract_and_rerunning_skips(runs, monkeypatch, capsys):
 def test_nll_images_is_validated(runs):
     with pytest.raises(ev.EvaluationError, match="nll-images"):
         ev.evaluate(runs["none"], metrics=["nll"], nll_images=0, device="cpu", log=quiet)
+
+
+def test_code_models_are_the_zsamplers_that_score(runs):
+    """``code_models`` gives the ``prior`` z-sampler (and ``pixelsnail`` once fitted), each a CodeModel: the coding
+    cost of z is the bits of the distribution that z-sampler draws from."""
+    from dmz.zsamplers import CodeModel, PriorZSampler
+    from dmz.zsamplers.pixelsnail import PIXELSNAIL_FILE, PixelSNAILZSampler
+
+    for name, bits in (("none", 0.0), ("bernoulli", 8.0), ("categorical", 3 * math.log2(4))):
+        run = load_run(runs[name], device="cpu")
+        models = nll.code_models(run, quiet)
+        fitted = (run.path / PIXELSNAIL_FILE).exists()  # another test of this module fits the bernoulli run
+        assert set(models) == ({"prior", "pixelsnail"} if fitted else {"prior"})
+        assert isinstance(models["prior"], PriorZSampler) and all(isinstance(m, CodeModel) for m in models.values())
+        codes = nll.split_codes(run, "test", 3)
+        got = models["prior"].nll_bits(codes)
+        assert got.dtype == torch.float64 and got.tolist() == [bits] * 3
+        if fitted:
+            from dmz.zsamplers.pixelsnail_net import nll_bits
+
+            assert isinstance(models["pixelsnail"], PixelSNAILZSampler)
+            assert torch.equal(models["pixelsnail"].nll_bits(codes), nll_bits(load_pixelsnail(run)[0], codes))
+    assert nll.code_models(load_run(runs["normal"], device="cpu"), quiet) is None

@@ -1,4 +1,5 @@
-"""Tests for dmz/zsamplers/pixelsnail_net.py (the PixelSNAIL network): causality, exact normalisation, sampling, fitting, checkpoints, baselines."""
+"""Tests for dmz/zsamplers/pixelsnail_net.py (the PixelSNAIL network): causality, exact normalisation, sampling, fitting,
+checkpoints; and the code models of dmz/zsamplers/codemodels.py (uniform, empirical, code_diagnostics)."""
 
 import itertools
 import math
@@ -9,13 +10,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from dmz.diffusion import PerSampleRNG
+from dmz.zsamplers.codemodels import EmpiricalCodes, UniformCodes, code_diagnostics
+from dmz.zsamplers.pixelsnail import PixelSNAILZSampler
 from dmz.zsamplers.pixelsnail_net import (
-    EmpiricalBernoulli,
     PixelSNAIL,
     PixelSNAILCheckpointError,
-    PixelSNAILSampler,
-    UniformBernoulli,
-    code_diagnostics,
     codes_to_grid,
     fit_network,
     grid_shape,
@@ -184,34 +184,106 @@ def test_sample_shapes_values_determinism_and_temperature_validation():
 
 # ------------------------------------------------------------------------------------------------ baselines
 
-def test_uniform_bernoulli_is_exactly_L_bits():
-    u = UniformBernoulli(16)
+def _rng(n, start=0):
+    return PerSampleRNG(range(start, start + n))
+
+
+def test_uniform_codes_are_exactly_L_log2_K_bits_and_draw_as_the_priors_do():
+    u = UniformCodes(16)
     codes = torch.randint(0, 2, (7, 16), generator=torch.Generator().manual_seed(0))
     assert torch.equal(u.nll_bits(codes), torch.full((7,), 16.0, dtype=torch.float64))
-    s = u.sample(4000, torch.Generator().manual_seed(1))
+    s = u.sample(4000, _rng(4000), "cpu")
     assert s.shape == (4000, 16) and s.dtype == torch.long
     assert abs(float(s.double().mean()) - 0.5) < 0.01
     with pytest.raises(ValueError):
         u.nll_bits(torch.full((2, 16), 2))
+    u4 = UniformCodes(3, 4)
+    assert float(u4.nll_bits(torch.zeros(2, 3, dtype=torch.long))[0]) == 6.0
+    c = u4.sample(4000, _rng(4000), "cpu")
+    assert c.shape == (4000, 3) and torch.bincount(c.flatten(), minlength=4).min() > 2700  # ~3000 each
+    # the same draws as the priors' own sample_prior (the ``prior`` z-sampler), seed for seed
+    from types import SimpleNamespace
+
+    from dmz.priors.base import LatentPrior
+    from dmz.priors.bernoulli import BernoulliLatent
+    from dmz.priors.categorical import CategoricalLatent
+
+    bern = SimpleNamespace(code_dim=16, _draw=LatentPrior._draw)
+    cat = SimpleNamespace(code_dim=3, k=4, _draw=LatentPrior._draw)
+    assert torch.equal(u.sample(5, _rng(5, 9), "cpu"), BernoulliLatent.sample_prior(bern, 5, _rng(5, 9), "cpu"))
+    assert torch.equal(u4.sample(5, _rng(5, 9), "cpu"), CategoricalLatent.sample_prior(cat, 5, _rng(5, 9), "cpu"))
 
 
-def test_empirical_bernoulli_matches_numpy_and_clamps():
+def test_empirical_codes_match_numpy_and_clamp_at_1e_6():
     rng = np.random.default_rng(0)
     train = (rng.random((200, 10)) < np.linspace(0.05, 0.9, 10)).astype(np.int64)
-    train[:, 3] = 0  # a dead bit: mean clamped to 1e-4
-    train[:, 7] = 1  # a stuck bit: clamped to 1 - 1e-4
+    train[:, 3] = 0  # a dead bit: P(1) clamped to 1e-6
+    train[:, 7] = 1  # a stuck bit: P(0) clamped to 1e-6
     test = (rng.random((30, 10)) < 0.5).astype(np.int64)
-    eb = EmpiricalBernoulli.fit(torch.from_numpy(train))
-    p = np.clip(train.mean(0), 1e-4, 1 - 1e-4)
-    expected = -(test * np.log2(p) + (1 - test) * np.log2(1 - p)).sum(1)
+    eb = EmpiricalCodes(torch.from_numpy(train), 2)
+    m = train.mean(0)
+    q = np.maximum(np.stack([1 - m, m], 1), 1e-6)
+    q /= q.sum(1, keepdims=True)  # clamped and renormalised
+    expected = -(test * np.log2(q[:, 1]) + (1 - test) * np.log2(q[:, 0])).sum(1)
     got = eb.nll_bits(torch.from_numpy(test)).numpy()
     np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
-    assert eb.p[3] == pytest.approx(1e-4) and eb.p[7] == pytest.approx(1 - 1e-4)
+    assert eb.distribution()[3, 1] == pytest.approx(1e-6, rel=1e-5) and eb.distribution()[7, 0] == pytest.approx(1e-6, rel=1e-5)
+    assert eb.probs.dtype == torch.float32 and float(eb.probs[3, 1]) == pytest.approx(1e-6)  # the sampling table
     # float 0/1 and bool inputs are accepted
     np.testing.assert_allclose(eb.nll_bits(torch.from_numpy(test).bool()).numpy(), expected)
-    s = eb.sample(5000, torch.Generator().manual_seed(0))
-    np.testing.assert_allclose(s.double().mean(0).numpy(), p, atol=0.03)
-    assert torch.equal(s, eb.sample(5000, torch.Generator().manual_seed(0)))
+    np.testing.assert_allclose(eb.nll_bits(torch.from_numpy(test).double()).numpy(), expected)
+    s = eb.sample(5000, _rng(5000), "cpu")
+    np.testing.assert_allclose(s.double().mean(0).numpy(), q[:, 1], atol=0.03)
+    assert torch.equal(s, eb.sample(5000, _rng(5000), "cpu"))
+    assert torch.equal(s[100:110], eb.sample(10, _rng(10, 100), "cpu"))  # sample i depends on its seed only
+    with pytest.raises(ValueError, match="values must lie"):
+        eb.nll_bits(torch.full((1, 10), 2))
+    with pytest.raises(ValueError, match="length"):
+        eb.nll_bits(torch.zeros(1, 9, dtype=torch.long))
+
+
+def test_empirical_codes_sample_and_score_one_distribution():
+    """The ``empirical`` z-sampler's draws and its bits come from one distribution: draw frequencies match
+    ``distribution()``, and the mean bits of its own samples approach its entropy (a scorer fitted or clamped
+    differently would give the cross-entropy, which is larger)."""
+    g = torch.Generator().manual_seed(0)
+    K, L, N = 5, 6, 400
+    logits = torch.randn(L, K, generator=g) * 2
+    train = torch.distributions.Categorical(logits=logits).sample((N,))  # (N, L) over K classes
+    train[:, 0] = 3  # a constant position: four categories at the 1e-6 clamp
+    train[:2, 1], train[2:, 1] = 0, 1  # a rare category (2 of 400)
+    em = EmpiricalCodes(train, K)
+    dist = em.distribution()
+    assert torch.allclose(dist.sum(1), torch.ones(L, dtype=torch.float64))
+    assert torch.allclose(em.probs.double(), dist, atol=(K - 1) * em.EPS)  # the sampling table, up to the clamp
+    n = 20000
+    s = em.sample(n, _rng(n), "cpu")
+    freq = torch.nn.functional.one_hot(s, K).double().mean(0)
+    assert (freq - dist).abs().max() < 4 * (0.25 / n) ** 0.5  # 4 sigma of the worst case
+    bits = em.nll_bits(s)
+    H = em.entropy_bits()
+    assert bits.dtype == torch.float64 and bits.shape == (n,)
+    assert abs(float(bits.mean()) - H) < 4 * float(bits.std()) / n ** 0.5, (float(bits.mean()), H)
+    # bits are exact: -log2 of the product of the per-position probabilities
+    assert torch.allclose(bits[:5], -dist.log2().gather(1, s[:5].T).sum(0))
+
+
+def test_empirical_bits_move_only_where_a_frequency_was_below_1e_4():
+    """The old ``bits_per_code`` fit clamped at 1e-4; the one empirical model clamps at 1e-6 (its sampler's clamp).
+    A dead bit (never 1 in training) costs -log2(1e-6) = 19.93 bits when a held-out code has it on, not 13.29;
+    unclamped bits are scored as before."""
+    train = torch.tensor([[0, 0, 1, 1], [0, 1, 0, 1], [0, 1, 1, 0], [0, 0, 0, 1]])  # bit 0 dead; means 0, .5, .5, .75
+    em = EmpiricalCodes(train, 2)
+    rest = 1 + 1 - math.log2(0.75)  # bits 1-3 of the held-out code 0011 / 1011: unchanged
+    on, off = torch.tensor([[1, 0, 1, 1]]), torch.tensor([[0, 0, 1, 1]])
+    assert float(em.nll_bits(on)) == pytest.approx(-math.log2(1e-6 / (1 + 1e-6)) + rest, rel=1e-12)  # was 13.29 + rest
+    assert float(em.nll_bits(off)) == pytest.approx(math.log2(1 + 1e-6) + rest, rel=1e-12)  # was -log2(1 - 1e-4) + rest
+    # everything else (no frequency below 1e-4) scores exactly as the per-bit Bernoulli formula
+    live = torch.tensor([[0, 1, 1, 0], [1, 1, 0, 1], [1, 0, 1, 1]])
+    p = live.double().mean(0)
+    codes = torch.tensor([[1, 0, 0, 1], [0, 1, 1, 1]])
+    assert torch.allclose(EmpiricalCodes(live, 2).nll_bits(codes),
+                          -(codes * p.log2() + (1 - codes) * (1 - p).log2()).sum(1), rtol=1e-14, atol=0)
 
 
 # ------------------------------------------------------------------------------------------------ fitting
@@ -225,8 +297,8 @@ def test_pixelsnail_learns_dependent_bits_far_better_than_independent_bits():
                                  progress=False, channel=32, res_channel=32, n_block=1, n_res_block=1, n_head=4,
                                  dropout=0.0)
     true_entropy = 3 + L * -(0.02 * math.log2(0.02) + 0.98 * math.log2(0.98))  # ~5.26 bits
-    ps = PixelSNAILSampler(model, 8)
-    eb, ub = EmpiricalBernoulli.fit(train), UniformBernoulli(L)
+    ps = PixelSNAILZSampler.from_model(model)
+    eb, ub = EmpiricalCodes(train, 2), UniformCodes(L)
     ps_bits = float(ps.nll_bits(val).mean())
     eb_bits, ub_bits = float(eb.nll_bits(val).mean()), float(ub.nll_bits(val).mean())
     assert ub_bits == L
@@ -240,11 +312,17 @@ def test_pixelsnail_learns_dependent_bits_far_better_than_independent_bits():
         dist = (s.unsqueeze(1) != patterns.unsqueeze(0)).sum(-1).min(1).values
         return float((dist <= 2).double().mean())
 
-    ps_near = near_fraction(ps.sample(200, torch.Generator().manual_seed(0)))
-    eb_near = near_fraction(eb.sample(200, torch.Generator().manual_seed(0)))
+    ps_near = near_fraction(ps.sample(200, _rng(200), "cpu"))
+    eb_near = near_fraction(eb.sample(200, _rng(200), "cpu"))
     assert ps_near > 0.5 and ps_near > 3 * eb_near, (ps_near, eb_near)
-    with pytest.raises(ValueError, match="width"):
-        PixelSNAILSampler(model, 4)
+    # the wrapper's draws are the network's inverse-CDF samples at per-sample uniforms, on fixed micro-batches
+    u = torch.stack([torch.rand(L, generator=g, dtype=torch.float64) for g in _rng(10).generators])
+    assert torch.equal(ps.sample(10, _rng(10), "cpu"), sample(model, 10, uniforms=u))
+    hot = PixelSNAILZSampler.from_model(model, temperature=2.0)  # scored at the temperature it samples at
+    assert float(hot.nll_bits(val).mean()) != pytest.approx(ps_bits)
+    assert torch.allclose(hot.nll_bits(val[:4]), nll_bits(model, val[:4], temperature=2.0))
+    with pytest.raises(ValueError, match="temperature"):
+        PixelSNAILZSampler.from_model(model, temperature=0.0)
 
 
 def _fit_small(**kw):
@@ -353,13 +431,13 @@ def test_code_diagnostics_constructed_example():
                          [0, 0, 0, 1],   # duplicate
                          [0, 1, 0, 1],   # duplicate (again)
                          [1, 0, 1, 0]])
-    d = code_diagnostics(train, held, {"uniform": UniformBernoulli(4), "empirical": EmpiricalBernoulli.fit(train)})
+    d = code_diagnostics(train, held, {"uniform": UniformCodes(4), "empirical": EmpiricalCodes(train, 2)})
     assert d["heldout_duplicate_fraction"] == pytest.approx(3 / 5)
     assert d["bit_mean"] == pytest.approx([0.25, 0.75, 0.0, 1.0])
     assert d["n_unbalanced_bits"] == 2  # bits 2 and 3 are constant over the training codes
     assert d["bits_per_code"]["uniform"] == 4.0
     assert d["bits_per_code"]["empirical"] == pytest.approx(
-        float(EmpiricalBernoulli.fit(train).nll_bits(held).mean()))
+        float(EmpiricalCodes(train, 2).nll_bits(held).mean()))
     assert d["n_unique_train"] == 3 and d["n_unique_heldout"] == 4 and d["L"] == 4
     none = code_diagnostics(train, torch.tensor([[1, 0, 1, 0]]), {})
     assert none["heldout_duplicate_fraction"] == 0.0 and none["bits_per_code"] == {}

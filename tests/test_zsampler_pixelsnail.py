@@ -260,6 +260,10 @@ def test_diagnose_bits_usage_and_duplicates(fitted):
     assert d["heldout_duplicate_fraction"] == pytest.approx(sum(tuple(r) in seen for r in test.tolist()) / len(test))
     assert (d["n_train"], d["n_heldout"], d["L"]) == (1437, 360, 8)
     assert d["notes"] == []
+    # each bits_per_code entry is the mean nll_bits of the z-sampler of that name (one code model per sampler)
+    assert bits["pixelsnail"] == float(build_zsampler("pixelsnail", run).nll_bits(test).mean())
+    assert bits["empirical"] == float(build_zsampler("empirical", run).nll_bits(test).mean())
+    assert bits["uniform"] == float(build_zsampler("prior", run).nll_bits(test).mean())
 
 
 def test_categorical_codes_fit_and_diagnose(runs, tmp_path):
@@ -270,6 +274,9 @@ def test_categorical_codes_fit_and_diagnose(runs, tmp_path):
     assert d["uniform_bits"] == d["bits_per_code"]["uniform"] == 8.0  # 4 positions x log2(4)
     assert d["bits_per_code"]["empirical"] <= d["bits_per_code"]["uniform"]
     assert "pixelsnail" in d["bits_per_code"] and len(d["category_freq"]) == 4
+    cat_run = load_run(run_dir, device="cpu")
+    test = encode_split(cat_run, "test")[0]
+    assert d["bits_per_code"]["empirical"] == float(build_zsampler("empirical", cat_run).nll_bits(test).mean())
     codes = build_zsampler("pixelsnail", load_run(run_dir, device="cpu")).sample(5, PerSampleRNG(range(5)), "cpu")
     assert codes.shape == (5, 4) and int(codes.max()) < 4
 

@@ -1,15 +1,20 @@
-"""z-samplers: where the codes come from at generation time (PAPER.md 1.5).
+"""z-samplers: where the codes come from at generation time (PAPER.md 1.5), and the code models that score them.
 
 ``prior`` (the latent's own prior: Bernoulli(0.5), N(0, I), uniform categories), ``dataset`` (codes of random
-training images), ``empirical`` (independent per-dimension fit to the training codes), ``normal`` (the release's
-per-dimension Gaussian for continuous latents, drawn Gaussian rather than the release's uniform) and ``const`` (one
-fixed code) live here; learned samplers,
-fitted to a run's codes after training, have a file each in this package and register in the same registry
-(:data:`ZSAMPLERS`, with the :class:`ZSampler` interface, in :mod:`dmz.zsamplers.base`):
+training images), ``empirical`` (independent per-dimension fit to the training codes,
+:class:`~dmz.zsamplers.codemodels.EmpiricalCodes`), ``normal`` (the release's per-dimension Gaussian for continuous
+latents, drawn Gaussian rather than the release's uniform) and ``const`` (one fixed code) are registered here;
+learned samplers, fitted to a run's codes after training, have a file each in this package and register in the same
+registry (:data:`ZSAMPLERS`, with the :class:`ZSampler` interface, in :mod:`dmz.zsamplers.base`):
 :mod:`dmz.zsamplers.pixelsnail` (fit, the ``pixelsnail`` sampler, code diagnostics; CLI ``python -m dmz.zsamplers
 fit|diagnose``). Not to be confused with :mod:`dmz.priors`, the latent *types*
 (bernoulli, normal, ...) a model is trained with. Every sampler draws sample i's randomness from its own generator, so a
 sample set does not depend on batch size.
+
+The z-samplers with a likelihood are also code models (:class:`CodeModel`: ``sample(n, rng, device)`` and
+``nll_bits(codes)`` from one distribution): ``prior`` for discrete latents (and 0 bits without one), ``empirical`` for
+discrete codes, and ``pixelsnail``. The code diagnostics (``bits_per_code``) and the NLL's coding cost of z
+(``nll_bpd_z``) score with them (:mod:`dmz.zsamplers.codemodels`).
 """
 
 from __future__ import annotations
@@ -17,18 +22,37 @@ from __future__ import annotations
 import torch
 
 from dmz.run import LoadedRun, encode_split
-from dmz.zsamplers import pixelsnail as _pixelsnail  # noqa: F401  (registers ``pixelsnail``; it imports .base only)
-from dmz.zsamplers.base import ZSAMPLERS, ZSampler, per_sample, register_zsampler
+from dmz.zsamplers import pixelsnail as _pixelsnail  # noqa: F401  (registers ``pixelsnail``; it imports .base and .codemodels only)
+from dmz.zsamplers.base import ZSAMPLERS, CodeModel, ZSampler, per_sample, register_zsampler
+from dmz.zsamplers.codemodels import EmpiricalCodes, UniformCodes, code_diagnostics
+
+__all__ = ["ZSAMPLERS", "ZSampler", "CodeModel", "register_zsampler", "per_sample", "PriorZSampler",
+           "DatasetZSampler", "EmpiricalCodes", "UniformCodes", "NormalZSampler", "ConstZSampler",
+           "code_diagnostics", "parse_zsampler", "check_zsampler", "build_zsampler"]
 
 
-class PriorZSampler(ZSampler):
+class PriorZSampler(CodeModel):
+    """The latent's own prior (:meth:`dmz.priors.base.LatentPrior.sample_prior`). Its bits: those of
+    :class:`~dmz.zsamplers.codemodels.UniformCodes` (|z| for Bernoulli(0.5), |z| log2 K for uniform categories), 0
+    without a latent (prior=none); a continuous prior has no finite coding cost (ValueError)."""
+
     name = "prior"
 
     def __init__(self, run: LoadedRun):
         self.prior = run.model.prior
+        self.uniform = (UniformCodes(self.prior.code_dim, int(self.prior.n_class))
+                        if self.prior.discrete and self.prior.code_dim > 0 else None)
 
     def sample(self, n, rng, device):
         return self.prior.sample_prior(n, rng=rng, device=device)
+
+    def nll_bits(self, codes):
+        if self.prior.code_dim == 0:
+            return torch.zeros(codes.shape[0], dtype=torch.float64)
+        if self.uniform is None:
+            raise ValueError(f"prior={self.prior.name} has a continuous z: a density, not a probability, so its "
+                             "codes have no finite coding cost in bits")
+        return self.uniform.nll_bits(codes)
 
 
 class DatasetZSampler(ZSampler):
@@ -44,33 +68,6 @@ class DatasetZSampler(ZSampler):
     def sample(self, n, rng, device):
         idx = per_sample(rng, lambda g: torch.randint(len(self.codes), (), generator=g))
         return self.codes[idx].to(device)
-
-
-class EmpiricalZSampler(ZSampler):
-    """Independent per-dimension fit: Bernoulli bit means, category frequencies per group, or Gaussian mean/std
-    (the release's ``normal`` sampler drew *uniform* noise, PAPER.md 1.5; we draw Gaussian)."""
-
-    name = "empirical"
-
-    def __init__(self, run: LoadedRun):
-        codes = encode_split(run, "train")[0]
-        prior = run.model.prior
-        self.kind = "gauss" if not prior.discrete else "cat"
-        if self.kind == "gauss":
-            self.mean, self.std = codes.float().mean(0), codes.float().std(0)
-        else:
-            k = int(prior.n_class)
-            onehot = torch.nn.functional.one_hot(codes.long(), k).float()  # (N, L, k)
-            self.probs = onehot.mean(0).clamp_min(1e-6)  # (L, k)
-
-    def sample(self, n, rng, device):
-        if self.kind == "gauss":
-            eps = per_sample(rng, lambda g: torch.randn(self.mean.shape, generator=g))
-            return (self.mean + self.std * eps).to(device)
-        u = per_sample(rng, lambda g: torch.rand(self.probs.shape[0], generator=g))  # (n, L)
-        cdf = self.probs.cumsum(-1)  # (L, k)
-        idx = (u[..., None] > cdf[None]).sum(-1).clamp_max(self.probs.shape[1] - 1)
-        return idx.long().to(device)
 
 
 class NormalZSampler(ZSampler):
@@ -115,7 +112,7 @@ class ConstZSampler(ZSampler):
 
 register_zsampler("prior")(PriorZSampler)
 register_zsampler("dataset")(DatasetZSampler)
-register_zsampler("empirical")(EmpiricalZSampler)
+register_zsampler("empirical")(EmpiricalCodes.from_run)  # a classmethod: the spec takes no options
 register_zsampler("normal")(NormalZSampler)
 register_zsampler("const")(ConstZSampler)
 

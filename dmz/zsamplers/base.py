@@ -1,6 +1,7 @@
-"""What every z-sampler is made of: the :class:`ZSampler` interface, the registry :data:`ZSAMPLERS` (filled with
-:func:`register_zsampler`) and :func:`per_sample`. The package (:mod:`dmz.zsamplers`) and each learned sampler's
-file (:mod:`dmz.zsamplers.pixelsnail`) import them from here."""
+"""What every z-sampler is made of: the :class:`ZSampler` interface, the :class:`CodeModel` interface of the
+z-samplers that also score codes, the registry :data:`ZSAMPLERS` (filled with :func:`register_zsampler`) and
+:func:`per_sample`. The package (:mod:`dmz.zsamplers`), the code models (:mod:`dmz.zsamplers.codemodels`) and each
+learned sampler's file (:mod:`dmz.zsamplers.pixelsnail`) import them from here."""
 
 from __future__ import annotations
 
@@ -26,7 +27,20 @@ class ZSampler:
     name = ""
 
     def sample(self, n: int, rng: PerSampleRNG, device) -> torch.Tensor:
-        """Codes (n, code_dim) for the prior's ``code_to_cond``."""
+        """Codes (n, code_dim) for the prior's ``code_to_cond``; sample i's randomness from ``rng.generators[i]``."""
+        raise NotImplementedError
+
+
+class CodeModel(ZSampler):
+    """A distribution over discrete codes that both samples and scores: ``sample(n, rng, device)`` (the z-sampler
+    interface) draws codes and ``nll_bits(codes)`` gives each code's coding cost, -log2 of its probability under the
+    same distribution. The uniform prior (:class:`dmz.zsamplers.codemodels.UniformCodes`, and the ``prior``
+    z-sampler), the ``empirical`` fit (:class:`dmz.zsamplers.codemodels.EmpiricalCodes`) and the fitted PixelSNAIL
+    (:class:`dmz.zsamplers.pixelsnail.PixelSNAILZSampler`) implement it; code diagnostics and the NLL's coding cost
+    of z take them."""
+
+    def nll_bits(self, codes: torch.Tensor) -> torch.Tensor:
+        """Bits of each code (N, L) -> (N,) float64 on the CPU."""
         raise NotImplementedError
 
 

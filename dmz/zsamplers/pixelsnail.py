@@ -1,5 +1,7 @@
-"""The learned ``pixelsnail`` z-sampler: fit PixelSNAIL to a trained run's discrete codes, sample from it, and
-diagnose the code distribution (PAPER.md 1.5). The network itself is :mod:`dmz.zsamplers.pixelsnail_net`.
+"""The learned ``pixelsnail`` z-sampler: fit PixelSNAIL to a trained run's discrete codes, sample from it and score
+codes with it (:class:`PixelSNAILZSampler`, a :class:`~dmz.zsamplers.base.CodeModel`), and diagnose the code
+distribution (PAPER.md 1.5). The network itself is :mod:`dmz.zsamplers.pixelsnail_net`; the uniform and empirical
+code models are :mod:`dmz.zsamplers.codemodels`.
 
     python -m dmz.zsamplers fit --run runs/digits-dmz        # -> <run>/pixelsnail.pt + pixelsnail.json
     python -m dmz.zsamplers diagnose --run runs/digits-dmz   # -> <run>/code_diagnostics.json
@@ -14,10 +16,11 @@ without *training* token-accuracy improvement) is evaluated alongside and its ep
 and stops by the released rule instead. A fit is redone only when the run's checkpoint step, its codes or the fit
 settings changed, or with ``--force``.
 
-``diagnose`` reports, on the *test* split's codes (never seen by any fit): bits per code under each sampler
-(``uniform`` = |z| bits for Bernoulli(0.5), |z| log2 K for uniform categories; ``empirical`` = independent
-per-position frequencies of the training codes; ``pixelsnail`` when fitted for the current checkpoint), per-bit
-usage of the training codes, and the fraction of test codes that duplicate a training code exactly.
+``diagnose`` reports, on the *test* split's codes (never seen by any fit): bits per code under each code model
+(``uniform`` = |z| bits for Bernoulli(0.5), |z| log2 K for uniform categories; ``empirical`` = the ``empirical``
+z-sampler's own distribution, independent per-position frequencies of the training codes clamped at 1e-6 and
+renormalised; ``pixelsnail`` when fitted for the current checkpoint), per-bit usage of the training codes, and the
+fraction of test codes that duplicate a training code exactly.
 
 Only discrete priors (``bernoulli``; ``categorical`` with n_class = K) have codes a PixelSNAIL can model.
 """
@@ -32,7 +35,6 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -40,24 +42,16 @@ import torch
 # the network: net.fit_network fits flat codes and net.load_network reads a file; this module's
 # fit_pixelsnail / load_pixelsnail of the same names take a run
 import dmz.zsamplers.pixelsnail_net as net
-from dmz.zsamplers.pixelsnail_net import (
-    EmpiricalBernoulli,
-    PixelSNAILCheckpointError,
-    UniformBernoulli,
-    code_diagnostics,
-    grid_shape,
-    nll_bits,
-    sample,
-    save_network,
-)
+from dmz.zsamplers.pixelsnail_net import PixelSNAILCheckpointError, grid_shape, sample, save_network
 from dmz.run import LoadedRun, encode_split, load_run
 from dmz.runio import CheckpointError, atomic_write_json
-from dmz.zsamplers.base import ZSampler, per_sample, register_zsampler
+from dmz.zsamplers.base import CodeModel, per_sample, register_zsampler
+from dmz.zsamplers.codemodels import EmpiricalCodes, UniformCodes, code_diagnostics
 
 __all__ = [
     "PIXELSNAIL_FILE", "PIXELSNAIL_JSON", "DIAGNOSTICS_FILE", "PixelSNAILError", "require_discrete",
     "codes_fingerprint", "holdout_split", "fit_pixelsnail", "load_pixelsnail", "diagnose", "PixelSNAILZSampler",
-    "UniformCategorical", "EmpiricalCategorical", "main",
+    "main",
 ]
 
 PIXELSNAIL_FILE = "pixelsnail.pt"
@@ -229,23 +223,49 @@ def load_pixelsnail(run: LoadedRun, *, device=None):
 # the z-sampler
 # ---------------------------------------------------------------------------------------------------------------
 
-class PixelSNAILZSampler(ZSampler):
-    """Codes from the run's fitted PixelSNAIL (``<run>/pixelsnail.pt``), logits divided by ``temperature``.
+class PixelSNAILZSampler(CodeModel):
+    """The fitted PixelSNAIL as z-sampler and code model: codes from the run's ``<run>/pixelsnail.pt`` with logits
+    divided by ``temperature``, and their bits under the same distribution.
 
-    Sample i's L uniforms come from its own generator (``rng.generators[i]``) and tokens are drawn by inverse CDF.
-    The model runs on the run's device, always on micro-batches of exactly ``micro_batch`` codes (the last one
-    padded): kernels choose their arithmetic by batch size, and a last-bit change of a logit can flip a token whose
-    uniform lies next to the CDF, so fixing the batch shape makes the codes a function of (seeds, micro_batch,
-    device, fit) only, never of how many samples are asked for at once."""
+    ``sample``: sample i's L uniforms come from its own generator (``rng.generators[i]``) and tokens are drawn by
+    inverse CDF. The model runs on its device (the run's), always on micro-batches of exactly ``micro_batch`` codes
+    (the last one padded): kernels choose their arithmetic by batch size, and a last-bit change of a logit can flip a
+    token whose uniform lies next to the CDF, so fixing the batch shape makes the codes a function of (seeds,
+    micro_batch, device, fit) only, never of how many samples are asked for at once.
+
+    ``nll_bits``: the exact bits of each code (:func:`dmz.zsamplers.pixelsnail_net.nll_bits`) at ``temperature``
+    (1, the default: the fitted model's own likelihood, what ``bits_per_code`` and ``nll_bpd_z`` report).
+
+    ``PixelSNAILZSampler(run, ...)`` loads the run's fit (the registered ``pixelsnail`` z-sampler; PixelSNAILError
+    when it is missing or stale); :meth:`from_model` wraps a network in hand."""
 
     name = "pixelsnail"
 
     def __init__(self, run: LoadedRun, temperature: float = 1.0, micro_batch: int = 64):
+        self._check(temperature, micro_batch)
+        model, meta = load_pixelsnail(run)
+        self._setup(model, meta, temperature, micro_batch)
+
+    @classmethod
+    def from_model(cls, model: net.PixelSNAIL, meta: dict | None = None, *, temperature: float = 1.0,
+                   micro_batch: int = 64) -> "PixelSNAILZSampler":
+        """The wrapper of a PixelSNAIL network in hand (e.g. from :func:`~dmz.zsamplers.pixelsnail_net.fit_network`
+        or :func:`load_pixelsnail`); ``meta`` as :func:`load_pixelsnail` returns it (default: empty)."""
+        cls._check(temperature, micro_batch)
+        self = cls.__new__(cls)
+        self._setup(model, dict(meta or {}), temperature, micro_batch)
+        return self
+
+    @staticmethod
+    def _check(temperature, micro_batch) -> None:
         if not (math.isfinite(temperature) and temperature > 0):
             raise ValueError(f"temperature must be a finite number > 0; got {temperature!r}")
         if micro_batch < 1:
             raise ValueError(f"micro_batch must be >= 1; got {micro_batch}")
-        self.model, self.meta = load_pixelsnail(run)
+
+    def _setup(self, model, meta, temperature, micro_batch) -> None:
+        self.model, self.meta = model, meta
+        self.L, self.n_class = model.L, model.n_class
         self.temperature, self.micro_batch = float(temperature), int(micro_batch)
 
     def sample(self, n, rng, device):
@@ -257,6 +277,9 @@ class PixelSNAILZSampler(ZSampler):
         codes = sample(self.model, n + pad, temperature=self.temperature, uniforms=u, batch_size=m)[:n]
         return codes.to(device)
 
+    def nll_bits(self, codes):
+        return net.nll_bits(self.model, codes, temperature=self.temperature)
+
 
 register_zsampler("pixelsnail")(PixelSNAILZSampler)
 
@@ -265,51 +288,24 @@ register_zsampler("pixelsnail")(PixelSNAILZSampler)
 # diagnostics
 # ---------------------------------------------------------------------------------------------------------------
 
-class UniformCategorical:
-    """Uniform over K classes per position: L log2 K bits per code (the categorical prior's generation prior)."""
-
-    def __init__(self, L: int, n_class: int):
-        self.L, self.n_class = int(L), int(n_class)
-
-    def nll_bits(self, codes):
-        return torch.full((codes.shape[0],), self.L * math.log2(self.n_class), dtype=torch.float64)
-
-
-class EmpiricalCategorical:
-    """Independent per-position category frequencies of the training codes, clamped at 1e-4 and renormalised."""
-
-    EPS = 1e-4
-
-    def __init__(self, codes: torch.Tensor, n_class: int):
-        freq = torch.nn.functional.one_hot(codes.long(), n_class).double().mean(0)  # (L, K)
-        freq = freq.clamp_min(self.EPS)
-        self.probs = freq / freq.sum(-1, keepdim=True)
-
-    def nll_bits(self, codes):
-        p = self.probs.gather(1, codes.long().T.cpu()).T  # (N, L)
-        return -torch.log2(p).sum(1)
-
-
 def diagnose(run: LoadedRun | str | os.PathLike, *, split: str = "test", write: bool = True,
              device: str = "auto") -> dict:
-    """Bits per held-out code under each sampler, per-bit usage and duplicates; written to
+    """Bits per held-out code under each code model (:class:`~dmz.zsamplers.base.CodeModel`: ``uniform``,
+    ``empirical`` and, once fitted, ``pixelsnail``), per-bit usage and duplicates; written to
     ``<run>/code_diagnostics.json`` when ``write``. See the module docstring."""
     run = _run(run, device)
     n_class = require_discrete(run)
     L = run.model.prior.code_dim
     train = encode_split(run, "train")[0]
     held = encode_split(run, split)[0]
-    if n_class == 2:
-        samplers: dict[str, Any] = {"uniform": UniformBernoulli(L), "empirical": EmpiricalBernoulli.fit(train)}
-    else:
-        samplers = {"uniform": UniformCategorical(L, n_class), "empirical": EmpiricalCategorical(train, n_class)}
+    models: dict[str, CodeModel] = {"uniform": UniformCodes(L, n_class), "empirical": EmpiricalCodes(train, n_class)}
     notes, ps_meta = [], None
     try:
-        model, ps_meta = load_pixelsnail(run)
-        samplers["pixelsnail"] = _NLL(model)
+        models["pixelsnail"] = PixelSNAILZSampler(run)
+        ps_meta = models["pixelsnail"].meta
     except PixelSNAILError as e:
         notes.append(f"pixelsnail not evaluated: {e}")
-    d = code_diagnostics(train, held, samplers)
+    d = code_diagnostics(train, held, models)
     d["uniform_bits"] = L * math.log2(n_class)
     d["gap_bits"] = {k: d["uniform_bits"] - v for k, v in d["bits_per_code"].items()}
     if n_class > 2:  # bit_mean of category indices means little: give per-position frequencies instead
@@ -325,14 +321,6 @@ def diagnose(run: LoadedRun | str | os.PathLike, *, split: str = "test", write: 
     if write:
         atomic_write_json(run.path / DIAGNOSTICS_FILE, d)
     return d
-
-
-class _NLL:
-    def __init__(self, model):
-        self.model = model
-
-    def nll_bits(self, codes):
-        return nll_bits(self.model, codes)
 
 
 def format_diagnostics(d: dict) -> str:

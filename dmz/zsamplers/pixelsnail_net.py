@@ -1,4 +1,4 @@
-"""Autoregressive PixelSNAIL prior over discrete DMZ codes, plus simple baselines and code diagnostics.
+"""Autoregressive PixelSNAIL prior over discrete DMZ codes: the network, its exact bits, sampling and fitting.
 
 The released DMZ code (``pixelsnail_train.py``, a copy of rosinality/vq-vae-2-pytorch's PixelSNAIL) lays a binary
 code vector of length L = |z| out as an (L/8) x 8 grid of n_class=2 tokens and fits a PixelSNAIL to it (channel 64,
@@ -30,9 +30,10 @@ Other differences from the release, on purpose: no AMP; our early stopping is on
 training-accuracy patience, is still evaluated and recorded in the history); samples are drawn by inverse CDF from
 uniforms drawn up front, so a sample set does not depend on ``batch_size``.
 
-Baselines sharing the interface ``nll_bits(codes (N, L)) -> (N,)`` and ``sample(n, generator=None) -> (n, L)``:
-``UniformBernoulli`` (the DMZ default Bernoulli(0.5) prior), ``EmpiricalBernoulli`` (the release's ``empirical``
-sampler), ``PixelSNAILSampler`` (a fitted model).  ``code_diagnostics`` summarises a code set.
+This module is the network only: ``nll_bits`` / ``sample`` / ``fit_network`` / ``save_network`` / ``load_network``
+work on flat codes (N, L). Fitting it to a run's codes and the one wrapper that makes a fitted network a z-sampler
+and code model (``sample(n, rng, device)``, ``nll_bits(codes)``) are :mod:`dmz.zsamplers.pixelsnail`; the uniform and
+empirical code models and ``code_diagnostics`` are :mod:`dmz.zsamplers.codemodels`.
 """
 
 from __future__ import annotations
@@ -46,17 +47,15 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from dmz.zsamplers.codemodels import as_codes as _as_codes
+
 __all__ = [
     "PixelSNAIL",
     "PixelSNAILCheckpointError",
-    "PixelSNAILSampler",
-    "EmpiricalBernoulli",
-    "UniformBernoulli",
     "grid_shape",
     "codes_to_grid",
     "grid_to_codes",
@@ -65,7 +64,6 @@ __all__ = [
     "fit_network",
     "save_network",
     "load_network",
-    "code_diagnostics",
 ]
 
 _LN2 = math.log(2.0)
@@ -88,30 +86,6 @@ def grid_shape(L: int, width: int) -> tuple[int, int]:
             f"code length L={L} is not divisible by the grid width {width}; choose a width that divides L "
             f"(e.g. width=L for a single row)")
     return L // width, width
-
-
-def _as_codes(codes: Any, *, n_class: int | None = None, L: int | None = None, name: str = "codes") -> torch.Tensor:
-    """Validate and convert (N, L) codes (LongTensor / bool / 0-1 float / numpy) to a CPU-or-same-device LongTensor."""
-    if not isinstance(codes, torch.Tensor):
-        codes = torch.as_tensor(np.asarray(codes))
-    if codes.dim() != 2:
-        raise ValueError(f"{name} must have shape (N, L); got {tuple(codes.shape)}")
-    if codes.dtype == torch.bool:
-        codes = codes.long()
-    elif codes.is_floating_point():
-        rounded = codes.round()
-        if codes.numel() and not torch.equal(rounded, codes):
-            raise ValueError(f"{name} must hold integer token values; got non-integer floats (binarise first)")
-        codes = rounded.long()
-    else:
-        codes = codes.long()
-    if L is not None and codes.shape[1] != L:
-        raise ValueError(f"{name} have length {codes.shape[1]}, expected L={L}")
-    if codes.numel():
-        lo, hi = int(codes.min()), int(codes.max())
-        if lo < 0 or (n_class is not None and hi >= n_class):
-            raise ValueError(f"{name} values must lie in [0, {n_class}); got min {lo}, max {hi}")
-    return codes
 
 
 def codes_to_grid(codes: torch.Tensor, width: int) -> torch.Tensor:
@@ -341,8 +315,14 @@ class _EvalMode:
         self.model.train(self.was_training)
 
 
-def nll_bits(model: PixelSNAIL, codes: torch.Tensor, *, batch_size: int = 1024) -> torch.Tensor:
-    """Negative log-likelihood of each flat code (N, L) in bits (summed over positions), eval mode -> (N,) float64."""
+def nll_bits(model: PixelSNAIL, codes: torch.Tensor, *, temperature: float = 1.0,
+             batch_size: int = 1024) -> torch.Tensor:
+    """Negative log-likelihood of each flat code (N, L) in bits (summed over positions), eval mode -> (N,) float64.
+
+    ``temperature`` (> 0) scores under the logits divided by it, the distribution ``sample`` draws from at that
+    temperature (1: the fitted model itself, computed without the division)."""
+    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"temperature must be a finite number > 0; got {temperature!r}")
     codes = _as_codes(codes, n_class=model.n_class, L=model.L)
     device = _model_device(model)
     out = []
@@ -350,6 +330,8 @@ def nll_bits(model: PixelSNAIL, codes: torch.Tensor, *, batch_size: int = 1024) 
         for start in range(0, codes.shape[0], batch_size):
             grid = codes_to_grid(codes[start:start + batch_size].to(device), model.width)
             logits = model(grid).float()
+            if temperature != 1:
+                logits = logits / temperature
             ce = F.cross_entropy(logits, grid, reduction="none")  # nats, (B, H, W)
             out.append(ce.flatten(1).sum(1).double().cpu() / _LN2)
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
@@ -605,127 +587,3 @@ def load_network(path: str | os.PathLike, map_location: str | torch.device = "cp
             f"truncated or not a PixelSNAIL checkpoint: {REFIT_HINT}") from exc
     model.to(map_location).eval()
     return model, meta
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# samplers with a common interface
-# ---------------------------------------------------------------------------------------------------------------
-
-def _check_binary(codes: Any, L: int) -> torch.Tensor:
-    return _as_codes(codes, n_class=2, L=L)
-
-
-def _rand(n: int, L: int, generator: torch.Generator | None) -> torch.Tensor:
-    dev = generator.device if generator is not None else torch.device("cpu")
-    return torch.rand(n, L, generator=generator, device=dev, dtype=torch.float64).cpu()
-
-
-class UniformBernoulli:
-    """i.i.d. Bernoulli(0.5) bits (DMZ's default ``random`` sampler): exactly L bits per code."""
-
-    def __init__(self, L: int):
-        if int(L) < 1:
-            raise ValueError(f"L must be >= 1; got {L}")
-        self.L = int(L)
-
-    def nll_bits(self, codes: Any) -> torch.Tensor:
-        codes = _check_binary(codes, self.L)
-        return torch.full((codes.shape[0],), float(self.L), dtype=torch.float64)
-
-    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        return (_rand(int(n), self.L, generator) < 0.5).long()
-
-
-class EmpiricalBernoulli:
-    """Independent per-bit Bernoulli with means estimated from codes (the release's ``empirical`` sampler).
-
-    Means are clamped to [eps, 1 - eps] (eps = 1e-4) so unseen values have finite NLL."""
-
-    EPS = 1e-4
-
-    def __init__(self, p: Any):
-        p = torch.as_tensor(p, dtype=torch.float64).flatten()
-        if p.numel() < 1:
-            raise ValueError("need at least one bit")
-        self.p = p.clamp(self.EPS, 1.0 - self.EPS)
-        self.L = int(p.numel())
-
-    @classmethod
-    def fit(cls, codes: Any) -> "EmpiricalBernoulli":
-        codes = _as_codes(codes, n_class=2)
-        if codes.shape[0] == 0:
-            raise ValueError("cannot fit EmpiricalBernoulli to zero codes")
-        return cls(codes.double().mean(0))
-
-    def nll_bits(self, codes: Any) -> torch.Tensor:
-        x = _check_binary(codes, self.L).double()
-        log2p, log2q = torch.log2(self.p), torch.log2(1.0 - self.p)
-        return -(x * log2p + (1.0 - x) * log2q).sum(1)
-
-    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        return (_rand(int(n), self.L, generator) < self.p).long()
-
-
-class PixelSNAILSampler:
-    """A fitted PixelSNAIL behind the flat-code interface ``nll_bits(codes (N, L))`` / ``sample(n, generator)``."""
-
-    def __init__(self, model: PixelSNAIL, width: int | None = None, *, temperature: float = 1.0,
-                 batch_size: int = 512):
-        if width is not None and int(width) != model.width:
-            raise ValueError(f"width={width} does not match the model's grid width {model.width}")
-        self.model, self.width, self.L = model, model.width, model.L
-        self.temperature, self.batch_size = temperature, batch_size
-
-    def nll_bits(self, codes: Any) -> torch.Tensor:
-        return nll_bits(self.model, codes)
-
-    def sample(self, n: int, generator: torch.Generator | None = None, *, temperature: float | None = None,
-               device: str | torch.device | None = None) -> torch.Tensor:
-        return sample(self.model, n, temperature=self.temperature if temperature is None else temperature,
-                      generator=generator, device=device, batch_size=self.batch_size)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# diagnostics
-# ---------------------------------------------------------------------------------------------------------------
-
-def _row_keys(codes: torch.Tensor) -> list[bytes]:
-    arr = np.ascontiguousarray(codes.cpu().numpy().astype(np.int64))
-    return [row.tobytes() for row in arr]
-
-
-def code_diagnostics(train_codes: Any, heldout_codes: Any, samplers: dict[str, Any] | None = None,
-                     *, usage_range: tuple[float, float] = (0.05, 0.95)) -> dict:
-    """Summary of a code set.
-
-    Returns a JSON-friendly dict:
-      * ``bits_per_code``: {sampler name: mean NLL in bits of the held-out codes under that sampler}
-        (``uniform_bits`` = L is the Bernoulli(0.5) reference);
-      * ``bit_mean``: per-bit mean over the training codes (list of L floats);
-      * ``n_unbalanced_bits``: how many bits have a training mean outside ``usage_range`` (default [0.05, 0.95]);
-      * ``heldout_duplicate_fraction``: fraction of held-out codes that exactly equal some training code;
-      * ``n_unique_train`` / ``n_unique_heldout``: distinct codes in each set; ``n_train``, ``n_heldout``, ``L``.
-    """
-    train = _as_codes(train_codes, name="train_codes")
-    held = _as_codes(heldout_codes, L=train.shape[1], name="heldout_codes")
-    lo, hi = usage_range
-    bit_mean = train.double().mean(0) if train.shape[0] else torch.full((train.shape[1],), float("nan"))
-    train_keys = set(_row_keys(train))
-    held_keys = _row_keys(held)
-    dup = sum(k in train_keys for k in held_keys) / len(held_keys) if held_keys else float("nan")
-    bits = {}
-    for name, sampler in (samplers or {}).items():
-        bits[name] = float(torch.as_tensor(sampler.nll_bits(held)).double().mean())
-    return {
-        "bits_per_code": bits,
-        "uniform_bits": float(train.shape[1]),
-        "bit_mean": [float(v) for v in bit_mean],
-        "usage_range": [float(lo), float(hi)],
-        "n_unbalanced_bits": int(((bit_mean < lo) | (bit_mean > hi)).sum()),
-        "heldout_duplicate_fraction": float(dup),
-        "n_unique_train": len(train_keys),
-        "n_unique_heldout": len(set(held_keys)),
-        "n_train": int(train.shape[0]),
-        "n_heldout": int(held.shape[0]),
-        "L": int(train.shape[1]),
-    }
