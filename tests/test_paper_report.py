@@ -461,6 +461,7 @@ def test_paper_report_adds_the_tables_to_the_judged_claims(tmp_path):
     assert not bare[0].tables and rendered[0].tables  # the report's build_claims adds claim 1's table of main's rows
 
 
+# ---------------------------------------------------------------------------------------------------- training seeds
 def seeded(rows, seed):
     """Rows of one training seed: FID rows carry their per-sampling-seed values (as collect.py writes them)."""
     return [{**r, "seed": seed, "run_id": f"r-s{seed}"} for r in rows]
@@ -587,110 +588,6 @@ def test_stale_rows_are_left_out_and_listed_with_the_command_that_regenerates_th
     _write_one(tmp_path, "main", inc, "digits-seed3")
     with pytest.raises(MixedFeatureSpaces, match="mixes FIDs of inception-v3-compat from 2 weight files.*re-evaluate"):
         load_all("digits", tmp_path)
-
-
-# ---------------------------------------------------------------------------------------------------- training seeds
-def seeded(rows, seed):
-    """Rows of one training seed: FID rows carry their per-sampling-seed values (as collect.py writes them)."""
-    return [{**r, "seed": seed, "run_id": f"r-s{seed}"} for r in rows]
-
-
-def fid_values(variant, T, values):
-    import statistics
-
-    return fid(variant, T, statistics.fmean(values), statistics.stdev(values), seeds=len(values),
-               values=str(list(values)))
-
-
-def test_pool_training_seeds_keeps_one_value_per_training_and_the_sampling_spread_apart():
-    import statistics
-
-    from ablations.collect import pool_training_seeds
-
-    rows = (seeded([fid_values("dmz", 10, [4.0, 5.0, 6.0]),
-                    {"variant": "dmz", "metric": "nll_bpd", "reference": "test", "value": 1.0, "se": 0.03},
-                    fid_values("ddpm", 10, [7.0, 8.0, 9.0])], 0)
-            + seeded([fid_values("dmz", 10, [5.0, 5.0, 5.5]),
-                      {"variant": "dmz", "metric": "nll_bpd", "reference": "test", "value": 1.2, "se": 0.04}], 1))
-    df = pd.DataFrame(rows)
-    df.insert(0, "grid", "main")
-    out = pool_training_seeds(df)
-    assert len(out) == 3  # dmz FID and NLL pooled; ddpm: one training
-    d = out[(out["variant"] == "dmz") & (out["metric"] == "fid")].iloc[0]
-    per_training = [5.0, statistics.fmean([5.0, 5.0, 5.5])]  # a training's FID: the mean over its sampling seeds
-    assert d["train_seeds"] == 2 and d["seeds"] == 3 and d["train_seed_list"] == "[0, 1]"
-    assert d["value"] == pytest.approx(statistics.fmean(per_training))
-    assert d["sd"] == d["train_sd"] == pytest.approx(statistics.stdev(per_training))  # the sd over trainings
-    within = [statistics.stdev([4.0, 5.0, 6.0]), statistics.stdev([5.0, 5.0, 5.5])]
-    assert d["sampling_sd"] == pytest.approx(math.sqrt(statistics.fmean(w * w for w in within)))
-    n = out[out["metric"] == "nll_bpd"].iloc[0]
-    assert n["value"] == pytest.approx(1.1) and n["train_sd"] == pytest.approx(statistics.stdev([1.0, 1.2]))
-    assert n["se"] == pytest.approx(math.sqrt((0.03 ** 2 + 0.04 ** 2) / 2))
-    p = out[out["variant"] == "ddpm"].iloc[0]
-    assert p["train_seeds"] == 1 and p["value"] == pytest.approx(8.0) and math.isnan(p["sd"])
-    assert p["sampling_sd"] == pytest.approx(1.0)  # one training: its sampling sd, apart, never the "±"
-
-
-def test_replicate_folders_are_pooled_and_decide_over_trainings(tmp_path):
-    base = [fid_values("dmz", 10, [4.0, 5.0, 6.0]), fid_values("ddpm", 10, [7.0, 9.0, 11.0]),
-            fid("dmz", 20, 5.0), fid("ddpm", 20, 9.0), fid("dmz", 100, 3.0), fid("ddpm", 100, 3.2)]
-    write(tmp_path, "main", seeded(base, 0), trainings=1)
-    c = claims(tmp_path)
-    assert parts(c["1"])["1a"] == UNRESOLVED  # one training: not resolved, however tight its sampling seeds
-    # two more trainings of both (run_grid --seeds 1 2 writes main/digits-seed1, -seed2)
-    for k, (dmz, ddpm) in enumerate(((5.2, 9.1), (4.9, 8.8)), start=1):
-        write(tmp_path, "main", seeded([fid_values("dmz", 10, [dmz] * 3), fid_values("ddpm", 10, [ddpm] * 3)], k),
-              label=f"digits-seed{k}", trainings=1)
-    frames = load_all("digits", tmp_path)["main"]
-    assert list(frames) == ["digits"]  # pooled into the preset's label, not a table of its own
-    p = next(p for p in claims(tmp_path)["1"].parts if p.pid == "1a")
-    assert p.verdict == HOLDS and p.a.n == 3 and p.a.trainings == pytest.approx((5.0, 5.2, 4.9))
-    assert p.b.trainings == pytest.approx((9.0, 9.1, 8.8)) and "sd over 3 trainings" in p.a.text()
-    from ablations.paper_report import grid_table
-
-    table = grid_table(frames["digits"], ["variant", "sampler"])
-    assert table.loc[table["variant"] == "dmz"].iloc[0].str.contains(r"5\.03 ± 0\.15 \(n=3\) \[0\.58\]").any()
-    # the replicates pull the other way: DDPM as good as DMZ in the other two trainings -> not resolved
-    for k in (1, 2):
-        write(tmp_path, "main", seeded([fid_values("dmz", 10, [5.0] * 3), fid_values("ddpm", 10, [5.0] * 3)], k),
-              label=f"digits-seed{k}", trainings=1)
-    assert parts(claims(tmp_path)["1"])["1a"] == UNRESOLVED
-
-
-def test_results_label_names_a_training_seed_replicate():
-    from ablations.grids import expand, results_label
-
-    assert results_label("digits", None, expand("main", "digits")) == "digits"
-    assert results_label("digits", None, expand("main", "digits", ["seed=1"])) == "digits-seed1"
-    assert results_label("digits", "full", expand("latent_size", "digits", ["seed=2"], budget="full")) \
-        == "digits-full-seed2"
-
-
-def test_fid_rows_of_two_extractor_weights_are_never_pooled():
-    """digits-classifier-v1 is trained on first use; two CPUs gave it different weights, so a replicate whose FID was
-    computed with other weights is another feature space: kept apart, while its NLL rows still pool."""
-    from ablations.collect import pool_training_seeds
-
-    def weights(rows, sha):
-        return [{**r, "feature_extractor_weights_sha256": sha} if r["metric"] == "fid" else r for r in rows]
-
-    rows = (weights(seeded([fid_values("dmz", 10, [4.0, 5.0, 6.0]),
-                            {"variant": "dmz", "metric": "nll_bpd", "reference": "test", "value": 1.0, "se": 0.03}],
-                           0), "a" * 64)
-            + weights(seeded([fid_values("dmz", 10, [9.0, 9.0, 9.5]),
-                              {"variant": "dmz", "metric": "nll_bpd", "reference": "test", "value": 1.2, "se": 0.04}],
-                             1), "b" * 64))
-    df = pd.DataFrame(rows)
-    df.insert(0, "grid", "main")
-    out = pool_training_seeds(df)
-    f = out[out["metric"] == "fid"]
-    assert len(f) == 2 and set(f["train_seeds"]) == {1}
-    assert f.iloc[0]["value"] == pytest.approx(5.0)  # the first folder's own row comes first: comparisons read it
-    n = out[out["metric"] == "nll_bpd"]
-    assert len(n) == 1 and n.iloc[0]["train_seeds"] == 2
-    # the same weights on both sides: pooled as before
-    same = pool_training_seeds(df.assign(feature_extractor_weights_sha256="a" * 64))
-    assert same[same["metric"] == "fid"].iloc[0]["train_seeds"] == 2
 
 
 def test_protocol_names_the_pinned_extractor_weights(tmp_path):
