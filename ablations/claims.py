@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from scipy import stats
 
@@ -94,7 +95,7 @@ def read_results(path: Path) -> pd.DataFrame | None:
     return df
 
 
-def _pooled(dfs: list[pd.DataFrame]) -> pd.DataFrame:
+def pooled(dfs: list[pd.DataFrame]) -> pd.DataFrame:
     """One label's rows over its trainings (:func:`ablations.collect.pool_training_seeds`; sources joined)."""
     df = pool_training_seeds(pd.concat(dfs, ignore_index=True))
     df["source"] = "; ".join(dict.fromkeys(str(d["source"].iloc[0]) for d in dfs))
@@ -105,7 +106,7 @@ class MixedFeatureSpaces(ValueError):
     """A results.csv holds FIDs of one unpinned extractor computed with two weight files."""
 
 
-def _stale_mask(df: pd.DataFrame) -> pd.Series:
+def stale_mask(df: pd.DataFrame) -> pd.Series:
     """FID rows outside the pinned feature space of their extractor (:func:`evaluation.extractor_names.is_stale`)."""
     sha = df["feature_extractor_weights_sha256"] if "feature_extractor_weights_sha256" in df else pd.Series(
         [None] * len(df), index=df.index)
@@ -129,7 +130,7 @@ def _check_one_space(df: pd.DataFrame, path: Path) -> None:
 def split_stale(df: pd.DataFrame, path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(rows in the pinned feature space or without a FID, stale FID rows) of one results.csv; raises
     :class:`MixedFeatureSpaces` when the kept FIDs of one extractor come from two weight files."""
-    stale = _stale_mask(df)
+    stale = stale_mask(df)
     kept = df[~stale]
     _check_one_space(kept, path)
     return kept, df[stale]
@@ -142,6 +143,13 @@ def _rel(path: Path) -> str:
         return str(path)
 
 
+def result_folders(grid_dir: Path, label: str) -> list[Path]:
+    """A grid's result folders for ``label`` and every label that extends it: ``<label>/`` first, then
+    ``<label>-<budget>`` and ``<label>[-<budget>]-seed<k>`` in name order (folders without a results.csv
+    included; :func:`read_results` answers None for them)."""
+    return [grid_dir / label, *sorted(grid_dir.glob(f"{label}-*"))] if grid_dir.is_dir() else []
+
+
 def load_all(preset: str, results_dir: str | Path | None = None) -> dict[str, dict[str, pd.DataFrame]]:
     """``{grid: {label: rows}}`` for every grid with rows on ``preset``; the preset's own label (the default
     budget) first, then ``<preset>-<budget>`` labels in name order. Training-seed replicates (``<label>-seed<k>``
@@ -151,15 +159,14 @@ def load_all(preset: str, results_dir: str | Path | None = None) -> dict[str, di
     root = Path(results_dir) if results_dir else REPO / "results"
     out: dict[str, dict[str, pd.DataFrame]] = {}
     for grid in GRIDS_USED:
-        folders = sorted((root / grid).glob(f"{preset}-*")) if (root / grid).is_dir() else []
         frames: dict[str, list[pd.DataFrame]] = {}
-        for folder in [root / grid / preset, *folders]:
+        for folder in result_folders(root / grid, preset):
             df = read_results(folder / "results.csv")
             if df is not None:
                 df, _ = split_stale(df, folder / "results.csv")
             if df is not None and len(df):
                 frames.setdefault(split_seed_label(folder.name)[0], []).append(df)
-        frames = {label: _pooled(dfs) for label, dfs in frames.items()}
+        frames = {label: pooled(dfs) for label, dfs in frames.items()}
         if frames:
             out[grid] = frames
     return out
@@ -171,12 +178,11 @@ def stale_rows(preset: str, results_dir: str | Path | None = None) -> pd.DataFra
     root = Path(results_dir) if results_dir else REPO / "results"
     out = []
     for grid in GRIDS_USED:
-        folders = sorted((root / grid).glob(f"{preset}-*")) if (root / grid).is_dir() else []
-        for folder in [root / grid / preset, *folders]:
+        for folder in result_folders(root / grid, preset):
             df = read_results(folder / "results.csv")
             if df is None:
                 continue
-            stale = df[_stale_mask(df)]
+            stale = df[stale_mask(df)]
             if stale.empty:
                 continue
             label, seed = split_seed_label(folder.name)
@@ -281,10 +287,6 @@ class Num:
         """How many trainings the number holds."""
         return len(self.trainings)
 
-    @property
-    def train_seeds(self) -> int:
-        return self.n
-
     def text(self) -> str:
         digits = 2 if self.metric == "fid" else 3
         head = fmt(self.value, self.sd if self.n > 1 else None, digits)
@@ -320,11 +322,9 @@ def as_num(row: pd.Series | None, what: str, paper: pd.DataFrame | None = None) 
         within, spread = num("sampling_sd"), "sd over CV folds"
     else:
         within, spread = num("sampling_sd"), "sampling sd"
-    n = len(trainings)
-    seeds = num("seeds")
-    return Num(what=what, value=float(row["value"]), sd=float(pd.Series(trainings).std()) if n > 1 else None,
+    return Num(what=what, value=float(row["value"]), sd=None,  # Num derives the sd over trainings
                metric=metric, extractor=row.get("feature_extractor") if metric == "fid" else None, T=num("T"),
-               N=num("N"), seeds=seeds, spread=spread, paper=paper_value(paper, row),
+               N=num("N"), seeds=num("seeds"), spread=spread, paper=paper_value(paper, row),
                source=str(row.get("source", "")), trainings=trainings, sampling_sd=within)
 
 
@@ -380,13 +380,21 @@ def trainings_needed(diff: float, sd_a: float | None, sd_b: float | None, *, alp
     sd = math.sqrt(sum(s * s for s in sds) / len(sds))
     if sd == 0:
         return 2
-    for n in range(2, MAX_TRAININGS + 1):
+
+    def enough(n: int) -> bool:
         dof = 2 * n - 2
         nc = abs(diff) / (sd * math.sqrt(2 / n))
         crit = stats.t.ppf(1 - alpha / 2, dof)
-        if stats.nct.sf(crit, dof, nc) + stats.nct.cdf(-crit, dof, nc) >= power:
-            return n
-    return None
+        # the lower tail underflows to nan in scipy's nct for a large nc, where it is ~0: nansum keeps n monotone
+        return float(np.nansum([stats.nct.sf(crit, dof, nc), stats.nct.cdf(-crit, dof, nc)])) >= power
+
+    if not enough(MAX_TRAININGS):
+        return None
+    lo, hi = 1, MAX_TRAININGS  # power grows with n: bisect for the first n that is enough (enough(hi) holds)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if enough(mid) else (mid, hi)
+    return hi
 
 
 def judge(a: Num | None, b: Num | None, better: str, *, alpha: float = ALPHA) -> tuple[str, Test, str]:
@@ -453,13 +461,12 @@ class Part:
     verdict: str = field(init=False)
     test: Test = field(init=False)
     why: str = field(init=False)
-    needed: int | None = field(init=False, default=None)
+    needed: int | None = field(init=False, default=None)  # set by Claim.finalize
 
     def __post_init__(self):
         self.verdict, self.test, self.why = judge(self.a, self.b, self.better)
         if self.verdict == NO_DATA and self.why_missing:
             self.why = self.why_missing
-        self._power(ALPHA)
 
     def _power(self, alpha: float) -> None:
         self.needed = None
@@ -519,9 +526,8 @@ class Claim:
                                          what=f"Holm-adjusted p (over {len(tested)} parts)" if len(tested) > 1
                                          else "p")
         m = max(1, sum(p.counted for p in self.parts))
-        for p in self.parts:
-            if p.counted:
-                p._power(ALPHA / m)
+        for p in self.parts:  # information parts at alpha
+            p._power(ALPHA / m if p.counted else ALPHA)
         return self
 
     @property

@@ -24,6 +24,7 @@ if __package__ in (None, ""):  # run by path
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ablations.grids import Cell, cell_dir, requested_rows, row_matches
+from ablations.tables import missing
 from dmz.runio import read_jsonl
 from evaluation.rows import RESULTS_FILE, latest_rows
 
@@ -100,7 +101,7 @@ def split_seed_label(label: str) -> tuple[str, int | None]:
     return (m["base"], int(m["seed"])) if m else (label, None)
 
 
-def _ident(v: Any) -> str:
+def ident(v: Any) -> str:
     """A key field as text: 3 and 3.0 alike, every missing value alike."""
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return ""
@@ -124,23 +125,19 @@ def _pool(group: pd.DataFrame) -> dict[str, Any]:
     first = group.iloc[0].to_dict()
     per_seed = [float(v) for v in group["value"]]
     k = len(group)
-    within = [float(x) for x in group["sd"] if not _missing_num(x)] if "sd" in group else []
+    within = [float(x) for x in group["sd"] if not missing(x)] if "sd" in group else []
     out = {**first, "train_seeds": k, "train_seed_list": json.dumps(sorted(int(s) for s in group["seed"])),
            "train_seed_values": json.dumps(per_seed), "value": statistics.fmean(per_seed),
            "train_sd": statistics.stdev(per_seed) if k > 1 else math.nan,
            "sampling_sd": _rms(within) if len(within) == k else math.nan}
     out["sd"] = out["train_sd"]
     if "se" in group:
-        se = [float(x) for x in group["se"] if not _missing_num(x)]
+        se = [float(x) for x in group["se"] if not missing(x)]
         out["se"] = _rms(se) if len(se) == k else math.nan
     if k > 1:
         out["run_id"] = ";".join(map(str, group["run_id"])) if "run_id" in group else ""
         out["cell_dir"] = ";".join(map(str, group.get("cell_dir", pd.Series([""] * k))))
     return out
-
-
-def _missing_num(v: Any) -> bool:
-    return v is None or (isinstance(v, float) and math.isnan(v))
 
 
 def pool_training_seeds(df: pd.DataFrame) -> pd.DataFrame:
@@ -153,9 +150,9 @@ def pool_training_seeds(df: pd.DataFrame) -> pd.DataFrame:
     df = df if "seed" in df.columns else df.assign(seed=0)
     df = df.assign(seed=df["seed"].fillna(0).astype(int))
     key = [c for c in POOL_KEY if c in df.columns]
-    ident = df[key].apply(lambda r: "\x1f".join(map(_ident, r)), axis=1)
+    entry = df[key].apply(lambda r: "\x1f".join(map(ident, r)), axis=1)
     rows = [_pool(group.drop_duplicates(subset=["seed"], keep="last"))
-            for _, group in df.groupby(ident, sort=False)]
+            for _, group in df.groupby(entry, sort=False)]
     return pd.DataFrame(rows)
 
 

@@ -154,11 +154,6 @@ def _ints(values) -> str:
     return ", ".join(map(str, vals)) if vals else "–"
 
 
-def _sampling_seeds(fid: pd.DataFrame) -> pd.Series:
-    """Sampling seeds per training of FID rows."""
-    return fid["seeds"]
-
-
 def _extractors(fid: pd.DataFrame) -> str:
     """The FID extractors of a table, each with the first 8 hex digits of its weights' sha256 when recorded."""
     out = []
@@ -173,7 +168,7 @@ def _protocol_line(df: pd.DataFrame) -> str:
     fid = df[df["metric"] == "fid"]
     bits = []
     if len(fid):
-        bits.append(f"FID: N={_ints(fid['N'])}, {_ints(_sampling_seeds(fid))} sampling seed(s), T={_ints(fid['T'])}, "
+        bits.append(f"FID: N={_ints(fid['N'])}, {_ints(fid['seeds'])} sampling seed(s), T={_ints(fid['T'])}, "
                     f"extractor {', '.join(sorted(fid['feature_extractor'].dropna().astype(str).unique()))}")
     probe = df[df["metric"].astype(str).str.startswith("probe_")]
     if len(probe):
@@ -204,7 +199,7 @@ def protocol_table(ctx: Ctx) -> tuple[pd.DataFrame, list[str]]:
                          + (f" (none yet: {', '.join(lacking)})" if lacking else ""),
                          "training steps": _ints(steps), "FID N": _ints(fid["N"]),
                          "training seeds": _ints(df["train_seeds"]) if "train_seeds" in df else "1",
-                         "sampling seeds": _ints(_sampling_seeds(fid)), "T": _ints(fid["T"]),
+                         "sampling seeds": _ints(fid['seeds']), "T": _ints(fid["T"]),
                          "solvers": ", ".join(sorted(fid["solver"].dropna().astype(str).unique())) or "–",
                          "FID extractor": _extractors(fid), "probe N": _ints(probe["N"]),
                          "metrics": ", ".join(dict.fromkeys(df["metric"].astype(str)))})

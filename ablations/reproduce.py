@@ -24,10 +24,10 @@ from scipy import stats
 if __package__ in (None, ""):  # run by path
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ablations.claims import REPO, Claim, Ctx, _pooled, claim_latent_size, read_results, split_stale
-from ablations.collect import POOL_KEY, _ident, split_seed_label
+from ablations.claims import (REPO, Claim, Ctx, claim_latent_size, pooled, read_results, result_folders, split_stale,
+                             stale_mask)
+from ablations.collect import POOL_KEY, ident, split_seed_label
 from ablations.tables import column_label, fmt, missing, to_markdown
-from evaluation.extractor_names import is_stale
 
 #: what identifies one number across trainings (the pooling key, without the grid-level columns)
 MATCH = tuple(k for k in POOL_KEY if k not in ("grid",))
@@ -38,19 +38,17 @@ def trainings(grid: str, label: str, results_dir: str | Path | None = None) -> p
     """Every training's rows of ``results/<grid>/<label>[-seed<k>]/results.csv`` pooled per entry (mean, sd over
     trainings, n, the per-training values), stale FIDs left out; None when there are none."""
     root = Path(results_dir) if results_dir else REPO / "results"
-    folder = root / grid
-    if not folder.is_dir():
-        return None
     dfs = []
-    for f in sorted(folder.glob(f"{label}*/results.csv")):
-        if split_seed_label(f.parent.name)[0] != label:
+    for folder in result_folders(root / grid, label):
+        if split_seed_label(folder.name)[0] != label:
             continue
+        f = folder / "results.csv"
         df = read_results(f)
         if df is not None:
             df, _ = split_stale(df, f)
             if len(df):
                 dfs.append(df)
-    return _pooled(dfs) if dfs else None
+    return pooled(dfs) if dfs else None
 
 
 def prediction_interval(mean: float, sd: float, n: int, level: float = LEVEL) -> tuple[float, float] | None:
@@ -63,7 +61,7 @@ def prediction_interval(mean: float, sd: float, n: int, level: float = LEVEL) ->
 
 
 def _key(row: pd.Series | dict) -> str:
-    return "\x1f".join(_ident(row.get(k)) for k in MATCH)
+    return "\x1f".join(ident(row.get(k)) for k in MATCH)
 
 
 def reproduction_check(mine: pd.DataFrame, reference: pd.DataFrame | None) -> pd.DataFrame:
@@ -154,12 +152,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def mine_rows(df: pd.DataFrame) -> pd.DataFrame:
     """A collected grid frame without stale FIDs (what the check compares)."""
-    return df if df.empty else df[~df.apply(lambda r: r["metric"] == "fid" and _stale(r), axis=1)]
-
-
-def _stale(r: Any) -> bool:
-    sha = r.get("feature_extractor_weights_sha256")
-    return is_stale(r.get("feature_extractor"), None if missing(sha) else sha)
+    return df if df.empty else df[~stale_mask(df)]
 
 
 if __name__ == "__main__":

@@ -174,6 +174,12 @@ def test_trainings_needed_matches_the_noncentral_t_power():
     assert trainings_needed(1.0, None, 1.0) == 17  # a side without a spread borrows the other's
     assert trainings_needed(1.0, None, None) is None
     assert trainings_needed(1e-4, 1.0, 1.0) is None  # beyond MAX_TRAININGS
+    # scipy's nct.cdf answers nan for the far lower tail at a large noncentrality; that must not read as
+    # "not enough": a huge effect needs the fewest trainings, and more spread never needs fewer
+    assert trainings_needed(20.7, 1.89, None) == 2
+    assert trainings_needed(0.89, 1.34, 0.45, alpha=0.025) == 26  # claim 1b: a counted part of 2, at alpha / 2
+    needs = [trainings_needed(1.0, sd, sd) for sd in (0.05, 0.2, 0.5, 1.0, 2.0)]
+    assert needs == sorted(needs) and needs[0] == 2
 
 
 def test_multi_part_logic():
