@@ -25,7 +25,7 @@ if __package__ in (None, ""):  # run by path
 
 from ablations.grids import Cell, cell_dir, requested_rows, row_matches
 from ablations.tables import missing
-from dmz.runio import read_jsonl
+from dmz.runio import atomic_write_bytes, read_jsonl
 from evaluation.rows import RESULTS_FILE, latest_rows
 
 REPO = Path(__file__).resolve().parent.parent
@@ -160,18 +160,39 @@ def results_folder(grid: str, preset: str, results_dir: str | Path | None = None
     return Path(results_dir or default_results_dir()) / grid / preset
 
 
+def with_recorded(df: pd.DataFrame, recorded: Path) -> tuple[pd.DataFrame, list[str]]:
+    """``df`` (the rows collected from run folders now) plus the rows of ``recorded`` (the results.csv written
+    before) of every cell that has no row in ``df``: a run with ``--only``, or one whose run folders are gone (run
+    folders are scratch, results.csv is the record), must never drop the other cells' rows. Returns the rows in the
+    recorded file's cell order (new cells last) and the names of the cells kept from the file."""
+    if not recorded.is_file():
+        return df, []
+    old = pd.read_csv(recorded)
+    if old.empty or "variant" not in old:
+        return df, []
+    have = set(df["variant"]) if len(df) else set()
+    kept = [v for v in dict.fromkeys(old["variant"]) if v not in have]
+    if not kept:
+        return df, []
+    order = list(dict.fromkeys([*old["variant"], *(df["variant"] if len(df) else [])]))
+    parts = [df] if len(df) else []
+    out = pd.concat([*parts, old[old["variant"].isin(kept)]], ignore_index=True)
+    out = out.iloc[sorted(range(len(out)), key=lambda i: order.index(out["variant"].iat[i]))].reset_index(drop=True)
+    return out[[*FIRST, *[c for c in out.columns if c not in FIRST]]], kept
+
+
 def save(df: pd.DataFrame, grid: str, preset: str, results_dir: str | Path | None = None) -> dict[str, Path]:
-    """Write ``results.csv`` (and ``results.parquet`` when pyarrow is installed); returns the paths."""
+    """Write ``results.csv`` (and ``results.parquet`` when pyarrow is installed) atomically; returns the paths."""
     folder = results_folder(grid, preset, results_dir)
     folder.mkdir(parents=True, exist_ok=True)
     paths = {"csv": folder / "results.csv"}
-    df.to_csv(paths["csv"], index=False)
+    atomic_write_bytes(paths["csv"], df.to_csv(index=False).encode())
     try:
         import pyarrow  # noqa: F401
     except ImportError:
         return paths
     paths["parquet"] = folder / "results.parquet"
-    df.to_parquet(paths["parquet"], index=False)
+    atomic_write_bytes(paths["parquet"], df.to_parquet(index=False))
     return paths
 
 
@@ -183,9 +204,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     args, preset, cells = parsed
     for group in cells_by_seed(cells).values():  # one results folder per training seed
-        df = collect(group, args.out)
-        paths = save(df, args.grid, results_label(preset, args.budget, group), args.results_dir)
-        print(f"{len(df)} rows from {df['variant'].nunique()} of {len(group)} cells -> {paths['csv']}")
+        label = results_label(preset, args.budget, group)
+        df, kept = with_recorded(collect(group, args.out), results_folder(args.grid, label, args.results_dir)
+                                 / "results.csv")
+        paths = save(df, args.grid, label, args.results_dir)
+        print(f"{len(df)} rows from {df['variant'].nunique() if len(df) else 0} of {len(group) + len(kept)} cells -> "
+              f"{paths['csv']}"
+              + (f" (kept from the file: {', '.join(kept)})" if kept else ""))
     return 0
 
 

@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from ablations.collect import collect, results_folder, save
+from ablations.collect import collect, results_folder, save, with_recorded
 from ablations.grids import Cell, get_grid
 from ablations.tables import (PAPER_EXTRACTOR, PAPER_NUMBERS, column_label, decimals, fmt, lineplot,
                               load_paper_numbers, mean_sd, metric_label, nll_label, to_latex, to_markdown)
@@ -150,21 +150,27 @@ def _sizes(df: pd.DataFrame, cells: list[Cell]) -> str:
 def report(grid: str, preset: str, *, cells: list[Cell], runs_root: str | Path | None = None,
            results_dir: str | Path | None = None, paper_numbers: str | Path = PAPER_NUMBERS,
            plots: bool = True, say: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Collect, save results.csv, write table.md / table.tex and the plots. Returns the paths, the table and the
-    Markdown text (``markdown_text``)."""
+    """Collect, save results.csv (with the rows of cells this run did not collect kept from the file:
+    :func:`ablations.collect.with_recorded`), write table.md / table.tex and the plots. Returns the paths, the
+    table, the Markdown text (``markdown_text``), the rows collected now (``rows``) and the kept cells (``kept``)."""
     g = get_grid(grid)
-    df = collect(cells, runs_root)
-    paths: dict[str, Any] = dict(save(df, grid, preset, results_dir))
     folder = results_folder(grid, preset, results_dir)
+    collected = collect(cells, runs_root)
+    df, kept = with_recorded(collected, folder / "results.csv")
+    paths: dict[str, Any] = dict(save(df, grid, preset, results_dir))
     table, notes = build_table(df, grid, load_paper_numbers(paper_numbers))
+    if kept:
+        notes.append(f"rows of {', '.join(kept)} kept from the results.csv written before (not collected by this "
+                     "run: not selected, or no run folder here)")
     done = df["variant"].nunique() if len(df) else 0
+    asked = len({c.name for c in cells} | set(kept))
     head = [f"# {grid} on {preset}: {g.table}", "", g.description, "",
-            f"{done} of {len(cells)} cells have results. {_sizes(df, cells)}.", ""]
+            f"{done} of {asked} cells have results. {_sizes(df, cells)}.", ""]
     md = "\n".join(head) + to_markdown(table) + "\n\n" + "\n".join(f"* {n}" for n in notes) + "\n"
     caption = f"{g.table} ({preset}). {'; '.join(notes)}"
     (folder / "table.md").write_text(md)
     (folder / "table.tex").write_text(to_latex(table, caption=caption, label=f"tab:{grid}-{preset}"))
-    paths.update(markdown=folder / "table.md", latex=folder / "table.tex", table=table, markdown_text=md, rows=df)
+    paths.update(markdown=folder / "table.md", latex=folder / "table.tex", table=table, markdown_text=md, rows=collected, kept=kept)
     paths["plots"] = make_plots(df, grid, preset, folder) if plots and len(df) else []
     if say:
         say(f"wrote {paths['csv']}, {paths['markdown']}, {paths['latex']}"

@@ -234,6 +234,33 @@ def test_report_writes_csv_tables_and_plots(tmp_path):
     assert [p.name for p in out["plots"]] == ["probe_vs_z.png"]
 
 
+def test_a_report_of_some_cells_keeps_the_recorded_rows_of_the_others(tmp_path):
+    # run folders are scratch, results.csv is the record: a grid run with --only (or after its run folders are
+    # gone) rewrites its own cells' rows and keeps every other cell's rows, value for value
+    cells = expand("latent_type", "digits", TINY, eval_sizes={"steps": [2, 4], "num_samples": 20, "seeds": 1})
+    by = {c.name: c for c in cells}
+    write(by["bernoulli"], tmp_path / "runs", [fid_row(2, "prior", 1 / 3), fid_row(4, "prior", 2 / 3)])
+    write(by["normal"], tmp_path / "runs", [fid_row(2, "prior", 30.0)])
+    report("latent_type", "digits", cells=cells, runs_root=tmp_path / "runs", results_dir=tmp_path / "res")
+    csv = tmp_path / "res" / "latent_type" / "digits" / "results.csv"
+    first = pd.read_csv(csv)
+
+    runs2 = tmp_path / "runs2"  # another session: bernoulli's run folder is gone, normal is retrained
+    write(by["normal"], runs2, [fid_row(2, "prior", 20.0)])
+    out = report("latent_type", "digits", cells=[by["normal"]], runs_root=runs2, results_dir=tmp_path / "res")
+    again = pd.read_csv(csv)
+    assert list(again["variant"].unique()) == ["bernoulli", "normal"] and out["kept"] == ["bernoulli"]
+    assert again[again["variant"] == "bernoulli"]["value"].tolist() == [1 / 3, 2 / 3]
+    assert again[again["variant"] == "normal"]["value"].tolist() == [20.0]
+    assert list(out["rows"]["variant"].unique()) == ["normal"]  # only what this run collected is "mine"
+    md = out["markdown_text"]
+    assert "2 of 2 cells have results" in md and "rows of bernoulli kept from the results.csv" in md
+    assert len(first) == 3 and len(again) == 3
+
+    report("latent_type", "digits", cells=cells, runs_root=tmp_path / "none", results_dir=tmp_path / "res")
+    assert pd.read_csv(csv).equals(again)  # nothing collected: nothing lost
+
+
 def test_collect_and_report_command_lines(tmp_path, capsys):
     from ablations import collect as collect_cli
     from ablations import report as report_cli
