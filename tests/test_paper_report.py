@@ -603,3 +603,19 @@ def test_protocol_names_the_pinned_extractor_weights(tmp_path):
     ctx = Ctx("digits", load_all("digits", tmp_path), results_dir=tmp_path)
     md = render(ctx, build_claims(ctx), {}, tmp_path, "2026-12-02")
     assert f"{EXT} (weights {PIN[:8]})" in md and "Stale rows" not in md
+
+
+def test_the_readme_claims_table_is_the_one_the_checked_in_rows_give():
+    # the README's numbers are never typed by hand: its table is claims_brief over the checked-in rows
+    from ablations.claims import REPO
+    from ablations.paper_report import BRIEF_BEGIN, BRIEF_END, claims_brief, judge_claims
+
+    readme = (REPO / "README.md").read_text()
+    assert readme.count(BRIEF_BEGIN) == 1 and readme.count(BRIEF_END) == 1
+    block = readme.split(BRIEF_BEGIN + "\n", 1)[1].split(BRIEF_END, 1)[0]
+    _, claims = judge_claims("digits")
+    brief = claims_brief(claims)
+    assert block == brief, "README's claims table is not the checked-in rows' one: run `python ablations/report.py " \
+        "--paper --preset digits` and copy results/paper/digits/CLAIMS.md into the README"
+    assert brief == (REPO / "results" / "paper" / "digits" / "CLAIMS.md").read_text()
+    assert "| 2. DMZ vs DDPM at T=100 | **does not hold** |" in brief  # a verdict line, computed
