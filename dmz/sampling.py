@@ -111,15 +111,15 @@ def respacing(steps: int, solver: str = "ddpm") -> str:
 @torch.no_grad()
 def generate(run: LoadedRun, *, steps: int, seeds: Sequence[int], zsampler: ZSampler | None = None,
              batch_size: int = 256, solver: str = "ddpm", progress: bool = False,
-             amp: bool = False, micro_batch: int | None = None,
+             micro_batch: int | None = None,
              codes: torch.Tensor | None = None, precision: str | None = None,
              compile: bool | None = None, x0: torch.Tensor | None = None,
              start_step: int | None = None) -> torch.Tensor:
     """Images (N, C, H, W) in [-1, 1] on the CPU, one per seed.
 
     :param zsampler: where z comes from (the prior when None). :param solver: ``ddpm`` (ancestral, I-DDPM
-    respacing) or ``ddim`` (eta=0, ``ddimN`` spacing). :param amp: bf16 autocast (the same as
-    ``precision="bf16"``). :param precision: fp32 | bf16 | auto (None = the run's ``train.sampling_precision``).
+    respacing) or ``ddim`` (eta=0, ``ddimN`` spacing).
+    :param precision: fp32 | bf16 | auto (None = the run's ``train.sampling_precision``).
     :param compile: ``torch.compile`` the denoiser (None = the run's ``train.sampling_compile``).
     :param micro_batch: rows per denoiser call (default :data:`MICRO_BATCH` for the device); see the module
     docstring. :param codes: (N, code_dim) codes to decode instead of drawing z (reconstruction).
@@ -141,7 +141,7 @@ def generate(run: LoadedRun, *, steps: int, seeds: Sequence[int], zsampler: ZSam
     zs = zsampler or (build_zsampler("prior", run) if codes is None else None)
     micro = micro_batch or default_micro_batch(device)
     batch_size = max(micro, batch_size // micro * micro)
-    dtype, compiled_ = sampling_setup(run, precision="bf16" if amp else precision, compile=compile)
+    dtype, compiled_ = sampling_setup(run, precision=precision, compile=compile)
     denoiser = MicroBatched(compiled(model) if compiled_ else model, micro)
     diffusion = build_diffusion(run.cfg, timestep_respacing=respacing(steps, solver))
     shape = (model.channels, model.resolution, model.resolution)

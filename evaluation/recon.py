@@ -76,7 +76,7 @@ def derangement(n: int, seed: int = 0) -> torch.Tensor:
 @torch.no_grad()
 def reconstruction_mse(run: LoadedRun, *, steps: int, images: int = 10, decodes: int = 5, split: str = "test",
                        shuffle: bool = False, encode_seed: int = 0, batch_size: int = 256, solver: str = "ddpm",
-                       micro_batch: int | None = None, amp: bool = False, progress: bool = False,
+                       micro_batch: int | None = None, progress: bool = False,
                        precision: str | None = None, compile: bool | None = None) -> dict:
     """Pixel MSE of ``decodes`` stochastic decodes of the first ``images`` images of ``split``, at T=``steps``.
 
@@ -95,7 +95,7 @@ def reconstruction_mse(run: LoadedRun, *, steps: int, images: int = 10, decodes:
         codes = codes[derangement(images)]
     seeds = [k * SEED_STRIDE + j for k in range(decodes) for j in range(images)]
     out = generate(run, steps=steps, seeds=seeds, codes=codes.repeat(decodes, *([1] * (codes.dim() - 1))),
-                   batch_size=batch_size, solver=solver, progress=progress, amp=amp, micro_batch=micro_batch,
+                   batch_size=batch_size, solver=solver, progress=progress, micro_batch=micro_batch,
                    precision=precision, compile=compile)
     err = ((out - x.repeat(decodes, 1, 1, 1)) ** 2).flatten(1).mean(1).view(decodes, images).double()
     per_decode = err.mean(1).numpy()

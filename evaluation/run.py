@@ -200,7 +200,6 @@ class EvalRequest:
     micro_batch: int | None = None  # rows per denoiser call (results depend on it); None = device default
     device: str = "auto"
     weights: str = "ema"
-    amp: bool = False  # bf16 autocast (the same as precision="bf16")
     precision: str | None = None  # sampling: fp32 | bf16 | auto; None = the run's train.sampling_precision
     compile: bool | None = None  # sampling: torch.compile the denoiser; None = the run's train.sampling_compile
     keep_samples: bool = False  # write <run>/samples/<solver>-T<T>-<zsampler>-seed<k>-n<N>.npz
@@ -250,7 +249,7 @@ def evaluate(run_dir, request: EvalRequest | None = None, *, log: Callable[[str]
             raise EvaluationError(str(e)) from None
     d_n, d_k = dataset_defaults(dataset)
     micro = int(req.micro_batch or default_micro_batch(run.device))
-    dtype, compiled = sampling_setup(run, precision="bf16" if req.amp else req.precision, compile=req.compile)
+    dtype, compiled = sampling_setup(run, precision=req.precision, compile=req.compile)
     base = {**config_fields(run), "weights": req.weights, "solver": req.solver, "device": str(run.device),
             "micro_batch": micro, "amp": dtype is not None, "precision": precision_name(dtype), "compile": compiled}
     plan = _Plan(run.path / RESULTS_FILE, base, req.force)
@@ -595,6 +594,12 @@ def main(argv: list[str] | None = None) -> int:
     from dmz.runio import CheckpointError
     from evaluation.features import FeatureExtractorUnavailable
 
+    if args.amp:  # the CLI's alias: --amp is --precision bf16
+        if args.precision not in (None, "bf16"):
+            print(f"error: --amp means --precision bf16; drop one of --amp and --precision {args.precision}",
+                  file=sys.stderr)
+            return 2
+        args.precision = "bf16"
     try:
         request = EvalRequest(**{f.name: getattr(args, f.name) for f in dataclasses.fields(EvalRequest)
                                  if f.name not in ("progress", "cache_dir")}, progress=not args.no_progress)
