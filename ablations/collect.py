@@ -92,7 +92,7 @@ SEED_LABEL = re.compile(r"^(?P<base>.+)-seed(?P<seed>\d+)$")
 #: of it: ``digits-classifier-v1`` is trained on first use and its float weights differ between CPUs (an Intel Xeon
 #: and an AMD EPYC gave different sha256s), so FIDs from two machines are two feature spaces, never pooled
 POOL_KEY = ("grid", "variant", "metric", "T", "sampler", "solver", "N", "seeds", "feature_extractor",
-            "feature_extractor_weights_sha256", "reference", "repr", "train_steps")
+            "feature_extractor_weights_sha256", "reference", "repr", "train_steps", "noise_t", "mi_estimator")
 
 
 def split_seed_label(label: str) -> tuple[str, int | None]:

@@ -18,6 +18,7 @@ import pandas as pd
 
 from ablations.collect import collect, results_folder, save, with_recorded
 from ablations.grids import Cell, get_grid
+from ablations.mi_curve import estimator_note, mi_plot, mi_table, split_mi
 from ablations.tables import (PAPER_EXTRACTOR, PAPER_NUMBERS, column_label, decimals, fmt, lineplot,
                               load_paper_numbers, mean_sd, metric_label, nll_label, to_latex, to_markdown)
 from evaluation.extractor_names import INCEPTION_NAME
@@ -32,6 +33,9 @@ def build_table(df: pd.DataFrame, grid: str, paper: pd.DataFrame | None = None) 
     notes: list[str] = []
     if df.empty:
         return pd.DataFrame(), ["no result rows yet"]
+    df, _ = split_mi(df)  # I(z; x_t) has a table of its own (mi.md): 20 noise levels
+    if df.empty:
+        return pd.DataFrame(), []
     df = df.copy()
     df["column"] = [column_label(m, e, t) for m, e, t in zip(df["metric"], df["feature_extractor"], df["T"])]
     nll = df["metric"].astype(str).str.startswith("nll_")
@@ -172,6 +176,13 @@ def report(grid: str, preset: str, *, cells: list[Cell], runs_root: str | Path |
     (folder / "table.tex").write_text(to_latex(table, caption=caption, label=f"tab:{grid}-{preset}"))
     paths.update(markdown=folder / "table.md", latex=folder / "table.tex", table=table, markdown_text=md, rows=collected, kept=kept)
     paths["plots"] = make_plots(df, grid, preset, folder) if plots and len(df) else []
+    _, mi = split_mi(df)
+    if len(mi):
+        (folder / "mi.md").write_text(f"# {grid} on {preset}: I(z; x_t) against the noise level t\n\n"
+                                      + to_markdown(mi_table(mi)) + f"\n\n* {estimator_note(mi)}\n")
+        paths["mi"] = folder / "mi.md"
+        if plots:
+            paths["plots"].append(mi_plot(mi, folder / "mi_vs_t.png", f"{grid} on {preset}: I(z; x_t) vs t"))
     if say:
         say(f"wrote {paths['csv']}, {paths['markdown']}, {paths['latex']}"
             + "".join(f", {p}" for p in paths["plots"]))

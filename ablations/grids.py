@@ -38,6 +38,7 @@ from typing import Any, Callable
 from dmz.config import Config, ConfigError, PRESETS, _split, resolve, valid_keys
 from dmz.runio import read_jsonl
 from evaluation.extractor_names import PINNED_WEIGHTS_SHA256, default_feature_extractor
+from evaluation.mi_settings import RELEASE_T, canonical_spec, default_spec, parse_spec
 from evaluation.rows import RESULTS_FILE
 
 NLL_METRICS = ("nll_bpd", "nll_bpd_z")  # evaluation.run --metrics nll: VLB given z; the same plus z's coding cost  # evaluation.run appends one row per metric / T / sampler
@@ -149,7 +150,7 @@ DIGITS_DDIM = Budget(train={"steps": DIGITS_STEPS}, steps=PAPER_T, **DIGITS_FID)
 #: code at |z|=128, against 121 for independent bits). No probe: its 12 logistic-regression fits cost more than the
 #: 4 FIDs (~115 s at |z|=64); probe vs |z| is the representation grid's.
 DIGITS_LATENT_SIZE = Budget(train={"steps": 1000}, steps=(10, 100), num_samples=500, seeds=1,
-                            pixelsnail={**DIGITS_PIXELSNAIL, "epochs": 150, "lr": 1e-3}, metrics=("fid", "codes"),
+                            pixelsnail={**DIGITS_PIXELSNAIL, "epochs": 150, "lr": 1e-3}, metrics=("fid", "codes", "mi"),
                             variants=tuple(n for L in DIGITS_LATENT_SIZES
                                            for n in (f"z{L}", f"z{L}-pm{PRIOR_MATCHING_WEIGHT:g}")))
 #: latent_size's default on digits (the README's first command): the |z| effect in about a quarter of an hour on 2
@@ -303,10 +304,10 @@ def _ddim() -> list[Variant]:
 
 def _latent_size() -> list[Variant]:
     out = [Variant(f"z{L}", {"prior": "bernoulli", "latent_dim": L, "prior_matching": 0.0},
-                   metrics=("fid", "probe", "codes"), samplers=ZSAMPLERS_ALL) for L in LATENT_SIZES]
+                   metrics=("fid", "probe", "codes", "mi"), samplers=ZSAMPLERS_ALL) for L in LATENT_SIZES]
     out += [Variant(f"z{L}-pm{PRIOR_MATCHING_WEIGHT:g}",
                     {"prior": "bernoulli", "latent_dim": L, "prior_matching": PRIOR_MATCHING_WEIGHT},
-                    metrics=("fid", "probe", "codes"), samplers=ZSAMPLERS_ALL) for L in PRIOR_MATCHING_SIZES]
+                    metrics=("fid", "probe", "codes", "mi"), samplers=ZSAMPLERS_ALL) for L in PRIOR_MATCHING_SIZES]
     return out
 
 
@@ -379,6 +380,8 @@ def _evals(variant: Variant, budget: Budget) -> tuple[EvalSpec, ...]:
         out.append(EvalSpec(("probe",), (), (), None, None))
     if "codes" in metrics:  # bits per held-out code under each learned/prior sampler the cell scores
         out.append(EvalSpec(("codes",), (), tuple(s for s in samplers if s in CODE_SAMPLERS), None, None))
+    if "mi" in metrics:  # I(z; x_t) over the release's t grid, the dataset's default estimator
+        out.append(EvalSpec(("mi",), (), (), None, None))
     return tuple(out)
 
 
@@ -475,6 +478,9 @@ def requested_rows(cell: Cell) -> list[dict[str, Any]]:
                 out += [{"metric": "bits_per_code", "T": None, "sampler": s, "N": None, "seeds": None}
                         for s in e.samplers]
                 out.append({"metric": "heldout_dup_frac", "T": None, "sampler": None, "N": None, "seeds": None})
+            elif metric == "mi":  # one row per noise level t, named by the dataset's default estimator
+                spec = canonical_spec(parse_spec(default_spec(cell.config().data.dataset)))
+                out += [{"metric": "mi_bits", "noise_t": t, "mi_estimator": spec, "T": None} for t in RELEASE_T]
             elif metric == "nll":  # bits/dim given the code, and with the cost of coding it, per split
                 out += [{"metric": m, "reference": split, "T": None, "N": e.num_samples}
                         for m in NLL_METRICS for split in ("train", "test")]

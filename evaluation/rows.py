@@ -15,7 +15,10 @@ RESULTS_FILE = "results.jsonl"
 #: what identifies a row within a run folder: re-evaluating skips a key already present, and of two rows with the
 #: same key (``--force`` appends) readers keep the later one
 KEY_FIELDS = ("metric", "T", "sampler", "solver", "N", "seeds", "feature_extractor", "feature_extractor_weights_sha256",
-              "reference", "repr", "checkpoint_step", "weights")
+              "reference", "repr", "checkpoint_step", "weights", "noise_t", "mi_estimator")
+#: key fields only some metrics carry (``mi_bits``: the noise level t and the estimator spec); a row without them
+#: reads them as None, so older rows keep their keys and other metrics' rows do not grow these columns
+OPTIONAL_KEY_FIELDS = ("noise_t", "mi_estimator")
 
 
 def _hashable(v: Any) -> Any:

@@ -5,6 +5,7 @@
     python -m evaluation.run --run runs/digits-dmz --metrics fid codes --sampler pixelsnail pixelsnail:temperature=0.8
     python -m evaluation.run --run runs/cifar10-dmz --steps 100 --device cuda --feature-extractor inception-v3-compat
     python -m evaluation.run --run runs/digits-dmz --metrics nll            # NLL bits/dim, 32 train + 32 test
+    python -m evaluation.run --run runs/digits-dmz --metrics mi             # I(z; x_t) over the release's t grid
 
 One checkpoint (EMA weights) serves every T. Every image has its own seed: image i of sampling seed k uses sample
 seed ``k * 1_000_000 + i`` (its z and x_T come from seeds 2s+1 and 2s, see :mod:`dmz.sample`), so the same z and x_T
@@ -34,6 +35,11 @@ a continuous z); both carry ``value`` (mean), ``sd`` (over images), ``se``, ``ti
 N=1,000 per split on cifar10 / celeba64 (released), 32 on digits (:data:`NLL_DEFAULTS`). Digits pixels are not 8-bit
 values (bilinear resampling of 17 grey levels), so their bits/dim under the 256-bin decoder compare only between
 digits runs.
+
+MI (:mod:`evaluation.mi`, the release's ``mi_eval.py``): ``mi_bits``, a lower bound on I(z; x_t) in bits between the
+training split's hard codes and the same images forward-noised to level t (``noise_t``; the release's grid 0, 0.1,
+..., 0.9, 0.91, ..., 1.0), one row per t, keyed by the estimator spec (``mi_estimator``: the release's MINE settings,
+``mine:epochs=100,lr=0.001`` on digits); ``h_z_bits`` (the codes' plug-in entropy) is the ceiling.
 """
 
 from __future__ import annotations
@@ -50,14 +56,14 @@ import numpy as np
 
 import dmz
 from dmz.runio import append_jsonl, read_jsonl
-from evaluation.rows import KEY_FIELDS, RESULTS_FILE, latest_rows, row_key  # noqa: F401 (latest_rows: public here)
+from evaluation.rows import KEY_FIELDS, OPTIONAL_KEY_FIELDS, RESULTS_FILE, latest_rows, row_key  # noqa: F401 (latest_rows: public here)
 
 if TYPE_CHECKING:
     from dmz.run import LoadedRun
 
 # torch, diffusers and the feature extractors are imported where they are used, so `--help` answers at once
 
-METRIC_GROUPS = ("fid", "probe", "recon", "codes", "nll")
+METRIC_GROUPS = ("fid", "probe", "recon", "codes", "nll", "mi")
 DEFAULT_STEPS = (10, 20, 50, 100)
 DATASET_DEFAULTS = {  # (num_samples, seeds): released protocol for the paper datasets, smaller N for digits
     "cifar10": (10_000, 1),
@@ -144,7 +150,8 @@ class _Plan:
         row = {**self.base, **fields, "version": dmz.__version__,
                "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         for k in KEY_FIELDS:
-            row.setdefault(k, None)
+            if k not in OPTIONAL_KEY_FIELDS:
+                row.setdefault(k, None)
         append_jsonl(self.path, row)
         self.existing[row_key(row)] = row
         self.rows.append(row)
@@ -184,7 +191,7 @@ class EvalRequest:
 
     steps: Sequence[int] = DEFAULT_STEPS  # denoising steps T (respaced); one checkpoint serves all
     num_samples: int | None = None  # N generated images per (T, z-sampler, seed); None = dataset default
-    metrics: Sequence[str] = ("fid", "probe")  # any of fid | probe | recon | codes | nll
+    metrics: Sequence[str] = ("fid", "probe")  # any of fid | probe | recon | codes | nll | mi
     samplers: Sequence[str] = ("prior",)  # z-samplers (dmz.zsamplers): prior | dataset | empirical | pixelsnail
     seeds: int | None = None  # K sampling seeds (offsets k * 1_000_000); None = dataset default
     feature_extractor: str | None = None  # None = digits-classifier-v1 for digits, inception-v3-compat otherwise
@@ -195,6 +202,8 @@ class EvalRequest:
     recon_images: int = RECON_DEFAULTS[0]  # reconstruction: first N test images
     recon_decodes: int = RECON_DEFAULTS[1]  # reconstruction: K stochastic decodes per image
     nll_images: int | None = None  # NLL: the first N train and the first N test images; None = nll_defaults
+    mi: str | None = None  # I(z; x_t) estimator spec, e.g. mine:epochs=100 (evaluation.mi); None = by dataset
+    mi_t: Sequence[float] | None = None  # I(z; x_t) noise levels t in [0, 1]; None = the release's grid (20 levels)
     solver: str = "ddpm"  # ddpm (ancestral, released) | ddim (eta=0)
     batch_size: int = 256  # images in flight; results do not depend on it
     micro_batch: int | None = None  # rows per denoiser call (results depend on it); None = device default
@@ -212,6 +221,8 @@ class EvalRequest:
         object.__setattr__(self, "metrics", tuple(self.metrics))
         object.__setattr__(self, "samplers", tuple(self.samplers))
         object.__setattr__(self, "steps", tuple(int(t) for t in self.steps))
+        if self.mi_t is not None:
+            object.__setattr__(self, "mi_t", tuple(float(t) for t in self.mi_t))
 
 
 @dataclass(frozen=True)
@@ -238,6 +249,8 @@ def evaluate(run_dir, request: EvalRequest | None = None, *, log: Callable[[str]
 
     req = dataclasses.replace(request or EvalRequest(), **fields)
     _validate(req.metrics, req.samplers, req.steps, req.seeds, req.num_samples, req.solver, req.nll_images)
+    if "mi" in req.metrics:
+        _mi_settings(req, None)  # a bad estimator spec or t fails before the run is loaded
     t_start = time.perf_counter()
     run = load_run(run_dir, device=req.device, weights=req.weights)
     cfg = run.cfg
@@ -291,6 +304,11 @@ def _run_metrics(run, plan: _Plan, log, req: EvalRequest, res: _Resolved) -> Non
             log(f"recon: skipped, run {run.path.name} has no latent (prior={cfg.model.prior})")
     if "nll" in req.metrics:
         _nll(run, plan, log, n=res.nll_images, gen_kw=res.gen_kw)
+    if "mi" in req.metrics:
+        if res.has_latent and run.model.prior.discrete:
+            _mi(run, plan, log, req)
+        else:
+            log(f"mi: skipped, run {run.path.name} has no discrete latent (prior={cfg.model.prior})")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -446,6 +464,55 @@ def _codes(run, plan: _Plan, log, split: str = "test") -> None:
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# mutual information I(z; x_t) over the noise level t (evaluation.mi; the release's mi_eval.py)
+
+
+def _mi_settings(req: EvalRequest, dataset: str | None):
+    """The request's estimator and t grid, checked (``EvaluationError`` names what is wrong)."""
+    from evaluation.mi import RELEASE_T, MIError, default_spec, noise_index, parse_spec
+
+    try:
+        cfg = parse_spec(req.mi or default_spec(dataset or ""))
+        ts = tuple(req.mi_t) if req.mi_t else RELEASE_T
+        for t in ts:
+            noise_index(t, 1000)
+    except MIError as e:
+        raise EvaluationError(str(e)) from None
+    return cfg, ts
+
+
+def _mi(run, plan: _Plan, log, req: EvalRequest, split: str = "train") -> None:
+    """``mi_bits`` per noise level t: a lower bound on I(z; x_t) in bits between the run's hard codes of ``split``
+    (``encode_split``, as every z-sampler uses them) and the same images forward-noised to t, on the held-out fifth
+    of the pairs (:func:`evaluation.mi.estimate_mi`); ``h_z_bits`` (the codes' plug-in entropy) is the ceiling."""
+    import torch
+
+    from dmz.model import build_diffusion
+    from dmz.run import encode_split
+    from evaluation.mi import canonical_spec, mi_curve
+
+    cfg, ts = _mi_settings(req, run.cfg.data.dataset)
+    spec = canonical_spec(cfg)
+    ds = run.dataset(split)
+    common = {"T": None, "sampler": None, "solver": None, "seeds": None, "feature_extractor": None,
+              "feature_extractor_weights_sha256": None, "reference": split, "repr": "hard", "N": len(ds),
+              "mi_estimator": spec}
+    todo = [t for t in ts if not plan.done([plan.key(metric="mi_bits", noise_t=t, **common)])]
+    if not todo:
+        log(f"mi ({spec}): present, skipped")
+        return
+    codes = encode_split(run, split)[0]
+    x0 = torch.cat([x for x, _ in torch.utils.data.DataLoader(ds, batch_size=512, shuffle=False)]).float()
+    diffusion = build_diffusion(run.cfg)
+    for r in mi_curve(x0, codes, diffusion, cfg, todo, log=lambda m: log(f"{m} [{spec}]")):
+        plan.add(metric="mi_bits", noise_t=r["noise_t"], value=r["bits"], sd=None, values=None,
+                 train_bits=r["train_bits"], h_z_bits=r["h_z_bits"], noise_step=r["noise_step"],
+                 n_heldout=r["n_heldout"], n_val=r["n_val"], best_epoch=r["best_epoch"], val_bits=r["val_bits"],
+                 mi_steps=r["steps"], mi_settings=r["settings"],
+                 eval_seconds=r["seconds"], **common)
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # reconstruction
 
 
@@ -572,6 +639,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--nll-images", type=int, default=None,
                    help="NLL: the first N train and the first N test images; default 1000 (cifar10, celeba64), "
                         f"{NLL_DEFAULTS['digits']} (digits)")
+    p.add_argument("--mi", default=None,
+                   help="I(z; x_t) estimator for --metrics mi: mine | infonce, options after a colon, e.g. "
+                        "mine:epochs=100,lr=0.001 (default: the release's mine settings; digits: mine:epochs=100,lr=0.001)")
+    p.add_argument("--mi-t", type=float, nargs="+", default=None,
+                   help="noise levels t in [0, 1] for --metrics mi (default: the release's 0, 0.1, ..., 0.9, 0.91, ..., 1)")
     p.add_argument("--solver", default="ddpm", choices=["ddpm", "ddim"])
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--micro-batch", type=int, default=None, help="rows per denoiser call (default 32 CPU, 256 CUDA)")
