@@ -30,6 +30,7 @@ from ablations.claims import (ALPHA, FAILS, GRIDS_USED, HOLDS, NLL_LABELS, NO_DA
                               UNRESOLVED, Claim, Ctx, MixedFeatureSpaces, Num, Part, _best, expected_cells, fid_rows, load_all,
                               run_commands, stale_rows, verdict_rows)
 from ablations.claims import build_claims as judged_claims
+from ablations.mi_curve import estimator_note, mi_plot, mi_table, split_mi
 from ablations.tables import (PAPER_EXTRACTOR, PAPER_NUMBERS, column_label, fmt, lineplot, load_paper_numbers,
                               metric_label, missing)
 from ablations.tables import to_markdown as markdown_table
@@ -65,6 +66,7 @@ def cell_text(r: pd.Series) -> str:
 def grid_table(df: pd.DataFrame, keys: list[str], paper: pd.DataFrame | None = None) -> pd.DataFrame:
     """Rows ``keys`` (e.g. variant, sampler), one column per metric / T (FID labelled with its extractor), cells
     :func:`cell_text` (mean ± sd over trainings, n, [within-training spread]); then ``paper FID [Inception] T=...`` columns where the paper has a number for the row."""
+    df, _ = split_mi(df)  # I(z; x_t) is reported on its own (mi_sections): 20 noise levels
     if df.empty:
         return pd.DataFrame()
     d = df.copy()
@@ -199,7 +201,7 @@ def protocol_table(ctx: Ctx) -> tuple[pd.DataFrame, list[str]]:
                          "cells with rows": f"{len(have)}" + (f" of {len(want)}" if want else "")
                          + (f" (none yet: {', '.join(lacking)})" if lacking else ""),
                          "training steps": _ints(steps), "FID N": _ints(fid["N"]),
-                         "training seeds": _ints(df["train_seeds"]) if "train_seeds" in df else "1",
+                         "trainings (n per entry)": _ints(df["train_seeds"]) if "train_seeds" in df else "1",
                          "sampling seeds": _ints(fid['seeds']), "T": _ints(fid["T"]),
                          "solvers": ", ".join(sorted(fid["solver"].dropna().astype(str).unique())) or "–",
                          "FID extractor": _extractors(fid), "probe N": _ints(probe["N"]),
@@ -246,7 +248,39 @@ def make_plots(ctx: Ctx, claims: list[Claim], folder: Path) -> dict[str, list[Pa
                                            folder / f"claim{c.cid}_{label}_fid_vs_T.png"))
         out[c.cid] = paths
     out["verdicts"] = [verdict_plot(claims, folder / "verdicts.png")]
+    out["mi"] = [mi_plot(mi, folder / f"mi_{grid}_{label}.png",
+                         f"{grid} ({label}): I(z; x_t) vs noise level t (band: ± sd over trainings)")
+                 for grid, label, mi in mi_frames(ctx)]
     return out
+
+
+def mi_frames(ctx: Ctx) -> list[tuple[str, str, pd.DataFrame]]:
+    """(grid, label, its ``mi_bits`` rows pooled over trainings) for every table that has some."""
+    out = []
+    for grid in ctx.data:
+        for label, df in ctx.frames(grid):
+            _, mi = split_mi(df)
+            if len(mi):
+                out.append((grid, label, mi))
+    return out
+
+
+def mi_sections(ctx: Ctx, plots: dict[str, list[Path]]) -> list[str]:
+    """Beyond the paper's tables: I(z; x_t) against t (the release's ``mi_eval.py``) where a grid scored it."""
+    frames = mi_frames(ctx)
+    if not frames:
+        return []
+    md = ["## Beyond the paper's tables: where z's information lives, I(z; x_t)", "",
+          "The release's `mi_eval.py` estimates the mutual information between the latent and the forward-noised "
+          "image over the noise level t, its evidence for where in the denoising process z carries information. "
+          "It decides no claim here.", ""]
+    pics = {p.name: p for p in plots.get("mi", [])}
+    for grid, label, mi in frames:
+        md += [f"Rows from `results/{grid}/{label}`", "", to_markdown(mi_table(mi)), "", f"* {estimator_note(mi)}", ""]
+        name = f"mi_{grid}_{label}.png"
+        if name in pics:
+            md += [f"![{Path(name).stem}]({name})", ""]
+    return md
 
 
 def _metric_group(p: Part) -> str:
@@ -407,6 +441,7 @@ def render(ctx: Ctx, claims: list[Claim], plots: dict[str, list[Path]], folder: 
         md += [f"* {n}" for n in notes] + ([""] if notes else [])
         md += [f"![{p.stem}]({p.name})" for p in plots.get(c.cid, [])] + [""]
         md += [f"**Verdict: {c.verdict}.**" if c.kind == "claim" else "", ""]
+    md += mi_sections(ctx, plots)
     return "\n".join(md).replace("\n\n\n", "\n\n")
 
 

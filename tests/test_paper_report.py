@@ -619,3 +619,20 @@ def test_the_readme_claims_table_is_the_one_the_checked_in_rows_give():
         "--paper --preset digits` and copy results/paper/digits/CLAIMS.md into the README"
     assert brief == (REPO / "results" / "paper" / "digits" / "CLAIMS.md").read_text()
     assert "| 2. DMZ vs DDPM at T=100 | **does not hold** |" in brief  # a verdict line, computed
+
+
+def test_mi_rows_get_their_own_section_and_stay_out_of_the_claim_tables(tmp_path):
+    """I(z; x_t) rows (20 noise levels per cell) are pooled per level over trainings and reported in a section of
+    their own, never folded into the |z| table as one column."""
+    mi = [{"variant": f"z{z}", "metric": "mi_bits", "noise_t": t, "mi_estimator": "mine:epochs=100,lr=0.001",
+           "value": v, "sd": None, "spread": 0.2, "latent_dim": z, "h_z_bits": 9.0, "T": None, "sampler": None}
+          for z, top in ((16, 5.0), (128, 7.0)) for t, v in ((0.0, top), (0.5, top / 2), (1.0, 0.0))]
+    write(tmp_path, "latent_size", size_rows())
+    write(tmp_path, "latent_size", full_rows() + mi, label="digits-full")
+    md = paper_report("digits", results_dir=tmp_path, plots=False)["markdown_text"]
+    section = md.split("## Beyond the paper's tables: where z's information lives, I(z; x_t)")[1]
+    assert "results/latent_size/digits-full" in section and "`mine:epochs=100,lr=0.001`" in section
+    assert "0.5 | 2.50 ± 0.20 (n=3) |" in section and "3.50 ± 0.20 (n=3)" in section
+    claim4 = md.split("## 4.")[1].split("## 5.")[0]
+    assert "mi_bits" not in claim4 and "I(z" not in claim4
+    assert claims(tmp_path)["4"].verdict  # the claim is still judged on its FID rows
