@@ -53,6 +53,7 @@ class DiffusionConfig:
     loss: str = "hybrid"  # hybrid (L_simple + vb, learned variance) | mse
     input_perturbation: float = 0.15  # DDPM-IP gamma (0 = plain DDPM, required for DDIM)
     schedule_sampler: str = "loss-second-moment"  # uniform | loss-second-moment
+    sigma_small: bool = False  # with model.learn_sigma=false: posterior variance (fixed_small) instead of beta_t
 
 
 @dataclass
@@ -92,6 +93,10 @@ class TrainConfig:
     threads: int = 0  # torch CPU threads (0 = torch default)
     logger: str = "tensorboard"  # tensorboard (writes <run>/tb/) | none; metrics.jsonl is always written
     sample_every: int = 0  # steps between EMA sample grids in the logger (fixed seeds, small T; 0 = off)
+    # start the UNet from a pretrained diffusers UNet folder (dmz.finetune): tensors of matching name and shape are
+    # copied, the rest stay fresh; the release's CelebA-HQ 256 starts from google/ddpm-ema-celebahq-256
+    init_from: str | None = None
+    finetune: str = "all"  # with init_from: all (released) | new (only the fresh parameters train: --finetune_attention)
 
 
 @dataclass
@@ -179,7 +184,8 @@ EXECUTION_FIELDS = ("train.device", "train.threads", "train.log_every", "train.c
 
 
 # fields added after run ids were first published, with their defaults: at the default they stay out of the digest
-LATER_FIELDS = {"model.prior_confidence": 0.0, "model.z_tokens": 1}
+LATER_FIELDS = {"model.prior_confidence": 0.0, "model.z_tokens": 1, "diffusion.sigma_small": False,
+                "train.init_from": None, "train.finetune": "all"}
 
 
 class ConfigError(ValueError):
@@ -288,6 +294,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "train.precision": ("fp32", "fp16", "bf16", "auto"),
     "train.sampling_precision": ("fp32", "bf16", "auto"),
     "train.logger": ("tensorboard", "none"),
+    "train.finetune": ("all", "new"),
 }
 
 
@@ -332,6 +339,9 @@ def validate(cfg: Config) -> Config:
     if cfg.train.sample_every < 0:
         raise ConfigError(f"train.sample_every must be >= 0 (steps between sample grids; 0 = off), "
                           f"got {cfg.train.sample_every}")
+    if cfg.train.finetune == "new" and not cfg.train.init_from:
+        raise ConfigError("train.finetune=new trains only what train.init_from left fresh: give init_from=DIR too "
+                          "(or finetune=all)")
     if cfg.diffusion.loss == "hybrid" and not m.learn_sigma:
         raise ConfigError("diffusion.loss=hybrid needs model.learn_sigma=true (or use diffusion.loss=mse)")
     return cfg
@@ -379,6 +389,24 @@ def preset_edges64() -> Config:
     )
 
 
+def preset_celebahq256() -> Config:
+    """CelebA-HQ 256x256 fine-tuned from a pretrained DDPM as released (PAPER.md 1.6): the UNet of
+    ``google/ddpm-ema-celebahq-256`` (base 128, mult 1,1,2,2,4,4, 2 res-blocks, attention at 16x16, additive time
+    conditioning, linear schedule, fixed-small variance) with cross-attention to z (|z| = 256) at 16x16 and the mid
+    block, ``attention_head_dim`` 512 (512 heads of dimension 1 there): UNet 142.03 M. Give the checkpoint folder
+    with ``--set init_from=DIR``; the release trained 40K iterations, global batch 256."""
+    return Config(
+        preset="celebahq256",
+        model=ModelConfig(prior="bernoulli", latent_dim=256, base_channels=128, channel_mult=(1, 1, 2, 2, 4, 4),
+                          layers_per_block=2, attention_levels=(4,), attention_head_dim=512, dropout=0.1,
+                          time_scale_shift="default", learn_sigma=False),
+        diffusion=DiffusionConfig(noise_schedule="linear", input_perturbation=0.1, loss="mse", sigma_small=True),
+        data=DataConfig(dataset="celebahq256"),
+        train=TrainConfig(batch_size=256, lr=1e-4, ema_rate=0.9999, precision="fp16", steps=40_000,
+                          sample_every=10_000),
+    )
+
+
 def preset_digits() -> Config:
     """The CPU default: DMZ (Bernoulli latents, cross-attention) on 16x16 digits, minutes on 2 cores."""
     return Config(
@@ -401,6 +429,7 @@ PRESETS: dict[str, Callable[[], Config]] = {
     "cifar10": preset_cifar10,
     "celeba64": preset_celeba64,
     "digits": preset_digits,
+    "celebahq256": preset_celebahq256,
     "edges64": preset_edges64,
 }
 

@@ -71,5 +71,5 @@ def build_diffusion(cfg, timestep_respacing=None):
     ``timestep_respacing`` is None, else respaced (``"10"``, ``"ddim10"``, ...) for sampling."""
     d = cfg.diffusion
     return create_diffusion(noise_schedule=d.noise_schedule, steps=d.diffusion_steps, learn_sigma=cfg.model.learn_sigma,
-                            sigma_small=False, loss=d.loss, input_perturbation=d.input_perturbation,
+                            sigma_small=d.sigma_small, loss=d.loss, input_perturbation=d.input_perturbation,
                             timestep_respacing=timestep_respacing)

@@ -33,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    from dmz.finetune import InitFromError
     from dmz.runio import CheckpointError
     from dmz.trainer import NonFiniteLossError, dry_run_info, train
 
@@ -44,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--out DIR is required (or use --dry-run)")
     try:
         summary = train(cfg, args.out, progress=not args.no_progress)
-    except (ConfigError, CheckpointError, NonFiniteLossError, FileNotFoundError) as e:
+    except (ConfigError, CheckpointError, NonFiniteLossError, FileNotFoundError, InitFromError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(json.dumps(summary))

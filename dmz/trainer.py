@@ -144,7 +144,9 @@ class Trainer:
         self.dataset = build_dataset(d.dataset, "train", root=d.data_root, resolution=d.resolution,
                                      flip=False, center_crop=d.center_crop, download=d.download)
         torch.manual_seed(tc.seed)  # parameter initialisation
-        self.model = build_model(cfg).to(self.device)
+        self.model = build_model(cfg)
+        self.init_report = self._init_from(tc) if tc.init_from else None
+        self.model = self.model.to(self.device)
         self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()
         self.diffusion = build_diffusion(cfg)
         self.t_sampler = create_named_schedule_sampler(cfg.diffusion.schedule_sampler, self.diffusion).to(self.device)
@@ -168,6 +170,21 @@ class Trainer:
         self._loader_iter = None
 
     # -- helpers ------------------------------------------------------------------------------------------------
+    def _init_from(self, tc) -> dict:
+        """The UNet's pretrained start (:mod:`dmz.finetune`), copied on every start of the process (a resume then
+        loads the checkpoint over it, and ``finetune=new`` freezes the same copied tensors again)."""
+        from dmz.finetune import INIT_REPORT, freeze_copied, init_unet_from, summary
+
+        report = init_unet_from(self.model, tc.init_from)
+        self._say(summary(report))
+        if tc.finetune == "new":
+            n = freeze_copied(self.model, report)
+            self._say(f"finetune=new: {n} copied UNet parameters frozen; the fresh ones and the encoder train")
+        if self.dist.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(self.out / INIT_REPORT, {**report, "finetune": tc.finetune})
+        return report
+
     def _say(self, msg: str) -> None:
         if self.dist.is_main:
             print(f"[dmz.train] {msg}", file=sys.stderr, flush=True)

@@ -42,7 +42,7 @@ def test_unknown_key_error_lists_valid_keys():
 
 
 def test_unknown_preset_lists_presets():
-    with pytest.raises(ConfigError, match="valid presets: celeba64, cifar10, digits"):
+    with pytest.raises(ConfigError, match="valid presets: celeba64, celebahq256, cifar10, digits"):
         get_preset("cifar100")
 
 

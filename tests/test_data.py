@@ -48,7 +48,7 @@ def sklearn_digits():
 # ------------------------------------------------------------------------------------------------ registry
 
 def test_registry_names_and_info():
-    assert dataset_names() == ["digits", "cifar10", "celeba64", "digits_edges", "edges2handbags_edges",
+    assert dataset_names() == ["digits", "cifar10", "celeba64", "celebahq256", "digits_edges", "edges2handbags_edges",
                                "edges2handbags", "edges2shoes_edges", "edges2shoes"]  # paired: dmz/data/paired.py
     assert set(DATASETS) == set(dataset_names())
     d = dataset_info("digits")
@@ -400,3 +400,32 @@ def test_celeba_missing_files(tmp_path):
     assert len(build_dataset("celeba64", "train", root=str(tmp_path / "partial"))) == 2
     with pytest.raises(DatasetNotFoundError, match="000004.jpg"):
         build_dataset("celeba64", "test", root=str(tmp_path / "partial"))
+
+
+def test_celebahq256_stand_in_splits_by_the_celeba_index(tmp_path):
+    """A 6-image stand-in in the CelebAMask-HQ layout: images whose CelebA file lies beyond CelebA's training
+    partition (> 162770.jpg) are the test split; attributes come from the HQ annotation file."""
+    import numpy as np
+    from PIL import Image
+
+    from dmz.data import CELEBA_ATTRIBUTES, DatasetNotFoundError, build_dataset
+
+    folder = tmp_path / "celebahq"
+    (folder / "CelebA-HQ-img").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    orig = [119614, 200001, 1, 162770, 162771, 5]
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(folder / "CelebA-HQ-img" / f"{i}.jpg")
+    (folder / "CelebAMask-HQ-attribute-anno.txt").write_text(
+        "6\n" + " ".join(CELEBA_ATTRIBUTES) + "\n"
+        + "".join(f"{i}.jpg " + " ".join("1" if (j + i) % 3 == 0 else "-1" for j in range(40)) + "\n" for i in range(6)))
+    (folder / "CelebA-HQ-to-CelebA-mapping.txt").write_text(
+        "idx orig_idx orig_file\n" + "".join(f"{i} {o - 1} {o:06d}.jpg\n" for i, o in enumerate(orig)))
+    train = build_dataset("celebahq256", "train", root=str(tmp_path), resolution=16)
+    test = build_dataset("celebahq256", "test", root=str(tmp_path), resolution=16)
+    assert train.filenames == ["0.jpg", "2.jpg", "3.jpg", "5.jpg"] and test.filenames == ["1.jpg", "4.jpg"]
+    x, y = test[1]
+    assert x.shape == (3, 16, 16) and -1 <= float(x.min()) and float(x.max()) <= 1
+    assert y.tolist() == [1 if (j + 4) % 3 == 0 else 0 for j in range(40)]
+    with pytest.raises(DatasetNotFoundError, match="CelebAMask-HQ"):
+        build_dataset("celebahq256", "train", root=str(tmp_path / "nowhere"))

@@ -40,6 +40,7 @@ from dmz.data.base import (DatasetInfo, DatasetNotFoundError, dataset_fingerprin
 from dmz.data.base import TensorImageDataset, UInt8FileDataset, files_fingerprint  # noqa: F401  (re-exported)
 from dmz.data.celeba import CELEBA_ATTRIBUTES, build_celeba64, celeba64_info
 from dmz.data.celeba import CelebAFolder  # noqa: F401  (re-exported)
+from dmz.data.celebahq import build_celebahq256, celebahq256_info
 from dmz.data.cifar10 import build_cifar10, cifar10_info
 from dmz.data.digits import build_digits, digits_info
 from dmz.data.digits import DIGITS_RESOLUTIONS, DIGITS_TEST_SIZE  # noqa: F401  (re-exported)
@@ -74,6 +75,7 @@ DATASETS: dict[str, DatasetEntry] = {e.name: e for e in (
     DatasetEntry("cifar10", _TRAIN_TEST, cifar10_info, build_cifar10, True),
     DatasetEntry("celeba64", ("train", "val", "test", "valtest"), celeba64_info, build_celeba64, True,
                  center_crop=True),
+    DatasetEntry("celebahq256", _TRAIN_TEST, celebahq256_info, build_celebahq256, True),
     # paired (dmz.data.paired): item i of one side is the translation of item i of the other
     DatasetEntry("digits_edges", _TRAIN_TEST, digits_edges_info, build_digits_edges, False),
     # edges2handbags_edges, edges2handbags, edges2shoes_edges, edges2shoes (the pix2pix folders, both sides)

@@ -27,7 +27,7 @@ from torch import Tensor
 from dmz.data.base import (DatasetInfo, DatasetNotFoundError, UInt8FileDataset, download_hint, files_fingerprint,
                            resize_uint8)
 
-__all__ = ["CELEBA_ATTRIBUTES", "CelebAFolder", "celeba64_info", "build_celeba64"]
+__all__ = ["CELEBA_ATTRIBUTES", "CelebAFolder", "celeba64_info", "build_celeba64", "read_celeba_attributes"]
 
 CELEBA_ATTRIBUTES = (
     "5_o_Clock_Shadow", "Arched_Eyebrows", "Attractive", "Bags_Under_Eyes", "Bald", "Bangs", "Big_Lips",
@@ -51,7 +51,7 @@ class CelebAFolder(UInt8FileDataset):
         attr_path = os.path.join(self.folder, "list_attr_celeba.txt")
         part_path = os.path.join(self.folder, "list_eval_partition.txt")
         _check_celeba_files(root, self.image_dir, attr_path, part_path)
-        names, attrs = _read_celeba_attributes(attr_path)
+        names, attrs = read_celeba_attributes(attr_path)
         partition = _read_celeba_partition(part_path)
         wanted = {"train": (0,), "val": (1,), "test": (2,), "valtest": (1, 2)}[split]
         row_of = {n: i for i, n in enumerate(names)}
@@ -114,7 +114,7 @@ def _check_celeba_files(root: str, image_dir: str, attr_path: str, part_path: st
             f"{download_hint()} (torchvision's Google Drive download, needs gdown)")
 
 
-def _read_celeba_attributes(path: str) -> tuple[list[str], Tensor]:
+def read_celeba_attributes(path: str) -> tuple[list[str], Tensor]:
     with open(path) as f:
         lines = f.read().splitlines()
     if len(lines) < 2:
