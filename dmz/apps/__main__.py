@@ -1,8 +1,9 @@
-"""``python -m dmz.apps interpolate|manipulate|translate``: the applications of the binary latent.
+"""``python -m dmz.apps interpolate|manipulate|translate|bits``: the applications of the binary latent.
 
     python -m dmz.apps interpolate --run RUN --pairs 8 --out DIR           # PNG strips per method + scores.json
     python -m dmz.apps manipulate --run RUN --attribute 3 --out DIR        # digits: 0..9; CelebA: attribute names
     python -m dmz.apps translate --source RUN_A --target RUN_B --out DIR   # e.g. digits_edges -> digits
+    python -m dmz.apps bits --run RUN [--run RUN2 ...] --out DIR           # what each bit encodes, across trainings
 
 Each writes PNGs and ``DIR/scores.json``; bad input ends with a one-line ``error: ...`` and exit status 2. The
 arguments are defined here without importing torch, so ``--help`` is immediate; the application modules are imported
@@ -58,6 +59,13 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--num", type=int, default=None, help="translate the first NUM test pairs (default: all)")
     t.add_argument("--epochs", type=int, default=100, help="mapping MLP epochs at most (released: 100)")
     common(t, 40)
+
+    b = sub.add_parser("bits", help="what each bit moves (set to 1 vs 0), its MI with the labels and the other bits; "
+                                    "several runs: bits matched across trainings")
+    b.add_argument("--run", required=True, action="append", dest="runs",
+                   help="run folder (prior=bernoulli, labelled dataset); repeat for trainings of one cell")
+    b.add_argument("--num", type=int, default=100, help="test images each bit is set on (default 100)")
+    common(b, 10)
     return p
 
 
@@ -84,6 +92,10 @@ def main(argv: list[str] | None = None) -> int:
 
             scores = manipulate(args.run, args.out, attributes=args.attribute, steps=args.T, per_class=args.per_class,
                                 num=args.num, seed=args.seed, device=args.device, log=log)
+        elif args.app == "bits":
+            from dmz.apps.bits import bits
+
+            scores = bits(args.runs, args.out, num=args.num, steps=args.T, seed=args.seed, device=args.device, log=log)
         else:
             from dmz.apps.translate import translate
 
