@@ -67,10 +67,16 @@ NLL_LABELS = {"nll_bpd": "NLL given z", "nll_bpd_z": "NLL with z's bits"}
 # ----------------------------------------------------------------------------------------------------------------
 # the rows
 # ----------------------------------------------------------------------------------------------------------------
-DEFAULTS: dict[str, Any] = {"solver": "ddpm", "prior_matching": 0.0, "sd": math.nan, "se": math.nan,
+DEFAULTS: dict[str, Any] = {"solver": "ddpm", "prior_matching": 0.0, "prior_mmd": 0.0, "sd": math.nan, "se": math.nan,
                             "seeds": math.nan, "N": math.nan, "T": math.nan, "sampler": None, "reference": None,
                             "feature_extractor": None, "latent_dim": math.nan, "dataset": None, "prior": None,
                             "train_steps": math.nan, "checkpoint_step": math.nan}
+
+
+def unpenalised(df: pd.DataFrame) -> pd.Series:
+    """Rows of cells trained as released: no prior-matching and no prior-MMD penalty (beyond-the-paper options)."""
+    mmd = df["prior_mmd"] if "prior_mmd" in df else pd.Series(0.0, index=df.index)
+    return (df["prior_matching"].fillna(0.0) == 0) & (mmd.fillna(0.0) == 0)
 
 
 def read_results(path: Path) -> pd.DataFrame | None:
@@ -91,6 +97,7 @@ def read_results(path: Path) -> pd.DataFrame | None:
     df["solver"] = df["solver"].astype(object)
     df.loc[fid, "solver"] = df.loc[fid, "solver"].fillna("ddpm")
     df["prior_matching"] = df["prior_matching"].fillna(0.0).astype(float)
+    df["prior_mmd"] = df["prior_mmd"].fillna(0.0).astype(float)
     df["source"] = _rel(path)
     return df
 
@@ -680,7 +687,7 @@ def claim_latent_size(ctx: Ctx) -> Claim:
     cands = []
     for label, df in frames:
         prior = fid_rows(df)
-        prior = prior[(prior["sampler"] == "prior") & (prior["prior_matching"] == 0)]
+        prior = prior[(prior["sampler"] == "prior") & unpenalised(prior)]
         sizes = sorted({float(z) for z in prior["latent_dim"].dropna()})
         if len(sizes) < 2:
             continue
@@ -707,7 +714,7 @@ def claim_latent_size(ctx: Ctx) -> Claim:
     cands = []
     for label, df in frames:
         fid = fid_rows(df)
-        fid = fid[fid["prior_matching"] == 0]
+        fid = fid[unpenalised(fid)]
         for z in sorted({float(z) for z in fid.loc[fid["sampler"] == "pixelsnail", "latent_dim"].dropna()},
                         reverse=True):
             both = set(select(fid, latent_dim=z, sampler="pixelsnail")["T"].astype(float)) & set(

@@ -20,7 +20,7 @@ from ablations.collect import collect, results_folder, save, with_recorded
 from ablations.grids import Cell, get_grid
 from ablations.mi_curve import estimator_note, mi_plot, mi_table, split_mi
 from ablations.tables import (PAPER_EXTRACTOR, PAPER_NUMBERS, column_label, decimals, fmt, lineplot,
-                              load_paper_numbers, mean_sd, metric_label, nll_label, to_latex, to_markdown)
+                              load_paper_numbers, mean_sd, metric_label, nll_label, penalty, to_latex, to_markdown)
 from evaluation.extractor_names import INCEPTION_NAME
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -121,16 +121,16 @@ def make_plots(df: pd.DataFrame, grid: str, preset: str, folder: Path) -> list[P
                                  f"FID [{ext}]", f"{tag}: FID vs denoising steps T", folder / "fid_vs_T.png"))
         if part["latent_dim"].nunique() > 1:
             at = part[part["T"] == part["T"].max()].copy()
-            at["prior matching"] = at["prior_matching"].astype(float).map(lambda w: f"{w:g}")
-            style = "prior matching" if at["prior matching"].nunique() > 1 else None
+            at["penalty"] = penalty(at)
+            style = "penalty" if at["penalty"].nunique() > 1 else None
             out.append(lineplot(at, "latent_dim", "sampler", style, f"FID [{ext}] at T={int(at['T'].max())}",
                                  f"{tag}: FID vs |z| per z-sampler", folder / "fid_vs_z.png", logx=True))
     probe = df[df["metric"].isin(["probe_acc_cv", "probe_auroc_cv"])]
     if not probe.empty and probe["latent_dim"].nunique() > 1:
         metric = "probe_acc_cv" if (probe["metric"] == "probe_acc_cv").any() else "probe_auroc_cv"
         part = probe[probe["metric"] == metric].copy()
-        part["prior matching"] = part["prior_matching"].astype(float).map(lambda w: f"{w:g}")
-        style = "prior matching" if part["prior matching"].nunique() > 1 else None
+        part["penalty"] = penalty(part)
+        style = "penalty" if part["penalty"].nunique() > 1 else None
         out.append(lineplot(part, "latent_dim", "prior", style, metric_label(metric), f"{tag}: linear probe vs |z|",
                              folder / "probe_vs_z.png", logx=True))
     return out

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ablations.tables import missing
+from ablations.tables import missing, penalty
 
 METRIC = "mi_bits"
 
@@ -24,18 +24,16 @@ def split_mi(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     return df[~mi], df[mi]
 
 
-def _label(r: pd.Series) -> str:
-    pm = r.get("prior_matching")
-    extra = f", prior matching {float(pm):g}" if not missing(pm) and float(pm) > 0 else ""
-    return f"{r['variant']} (|z|={int(r['latent_dim'])}{extra})"
+def _label(r: pd.Series, pen: str) -> str:
+    return f"{r['variant']} (|z|={int(r['latent_dim'])}" + ("" if pen == "none" else f", {pen}") + ")"
 
 
 def _ordered(mi: pd.DataFrame) -> pd.DataFrame:
     mi = mi.copy()
     mi["noise_t"] = mi["noise_t"].astype(float)
-    mi["cell"] = [_label(r) for _, r in mi.iterrows()]
-    pm = mi["prior_matching"].astype(float) if "prior_matching" in mi else 0.0
-    return mi.assign(_pm=pm).sort_values(["_pm", "latent_dim", "noise_t"], kind="stable")
+    pen = penalty(mi)
+    mi["cell"] = [_label(r, p) for (_, r), p in zip(mi.iterrows(), pen)]
+    return mi.assign(_pen=pen).sort_values(["_pen", "latent_dim", "noise_t"], kind="stable")
 
 
 def _n(r: pd.Series) -> int:

@@ -32,7 +32,7 @@ from ablations.claims import (ALPHA, FAILS, GRIDS_USED, HOLDS, NLL_LABELS, NO_DA
 from ablations.claims import build_claims as judged_claims
 from ablations.mi_curve import estimator_note, mi_plot, mi_table, split_mi
 from ablations.tables import (PAPER_EXTRACTOR, PAPER_NUMBERS, column_label, fmt, lineplot, load_paper_numbers,
-                              metric_label, missing)
+                              metric_label, missing, penalty)
 from ablations.tables import to_markdown as markdown_table
 from evaluation.extractor_names import INCEPTION_NAME
 
@@ -233,8 +233,8 @@ def make_plots(ctx: Ctx, claims: list[Claim], folder: Path) -> dict[str, list[Pa
             for ext, part in fid.groupby("feature_extractor"):
                 if c.grid == "latent_size" and part["latent_dim"].nunique() > 1:
                     at = part[part["T"] == part["T"].max()].copy()
-                    at["prior matching"] = at["prior_matching"].map(lambda w: f"{w:g}")
-                    style = "prior matching" if at["prior matching"].nunique() > 1 else None
+                    at["penalty"] = penalty(at)
+                    style = "penalty" if at["penalty"].nunique() > 1 else None
                     paths.append(lineplot(at, "latent_dim", "sampler", style, f"FID [{ext}] at T={at['T'].max():g}",
                                            f"latent_size ({label}): FID vs |z| per z-sampler",
                                            folder / f"claim{c.cid}_{label}_fid_vs_z.png", logx=True))

@@ -147,3 +147,12 @@ def lineplot(data: pd.DataFrame, x: str, hue: str, style: str | None, ylabel: st
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def penalty(df: pd.DataFrame) -> pd.Series:
+    """Each row's prior penalty as a label: ``none`` (as released), ``pm0.1`` (prior matching), ``mmd1`` (prior
+    MMD), for plots that set cells with and without a penalty side by side."""
+    pm = df["prior_matching"].astype(float).fillna(0.0) if "prior_matching" in df else pd.Series(0.0, index=df.index)
+    mmd = df["prior_mmd"].astype(float).fillna(0.0) if "prior_mmd" in df else pd.Series(0.0, index=df.index)
+    return pd.Series(["+".join([f"pm{a:g}"] * (a > 0) + [f"mmd{b:g}"] * (b > 0)) or "none" for a, b in zip(pm, mmd)],
+                     index=df.index)

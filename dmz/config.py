@@ -30,6 +30,7 @@ class ModelConfig:
     kl_weight: float = 0.0  # normal: weight of KL(q(z|x) || N(0, I)); categorical: KL to uniform
     prior_matching: float = 0.0  # bernoulli: pull aggregate posterior towards Bernoulli(0.5) (0 = as released)
     prior_confidence: float = 0.0  # bernoulli: penalise each image's per-bit posterior entropy (0 = as released)
+    prior_mmd: float = 0.0  # bernoulli: batch MMD^2 between relaxed codes and Bernoulli(0.5) codes (0 = as released)
     conditioning: str = "cross_attention"  # '+'-joined methods: cross_attention | concat | add
     z_tokens: int = 1  # cross_attention: z as this many key/value tokens (1 = the released single token)
     encoder_channels: tuple[int, ...] | None = None  # None = released rule: halve to 2x2 starting at 32 channels
@@ -184,7 +185,7 @@ EXECUTION_FIELDS = ("train.device", "train.threads", "train.log_every", "train.c
 
 
 # fields added after run ids were first published, with their defaults: at the default they stay out of the digest
-LATER_FIELDS = {"model.prior_confidence": 0.0, "model.z_tokens": 1, "diffusion.sigma_small": False,
+LATER_FIELDS = {"model.prior_confidence": 0.0, "model.prior_mmd": 0.0, "model.z_tokens": 1, "diffusion.sigma_small": False,
                 "train.init_from": None, "train.finetune": "all"}
 
 
@@ -331,7 +332,7 @@ def validate(cfg: Config) -> Config:
         if m.latent_dim % m.z_tokens:
             raise ConfigError(f"model.z_tokens={m.z_tokens} must divide model.latent_dim={m.latent_dim} "
                               "(each token carries latent_dim / z_tokens latent dimensions)")
-    for name in ("prior_matching", "prior_confidence", "kl_weight"):
+    for name in ("prior_matching", "prior_confidence", "prior_mmd", "kl_weight"):
         if getattr(m, name) < 0:
             raise ConfigError(f"model.{name} must be >= 0, got {getattr(m, name)}")
     if cfg.train.batch_size < 1 or cfg.train.steps < 0:

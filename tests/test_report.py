@@ -219,7 +219,7 @@ def test_report_writes_csv_tables_and_plots(tmp_path):
     assert out["markdown"] == folder / "table.md" and out["latex"] == folder / "table.tex"
     md = (folder / "table.md").read_text()
     assert "FID [digits-classifier-v1] T=4" in md and "Inception]" not in md
-    assert "3 of 6 cells have results" in md and "N=20 samples" in md
+    assert "3 of 9 cells have results" in md and "N=20 samples" in md  # full: z, pm0.1 and mmd1 at 16, 64, 128
     assert r"\begin{tabular}" in (folder / "table.tex").read_text()
     assert {p.name for p in out["plots"]} == {"fid_vs_T.png", "fid_vs_z.png"}
     assert all(p.stat().st_size > 1000 for p in out["plots"])

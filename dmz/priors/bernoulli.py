@@ -39,6 +39,9 @@ class BernoulliLatent(LatentPrior):
             aux = self.cfg.prior_matching * prior_matching_penalty(probs, y[..., 1])
         if self.cfg.prior_confidence > 0:
             aux = aux + self.cfg.prior_confidence * _entropy_bits(probs).mean()
+        if getattr(self.cfg, "prior_mmd", 0.0) > 0:
+            u = noise if noise is not None else torch.rand(logits.shape, device=logits.device)
+            aux = aux + self.cfg.prior_mmd * prior_mmd_penalty(y[..., 1], (u[..., 0] < 0.5).to(y.dtype))
         with torch.no_grad():
             marg = probs.mean(0)
             stats = {"bit_marginal_dev": (marg - 0.5).abs().mean(), "bit_entropy": _entropy_bits(probs).mean()}
@@ -94,3 +97,31 @@ def prior_matching_penalty(probs: torch.Tensor, soft_bits: torch.Tensor) -> torc
     off = corr - torch.diag(corr.diagonal())
     d = corr.shape[0]
     return marginal + (off ** 2).sum() / (d * (d - 1))
+
+
+#: bandwidths of the code kernel, as fractions of |z| (several scales: a few bits apart up to half the code)
+MMD_BANDWIDTHS = (0.05, 0.1, 0.25, 0.5)
+
+
+def code_kernel(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """k(a, b) = sum over bandwidths h of exp(-|a - b|_1 / (h |z|)) for codes in [0, 1]^|z| (on hard codes the L1
+    distance is the Hamming distance). Each term is a product over bits of a positive-definite kernel on {0, 1} with a
+    full-rank Gram matrix, so on hard codes the kernel is characteristic: MMD = 0 only when the two code
+    distributions are equal, in every order of dependence between bits, not only in marginals and pairs."""
+    d = torch.cdist(a.float(), b.float(), p=1) / a.shape[1]
+    return sum(torch.exp(-d / h) for h in MMD_BANDWIDTHS)
+
+
+def prior_mmd_penalty(soft_bits: torch.Tensor, prior_bits: torch.Tensor) -> torch.Tensor:
+    """Beyond the paper (``model.prior_mmd``): MMD^2 between the batch's relaxed codes and as many Bernoulli(0.5)
+    codes, with :func:`code_kernel`. ``prior_bits[j]`` come from example j's own Gumbel noise (its first uniform
+    per bit, < 0.5), so they are fresh fair coins and DDP ranks share them; the cross term leaves out i = j, where a
+    code and its reference share noise, so the estimate is the unbiased one over independent pairs."""
+    n = soft_bits.shape[0]
+    if n < 2:
+        return soft_bits.new_zeros(())
+    off = ~torch.eye(n, dtype=torch.bool, device=soft_bits.device)
+    kxx = code_kernel(soft_bits, soft_bits)[off].mean()
+    kyy = code_kernel(prior_bits, prior_bits)[off].mean()
+    kxy = code_kernel(soft_bits, prior_bits)[off].mean()
+    return kxx + kyy - 2 * kxy
