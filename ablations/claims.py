@@ -32,6 +32,7 @@ append the function to :data:`CLAIMS` (report order); list it in ``ablations/REA
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import statistics
@@ -45,7 +46,7 @@ import pandas as pd
 from scipy import stats
 
 from ablations.collect import pool_training_seeds, split_seed_label
-from ablations.tables import column_label, fmt, metric_label, missing
+from ablations.tables import column_label, fmt, metric_label, missing, penalty
 from evaluation.extractor_names import is_stale
 
 REPO = Path(__file__).resolve().parent.parent
@@ -517,7 +518,7 @@ class Claim:
     statement: str
     grid: str
     parts: list[Part] = field(default_factory=list)
-    kind: str = "claim"  # claim | information
+    kind: str = "claim"  # claim (the paper's) | beyond (the project's own question) | information
     notes: list[str] = field(default_factory=list)
     tables: list[tuple[str, pd.DataFrame]] = field(default_factory=list)
     plots: list[Path] = field(default_factory=list)
@@ -872,9 +873,69 @@ def nll_section(ctx: Ctx) -> Claim:
     return c
 
 
+#: the project's open question 1 (beyond the paper): the largest |z|'s prior FID within this factor of the smallest's
+Q1_RATIO = 1.5
+
+
+def _scaled(n: Num, k: float, what: str) -> Num:
+    return dataclasses.replace(n, what=what, value=k * n.value, sd=None if n.sd is None else k * n.sd,
+                               trainings=tuple(k * v for v in n.trainings),
+                               sampling_sd=None if n.sampling_sd is None else k * n.sampling_sd, paper=None)
+
+
+def question_large_z(ctx: Ctx) -> Claim:
+    """Open question 1: can Bernoulli(0.5) sampling stay good as |z| grows without an auxiliary sampler? Per prior
+    penalty (none, prior matching, prior MMD): prior FID at the largest |z| < 1.5 x the FID at the smallest, tested
+    as a - 1.5 b < 0 with Welch on the per-training values (b's trainings scaled by 1.5), Holm over the penalties at
+    the largest T; the other T as information. Each penalty is read from the table holding it with the most
+    trainings."""
+    c = Claim("Q1", f"Bernoulli(0.5)-prior FID at the largest |z| within {Q1_RATIO:g}x of the smallest",
+              f"(beyond the paper: open question 1) For each prior penalty, the prior-sampler FID at the largest |z| "
+              f"is below {Q1_RATIO:g} times the one at the smallest |z| (each penalty from the latent_size table with the "
+              "most trainings; the penalties are in --budget full).", "latent_size", kind="beyond")
+    frames = [(label, df) for label, df in ctx.frames("latent_size")]
+    if not frames:
+        c.missing = ctx.missing("latent_size")
+        return c
+    found: dict[str, tuple] = {}  # penalty -> (rank, label, part of its rows): the best table for each penalty
+    for label, df in frames:
+        prior = fid_rows(df)
+        prior = prior[prior["sampler"] == "prior"]
+        prior = prior.assign(_pen=penalty(prior))
+        for pen, part in prior.groupby("_pen"):
+            sizes = sorted({float(z) for z in part["latent_dim"].dropna()})
+            if len(sizes) < 2:
+                continue
+            n = int(part["train_seeds"].min()) if "train_seeds" in part and part["train_seeds"].notna().any() else 1
+            rank = (n, max(sizes) - min(sizes), part["T"].astype(float).max())
+            if pen not in found or rank > found[pen][0]:
+                found[pen] = (rank, label, part)
+    for pen in sorted(found, key=lambda x: (x != "none", x)):
+        _, label, part = found[pen]
+        sizes = sorted({float(z) for z in part["latent_dim"].dropna()})
+        lo, hi = sizes[0], sizes[-1]
+        common = sorted(set(select(part, latent_dim=lo)["T"].astype(float))
+                        & set(select(part, latent_dim=hi)["T"].astype(float)))
+        for T in common:
+            a = as_num(_best(select(part, latent_dim=hi, T=T)), f"|z|={hi:g} ({pen}, {label}), z~prior: FID T={T:g}")
+            b = as_num(_best(select(part, latent_dim=lo, T=T)), f"|z|={lo:g} ({pen}, {label}), z~prior: FID T={T:g}")
+            if a is None or b is None:
+                continue
+            b = _scaled(b, Q1_RATIO, f"{Q1_RATIO:g} x " + b.what)
+            counted = T == max(common)
+            c.parts.append(Part(f"Q1-{pen}" + ("" if counted else f"@T={T:g}"),
+                                f"{label}, T={T:g}, penalty {pen}: FID(|z|={hi:g}) < {Q1_RATIO:g} x FID(|z|={lo:g})",
+                                a, b, counted=counted))
+    if not c.parts:
+        c.missing = (f"no latent_size table on {ctx.preset} has prior-sampler FID at two sizes of z sharing a T; "
+                     f"`{run_commands('latent_size', ctx.preset)[-1]}` scores it")
+    return c
+
+
 #: the claims in report order; each a function of the loaded rows
 CLAIMS: tuple[Callable[[Ctx], Claim], ...] = (claim_small_T, claim_T100, claim_latent_type, claim_latent_size,
-                                               claim_conditioning, claim_representation, claim_ddim, nll_section)
+                                               claim_conditioning, claim_representation, claim_ddim, nll_section,
+                                               question_large_z)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -900,7 +961,7 @@ def verdict_rows(claims: list[Claim], preset: str) -> pd.DataFrame:
         for p in c.parts:
             t = p.test
             rows.append({"preset": preset, "claim_id": c.cid, "part_id": p.pid,
-                         "kind": "part" if p.counted and c.kind == "claim" else "information", "grid": c.grid,
+                         "kind": "part" if p.counted and c.kind != "information" else "information", "grid": c.grid,
                          "statement": p.statement, "verdict": p.verdict,
                          "numbers": (f"a = {p.a.text() if p.a else '–'}; b = {p.b.text() if p.b else '–'}; "
                                      f"a - b = {'–' if p.diff is None else f'{p.diff:+.4g}'}"

@@ -212,6 +212,10 @@ def protocol_table(ctx: Ctx) -> tuple[pd.DataFrame, list[str]]:
 # ----------------------------------------------------------------------------------------------------------------
 # plots
 # ----------------------------------------------------------------------------------------------------------------
+#: how the summary and the claims table mark what is not one of the paper's claims
+KIND_SUFFIX = {"information": " (information)", "beyond": " (beyond the paper)"}
+
+
 def make_plots(ctx: Ctx, claims: list[Claim], folder: Path) -> dict[str, list[Path]]:
     """Per claim: its grid's FID vs T (or vs |z|, probe vs |z|); plus ``verdicts.png``. Returns {claim id: paths}."""
     out: dict[str, list[Path]] = {}
@@ -219,7 +223,7 @@ def make_plots(ctx: Ctx, claims: list[Claim], folder: Path) -> dict[str, list[Pa
     for c in claims:
         paths = []
         for label, df in ctx.frames(c.grid):
-            if c.cid in ("2", "N"):
+            if c.cid in ("2", "N", "Q1"):  # 2: claim 1's plot; Q1: claim 4's (its lines per penalty)
                 continue
             fid = fid_rows(df) if c.grid != "ddim" else df[(df["metric"] == "fid") & df["value"].notna()]
             if c.grid == "representation":
@@ -297,7 +301,7 @@ def verdict_plot(claims: list[Claim], path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    parts = [p for c in claims if c.kind == "claim" for p in c.parts if p.counted and p.diff is not None]
+    parts = [p for c in claims if c.kind != "information" for p in c.parts if p.counted and p.diff is not None]
     colours = {HOLDS: "tab:green", FAILS: "tab:red", UNRESOLVED: "tab:grey"}
     groups: dict[str, list[Part]] = {}
     for p in parts:
@@ -412,10 +416,10 @@ def render(ctx: Ctx, claims: list[Claim], plots: dict[str, list[Path]], folder: 
           (f"* Every FID is labelled with its feature extractor. {not_inception}The paper's numbers come from "
            "`results/paper_numbers.csv` (with their source)."), "",
           "## Summary", ""]
-    summary = pd.DataFrame([{"claim": f"{c.cid}. {c.title}" + (" (information)" if c.kind != "claim" else ""),
-                             "verdict": f"**{c.verdict}**" if c.kind == "claim" else c.verdict,
+    summary = pd.DataFrame([{"claim": f"{c.cid}. {c.title}" + KIND_SUFFIX.get(c.kind, ""),
+                             "verdict": f"**{c.verdict}**" if c.kind != "information" else c.verdict,
                              "parts": "; ".join(f"{p.pid}: {p.verdict}" for p in c.parts
-                                                if p.counted or c.kind != "claim") or c.missing}
+                                                if p.counted or c.kind == "information") or c.missing}
                             for c in claims])
     md += [to_markdown(summary), "", "## Protocol", ""]
     md += [to_markdown(proto) if len(proto) else "(no grid has results on this preset)", ""]
@@ -440,7 +444,7 @@ def render(ctx: Ctx, claims: list[Claim], plots: dict[str, list[Path]], folder: 
         notes = c.notes + (_paper_lines(ctx, c.grid) if c.cid != "N" else [])
         md += [f"* {n}" for n in notes] + ([""] if notes else [])
         md += [f"![{p.stem}]({p.name})" for p in plots.get(c.cid, [])] + [""]
-        md += [f"**Verdict: {c.verdict}.**" if c.kind == "claim" else "", ""]
+        md += [f"**Verdict: {c.verdict}.**" if c.kind != "information" else "", ""]
     md += mi_sections(ctx, plots)
     return "\n".join(md).replace("\n\n\n", "\n\n")
 
@@ -482,8 +486,9 @@ def claims_brief(claims: list[Claim]) -> str:
     lines = ["| claim | verdict | counted parts: a vs b (mean ± sd over n trainings), a − b [95% CI], Holm p or "
              "trainings needed |", "|---|---|---|"]
     for c in claims:
-        parts = [p for p in c.parts if p.counted or c.kind != "claim"]
-        verdict = f"**{c.verdict}**" if c.kind == "claim" else f"{c.verdict} (information)"
+        parts = [p for p in c.parts if p.counted or c.kind == "information"]
+        verdict = f"**{c.verdict}**" + KIND_SUFFIX.get(c.kind, "") if c.kind != "information" \
+            else f"{c.verdict} (information)"
         cell = "<br>".join(part_brief(p) for p in parts) or c.missing
         lines.append(f"| {c.cid}. {c.title.replace('|', chr(92) + '|')} | {verdict} | {cell} |")
     return "\n".join(lines) + "\n"
@@ -548,11 +553,28 @@ def run(preset: str | None, results_dir: Path | None, paper_numbers: Path | None
         print(f"error: unknown preset {preset!r}; valid presets: {', '.join(PRESETS)}", file=sys.stderr)
         return 2
     try:
-        paper_report(preset, results_dir=results_dir, paper_numbers=paper_numbers, plots=plots, say=print)
+        out = paper_report(preset, results_dir=results_dir, paper_numbers=paper_numbers, plots=plots, say=print)
     except MixedFeatureSpaces as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if results_dir is None and preset == "digits":  # the checked-in rows: the README carries their claims table
+        if sync_readme(REPO / "README.md", out["brief"].read_text()):
+            print(f"updated the claims table in {REPO / 'README.md'}")
     return 0
+
+
+def sync_readme(readme: Path, brief: str) -> bool:
+    """Put ``brief`` (CLAIMS.md) between the README's markers; True when the README changed."""
+    if not readme.exists():
+        return False
+    text = readme.read_text()
+    if text.count(BRIEF_BEGIN) != 1 or text.count(BRIEF_END) != 1:
+        return False
+    head, rest = text.split(BRIEF_BEGIN + "\n", 1)
+    new = head + BRIEF_BEGIN + "\n" + brief + BRIEF_END + rest.split(BRIEF_END, 1)[1]
+    if new != text:
+        readme.write_text(new)
+    return new != text
 
 
 if __name__ == "__main__":

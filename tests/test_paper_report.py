@@ -636,3 +636,22 @@ def test_mi_rows_get_their_own_section_and_stay_out_of_the_claim_tables(tmp_path
     claim4 = md.split("## 4.")[1].split("## 5.")[0]
     assert "mi_bits" not in claim4 and "I(z" not in claim4
     assert claims(tmp_path)["4"].verdict  # the claim is still judged on its FID rows
+
+
+def test_open_question_1_per_penalty(tmp_path):
+    """Q1 (beyond the paper): per prior penalty, prior FID at the largest |z| < 1.5 x at the smallest, Welch on
+    a - 1.5 b over trainings, Holm over the penalties at the largest T; it is marked as the project's question."""
+    def cells(pen, extra, big, small):
+        return [fid(f"z{z}{pen}", 100, v, 0.2, latent_dim=z, **extra) for z, v in ((16, small), (128, big))]
+
+    rows = (cells("", {}, 21.0, 4.0) + cells("-pm0.1", {"prior_matching": 0.1}, 4.5, 4.0)
+            + cells("-mmd1", {"prior_mmd": 1.0}, 6.1, 4.0))
+    write(tmp_path, "latent_size", rows, label="digits-full")
+    c = claims(tmp_path)["Q1"]
+    parts = {p.pid: p for p in c.parts}
+    assert set(parts) == {"Q1-none", "Q1-pm0.1", "Q1-mmd1"} and c.kind == "beyond"
+    assert parts["Q1-none"].verdict == FAILS and parts["Q1-pm0.1"].verdict == HOLDS
+    assert parts["Q1-mmd1"].verdict == UNRESOLVED  # 6.1 against 1.5 x 4.0 = 6.0: too close to tell
+    assert parts["Q1-pm0.1"].b.value == pytest.approx(6.0) and parts["Q1-pm0.1"].test.p_holm is not None
+    md = paper_report("digits", results_dir=tmp_path, plots=False)["markdown_text"]
+    assert "within 1.5x of the smallest (beyond the paper)" in md and "## Q1. " in md
