@@ -34,7 +34,7 @@ from torch.utils.data import Dataset, Subset
 __all__ = [
     "DatasetInfo", "DatasetNotFoundError", "to_uint8", "from_uint8", "random_flip", "default_data_root",
     "download_hint", "resize_uint8", "TensorImageDataset", "UInt8FileDataset", "fingerprint_header", "hash_tensor",
-    "files_fingerprint", "dataset_fingerprint",
+    "files_fingerprint", "dataset_fingerprint", "ImageFolderDataset",
 ]
 
 
@@ -214,3 +214,30 @@ class UInt8FileDataset(Dataset):
         if self.flip and torch.rand(()) < 0.5:
             img = img.flip(-1)
         return img, self.labels[index]
+
+
+class ImageFolderDataset(UInt8FileDataset):
+    """Image files ``filenames`` in ``image_dir`` (the CelebA folders): a subclass sets them, ``folder``, ``split``,
+    ``resolution``, ``labels`` and ``flip``, and turns :meth:`read_rgb` into its ``load_uint8``. Fingerprint: file
+    names, sizes and mtimes in split order, plus the labels; cached per object."""
+
+    _fingerprint_cache: str | None = None
+
+    def __len__(self) -> int:
+        return len(self.filenames)
+
+    def read_rgb(self, index: int) -> Tensor:
+        """File ``index`` as uint8 (3, H, W), as stored."""
+        from PIL import Image
+
+        with Image.open(os.path.join(self.image_dir, self.filenames[index])) as im:
+            arr = np.asarray(im.convert("RGB"))
+        return torch.from_numpy(arr.copy()).permute(2, 0, 1)
+
+    def fingerprint(self) -> str:
+        if self._fingerprint_cache is None:
+            self._fingerprint_cache = files_fingerprint(self, self.image_dir, b"files\0")
+        return self._fingerprint_cache
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.folder}, split={self.split}, n={len(self)}, res={self.resolution})"

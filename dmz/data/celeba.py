@@ -20,12 +20,10 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
 import torch
 from torch import Tensor
 
-from dmz.data.base import (DatasetInfo, DatasetNotFoundError, UInt8FileDataset, download_hint, files_fingerprint,
-                           resize_uint8)
+from dmz.data.base import (DatasetInfo, DatasetNotFoundError, ImageFolderDataset, download_hint, resize_uint8)
 
 __all__ = ["CELEBA_ATTRIBUTES", "CelebAFolder", "celeba64_info", "build_celeba64", "read_celeba_attributes"]
 
@@ -39,7 +37,7 @@ CELEBA_ATTRIBUTES = (
 )
 
 
-class CelebAFolder(UInt8FileDataset):
+class CelebAFolder(ImageFolderDataset):
     """CelebA read from ``<root>/celeba`` (see the module docstring for the preprocessing)."""
 
     def __init__(self, root: str, split: str, resolution: int = 64, center_crop: bool = False, flip: bool = False):
@@ -67,33 +65,16 @@ class CelebAFolder(UInt8FileDataset):
             raise DatasetNotFoundError(
                 f"{len(absent)} images of CelebA split {split!r} are missing from {self.image_dir} "
                 f"(e.g. {absent[:3]}); unzip the complete img_align_celeba.zip there")
-        self._fingerprint_cache: str | None = None
-
-    def __len__(self) -> int:
-        return len(self.filenames)
 
     def load_uint8(self, index: int) -> Tensor:
         """The preprocessed image ``index`` as uint8 (3, R, R), no flip."""
-        from PIL import Image
-
-        with Image.open(os.path.join(self.image_dir, self.filenames[index])) as im:
-            arr = np.asarray(im.convert("RGB"))
-        img = torch.from_numpy(arr.copy()).permute(2, 0, 1)
+        img = self.read_rgb(index)
         if self.center_crop:
             h, w = img.shape[1:]
             side = min(148, h, w)
             top, left = round((h - side) / 2), round((w - side) / 2)
             img = img[:, top:top + side, left:left + side]
         return resize_uint8(img, self.resolution, antialias=self.center_crop)
-
-    def fingerprint(self) -> str:
-        """File names, sizes and mtimes in split order, plus the labels; cached per object."""
-        if self._fingerprint_cache is None:
-            self._fingerprint_cache = files_fingerprint(self, self.image_dir, b"files\0")
-        return self._fingerprint_cache
-
-    def __repr__(self) -> str:
-        return f"CelebAFolder({self.folder}, split={self.split}, n={len(self)}, res={self.resolution})"
 
 
 def celeba64_info(resolution: int | None = None, center_crop: bool = False) -> DatasetInfo:

@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
-import torch
 from torch import Tensor
 
-from dmz.data.base import DatasetInfo, DatasetNotFoundError, UInt8FileDataset, files_fingerprint, resize_uint8
+from dmz.data.base import DatasetInfo, DatasetNotFoundError, ImageFolderDataset, resize_uint8
 from dmz.data.celeba import CELEBA_ATTRIBUTES, read_celeba_attributes
 
 __all__ = ["CelebAHQFolder", "celebahq256_info", "build_celebahq256", "CELEBA_TRAIN_LAST"]
@@ -24,7 +22,7 @@ CELEBA_TRAIN_LAST = 162_770  # CelebA's training partition is 000001.jpg .. 1627
 IMAGE_DIR, ATTR_FILE, MAPPING_FILE = "CelebA-HQ-img", "CelebAMask-HQ-attribute-anno.txt", "CelebA-HQ-to-CelebA-mapping.txt"
 
 
-class CelebAHQFolder(UInt8FileDataset):
+class CelebAHQFolder(ImageFolderDataset):
     """CelebA-HQ read from ``<root>/celebahq`` (see the module docstring)."""
 
     def __init__(self, root: str, split: str, resolution: int = 256, flip: bool = False):
@@ -54,25 +52,9 @@ class CelebAHQFolder(UInt8FileDataset):
         if absent:
             raise DatasetNotFoundError(f"{len(absent)} images of CelebA-HQ split {split!r} are missing from "
                                        f"{self.image_dir} (e.g. {absent[:3]}); unzip the complete CelebAMask-HQ.zip")
-        self._fingerprint_cache: str | None = None
-
-    def __len__(self) -> int:
-        return len(self.filenames)
 
     def load_uint8(self, index: int) -> Tensor:
-        from PIL import Image
-
-        with Image.open(os.path.join(self.image_dir, self.filenames[index])) as im:
-            arr = np.asarray(im.convert("RGB"))
-        return resize_uint8(torch.from_numpy(arr.copy()).permute(2, 0, 1), self.resolution, antialias=True)
-
-    def fingerprint(self) -> str:
-        if self._fingerprint_cache is None:
-            self._fingerprint_cache = files_fingerprint(self, self.image_dir, b"files\0")
-        return self._fingerprint_cache
-
-    def __repr__(self) -> str:
-        return f"CelebAHQFolder({self.folder}, split={self.split}, n={len(self)}, res={self.resolution})"
+        return resize_uint8(self.read_rgb(index), self.resolution, antialias=True)
 
 
 def _read_mapping(path: str) -> dict[int, int]:
