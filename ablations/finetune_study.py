@@ -9,10 +9,10 @@ Steps (each skipped when its output is there; a killed run resumes):
  3. train ``main``'s ``dmz`` cell from it (``--set init_from=<that folder> finetune=<all|new>``), same steps;
  4. score the fine-tuned DMZ's FID at T=10 and 100 as ``main`` scores it (N=300 x 3 sampling seeds, pinned extractor).
 
-Rows: ``results/finetune/<preset>[-seed<k>]/results.csv``; ``table.md`` beside it puts them next to ``main``'s
-checked-in DMZ from scratch and DDPM (mean ± sd over their trainings, n) with the 95% prediction interval of one new
-from-scratch training: with one fine-tuned training a side nothing is resolved by the report's rule, so the table
-says whether the fine-tuned FID falls inside, below or above what a new from-scratch training would give.
+Rows: ``results/finetune/<preset>[-seed<k>]/results.csv``; ``results/finetune/<preset>/table.md`` pools every
+training seed's rows and sets them beside ``main``'s checked-in DMZ from scratch and DDPM (mean ± sd over trainings,
+n), with the report's rule on fine-tuned vs from scratch (not resolved with fewer than 2 trainings a side) and the
+95% prediction interval of one new from-scratch training. ``--table-only`` rebuilds the table from the rows.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ import pandas as pd
 from ablations.claims import REPO
 from ablations.collect import collect, repo_relative, save
 from ablations.grids import EvalSpec, cell_dir, expand, results_label
+from ablations.claims import as_num, judge
 from ablations.reproduce import prediction_interval, trainings
 from ablations.tables import fmt, to_markdown
 
@@ -54,31 +55,55 @@ def cells(preset: str, seed: int, finetune: str, runs_root: Path, sets: dict | N
     return ddpm, source, dmz
 
 
-def comparison(mine: pd.DataFrame, preset: str) -> pd.DataFrame:
-    """Each T: the fine-tuned DMZ's FID, main's DMZ from scratch and DDPM over their trainings, and where the
-    fine-tuned value falls against the 95% prediction interval of one new from-scratch training."""
-    ref = trainings("main", preset)
+def comparison(preset: str, variant: str, results_dir: Path | None = None) -> pd.DataFrame:
+    """Each T: the fine-tuned DMZ over its trainings (every ``results/finetune/<preset>[-seed<k>]/``), main's DMZ
+    from scratch and DDPM over theirs; fine-tuned vs from scratch by the report's rule (Welch over trainings, two
+    sided, the claimed direction "fine-tuned lower"; fewer than 2 trainings a side: not resolved), and where the
+    fine-tuned mean falls against the 95% prediction interval of one new from-scratch training."""
+    ours = trainings(GRID, preset, results_dir)
+    ref = trainings("main", preset, results_dir)
     rows = []
+
+    def pick(df, v, T):
+        if df is None:
+            return None
+        r = df[(df["variant"] == v) & (df["metric"] == "fid") & (df["T"].astype(float) == T)
+               & (df["sampler"] == "prior")]
+        return None if r.empty else r.iloc[0]
+
     for T in STEPS:
-        got = mine[(mine["metric"] == "fid") & (mine["T"].astype(float) == T)]
-        row = {"T": T, "DMZ fine-tuned from the DDPM (n=1)": "–" if got.empty else f"{float(got['value'].iloc[0]):.2f}"}
-        for variant, label in (("dmz", "DMZ from scratch (main)"), ("ddpm", "DDPM (main)")):
-            r = None if ref is None else ref[(ref["variant"] == variant) & (ref["metric"] == "fid")
-                                             & (ref["T"].astype(float) == T) & (ref["sampler"] == "prior")]
-            if r is None or r.empty:
-                row[label] = "–"
-                continue
-            r = r.iloc[0]
-            n, sd = int(r["train_seeds"]), float(r["sd"])
-            row[label] = fmt(float(r["value"]), sd if n > 1 else None, 2) + f" (n={n})"
-            if variant == "dmz" and not got.empty:
-                pi = prediction_interval(float(r["value"]), sd, n)
-                v = float(got["value"].iloc[0])
-                row["95% PI of a new from-scratch training"] = "–" if pi is None else f"[{pi[0]:.2f}, {pi[1]:.2f}]"
-                row["fine-tuned is"] = "–" if pi is None else ("below" if v < pi[0] else "above" if v > pi[1]
-                                                                else "inside")
+        ft = as_num(pick(ours, variant, T), f"DMZ fine-tuned, T={T}")
+        dmz = as_num(pick(ref, "dmz", T), f"DMZ from scratch, T={T}")
+        ddpm = as_num(pick(ref, "ddpm", T), f"DDPM, T={T}")
+        cell = lambda n: "–" if n is None else fmt(n.value, n.sd if n.n > 1 else None, 2) + f" (n={n.n})"  # noqa: E731
+        row = {"T": T, "DMZ fine-tuned from the DDPM": cell(ft), "DMZ from scratch (main)": cell(dmz),
+               "DDPM (main)": cell(ddpm)}
+        verdict, test, why = judge(ft, dmz, "lower")
+        row["fine-tuned − scratch [95% CI]"] = "–" if test.diff is None else (
+            f"{test.diff:+.2f}" + (f" [{test.ci[0]:+.2f}, {test.ci[1]:+.2f}]" if test.ci else ""))
+        row["verdict (fine-tuned lower)"] = f"{verdict}" + (f" (p {test.p:.3g})" if test.p is not None else "")
+        pi = None if dmz is None or dmz.n < 2 else prediction_interval(dmz.value, dmz.sd, dmz.n)
+        row["95% PI of a new from-scratch training"] = "–" if pi is None else f"[{pi[0]:.2f}, {pi[1]:.2f}]"
+        row["fine-tuned mean is"] = "–" if pi is None or ft is None else (
+            "below" if ft.value < pi[0] else "above" if ft.value > pi[1] else "inside")
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def write_table(preset: str, variant: str, finetune: str, steps: int, results_dir: Path | None = None) -> Path:
+    table = comparison(preset, variant, results_dir)
+    md = (f"# DMZ fine-tuned from a pretrained DDPM vs from scratch ({preset}, finetune={finetune})\n\n"
+          f"`python ablations/finetune_study.py --preset {preset} --seed K --finetune {finetune}` per training seed "
+          f"K: the DDPM and the DMZ each train {steps:,} steps (main's budget); FID in the pinned feature space, N and "
+          "sampling seeds as main. Every column is the mean ± sd over trainings (n). The verdict is the report's "
+          "rule (Welch's t-test over trainings, two-sided, α = 0.05; fewer than 2 trainings a side: not resolved); "
+          "the last columns place the fine-tuned mean against one new from-scratch training's 95% prediction "
+          "interval.\n\n" + to_markdown(table) + "\n")
+    out = Path(results_dir or REPO / "results") / GRID / preset / "table.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(md)
+    print(md)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,7 +118,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--num-samples", type=int, default=None, help="images per FID instead of main's")
     p.add_argument("--eval-seeds", type=int, default=None, help="FID sampling seeds instead of main's")
     p.add_argument("--results-dir", type=Path, default=None, help="where the table goes (default results/)")
+    p.add_argument("--table-only", action="store_true", help="only rebuild table.md from the recorded rows")
     args = p.parse_args(argv)
+    if args.table_only:
+        _, _, dmz = cells(args.preset, args.seed, args.finetune, args.out)
+        write_table(args.preset, dmz.name, args.finetune, dmz.config().train.steps, args.results_dir)
+        return 0
     if args.seed < 0:
         print("error: --seed must be >= 0", file=sys.stderr)
         return 2
@@ -112,19 +142,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"exported the DDPM's EMA UNet to {source}", flush=True)
     run_cell(dmz, cell_dir(dmz, args.out), threads=args.threads)
     df = collect([ddpm, dmz], args.out)
-    label = results_label(args.preset, None, [dmz])
-    paths = save(df, GRID, label, args.results_dir)
-    table = comparison(df[df["variant"] == dmz.name], args.preset)
-    md = (f"# DMZ fine-tuned from a pretrained DDPM vs from scratch ({args.preset}, training seed {args.seed}, "
-          f"finetune={args.finetune})\n\n`python ablations/finetune_study.py --preset {args.preset} --seed "
-          f"{args.seed} --finetune {args.finetune}`: the DDPM and the DMZ each train {dmz.config().train.steps:,} "
-          "steps (main's budget); FID in the pinned feature space, N and sampling seeds as main. Main's columns: "
-          "mean ± sd over its trainings (n). One fine-tuned training resolves nothing by the report's rule "
-          "(fewer than 2 trainings a side); the last columns say where it falls against one new from-scratch "
-          "training's 95% prediction interval.\n\n" + to_markdown(table) + "\n")
-    out = Path(paths["csv"]).parent / "table.md"
-    out.write_text(md)
-    print(md)
+    paths = save(df, GRID, results_label(args.preset, None, [dmz]), args.results_dir)
+    out = write_table(args.preset, dmz.name, args.finetune, dmz.config().train.steps, args.results_dir)
     print(f"wrote {paths['csv']}, {out} ({time.perf_counter() - t0:.0f} s)")
     return 0
 

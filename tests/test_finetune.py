@@ -130,3 +130,24 @@ def test_celebahq256_preset_is_the_released_fine_tune():
     assert round(counts["params_unet"] / 1e6, 2) == 142.03  # PAPER.md 1.7
     assert (cfg.model.latent_dim, cfg.model.attention_head_dim, cfg.model.learn_sigma, cfg.diffusion.sigma_small,
             cfg.diffusion.noise_schedule, cfg.train.steps) == (256, 512, False, True, "linear", 40_000)
+
+
+def test_study_table_pools_trainings_and_applies_the_rule(tmp_path):
+    """ablations/finetune_study.py's table: the fine-tuned DMZ over its trainings against main's from-scratch DMZ by
+    Welch over trainings; one fine-tuned training is not resolved whatever the gap."""
+    from test_paper_report import fid, write
+
+    from ablations.finetune_study import comparison
+
+    write(tmp_path, "main", [fid("dmz", T, v, 0.3) for T, v in ((10, 6.0), (100, 3.0))]
+          + [fid("ddpm", T, v, 0.3) for T, v in ((10, 6.5), (100, 2.0))], trainings=5)
+    ft = [fid("dmz-finetuned-all", T, v, 0.3) for T, v in ((10, 4.0), (100, 3.1))]
+    write(tmp_path, "finetune", ft, trainings=1)
+    one = comparison("digits", "dmz-finetuned-all", tmp_path)
+    assert list(one["verdict (fine-tuned lower)"].str.startswith("not resolved")) == [True, True]
+    assert one.loc[0, "fine-tuned mean is"] == "below"  # 4.0 under the PI of a new from-scratch training
+    write(tmp_path, "finetune", ft, trainings=3)
+    three = comparison("digits", "dmz-finetuned-all", tmp_path)
+    assert three.loc[0, "verdict (fine-tuned lower)"].startswith("holds")
+    assert three.loc[1, "verdict (fine-tuned lower)"].startswith("not resolved")
+    assert three.loc[0, "DMZ fine-tuned from the DDPM"] == "4.00 ± 0.30 (n=3)"
