@@ -35,7 +35,7 @@ def test_permuted_bits_are_matched_back_and_beat_the_null():
     match, r = match_bits(ref, other)
     assert (perm[match] == np.arange(16)).all() and r.min() > 0.95
     c = consistency([ref, other])
-    assert c["mean_abs_r"] > 0.95 and c["null_mean_abs_r"] < 0.8 and c["pairs"][0]["bits_above_null_max"] == 16
+    assert c["mean_abs_r"] > 0.95 and c["null_mean_abs_r"] < 0.8 and c["pairs"][0]["bits_above_null_q95"] == 16
     unrelated = consistency([ref, rng.normal(size=(16, 10))])
     assert unrelated["mean_abs_r"] < c["mean_abs_r"]
     assert abs(unrelated["mean_abs_r"] - unrelated["null_mean_abs_r"]) < 0.15  # unrelated bits look like the null
