@@ -91,11 +91,13 @@ def test_cells_that_are_the_same_training_share_a_run_id_across_grids():
 
 def test_latent_size_samplers_are_evaluations_of_one_training():
     cells = expand("latent_size", "cifar10")
-    plain = [c for c in cells if c.config().model.prior_matching == 0]
+    plain = [c for c in cells if c.config().model.prior_matching == 0 and c.config().model.prior_mmd == 0]
     assert [c.config().model.latent_dim for c in plain] == list(grids.LATENT_SIZES)
     pm = [c for c in cells if c.config().model.prior_matching > 0]
     assert [c.config().model.latent_dim for c in pm] == list(grids.PRIOR_MATCHING_SIZES)
-    assert len(cells) == len(grids.LATENT_SIZES) + len(grids.PRIOR_MATCHING_SIZES)  # no cell per sampler
+    mmd = [c for c in cells if c.config().model.prior_mmd > 0]
+    assert [c.config().model.latent_dim for c in mmd] == list(grids.PRIOR_MATCHING_SIZES)
+    assert len(cells) == len(grids.LATENT_SIZES) + 2 * len(grids.PRIOR_MATCHING_SIZES)  # no cell per sampler
     for c in cells:
         samplers = {s for e in c.evals if "fid" in e.metrics for s in e.samplers}
         assert samplers == set(grids.ZSAMPLERS_ALL)
@@ -114,10 +116,12 @@ def test_digits_budgets_live_in_the_grid_not_the_preset():
     assert {r["N"] for r in fid} == {b.num_samples} and {r["seeds"] for r in fid} == {b.seeds}
     assert {(r["sampler"], r["T"]) for r in fid} == {(s, t) for s in grids.ZSAMPLERS_ALL for t in b.steps}
     assert size[0].pixelsnail == b.pixelsnail
-    # the digits study runs the budget's variants only: |z| in {16, 64, 128}, each with and without prior matching
+    # the digits study runs the budget's variants only: |z| in {16, 64, 128}, each with no penalty, prior matching
+    # and the prior MMD (issue 20)
     assert sorted(c.name for c in size) == sorted(b.variants)
-    assert sorted((c.config().model.latent_dim, c.config().model.prior_matching > 0) for c in size) == sorted(
-        (L, pm) for L in grids.DIGITS_LATENT_SIZES for pm in (False, True))
+    assert sorted((c.config().model.latent_dim, c.config().model.prior_matching > 0, c.config().model.prior_mmd > 0)
+                  for c in size) == sorted((L, *pen) for L in grids.DIGITS_LATENT_SIZES
+                                           for pen in ((False, False), (True, False), (False, True)))
     codes = [r for r in rows if r["metric"] in ("bits_per_code", "heldout_dup_frac")]
     assert {r["sampler"] for r in codes} == {"prior", "empirical", "pixelsnail", None}  # no likelihood for dataset
 
