@@ -50,6 +50,15 @@ def load_run(run_dir: str | os.PathLike, device: str = "auto", weights: str = "e
     return LoadedRun(run_dir, cfg, model.to(dev).eval(), int(state["step"]), dev)
 
 
+def split_images(run: LoadedRun, split: str = "test") -> tuple[torch.Tensor, torch.Tensor]:
+    """All images (N, C, H, W) in [-1, 1] and labels of a split of the run's dataset (no flip)."""
+    ds = run.dataset(split)
+    if hasattr(ds, "images"):
+        return ds.images, ds.labels
+    xs, ys = zip(*(ds[i] for i in range(len(ds))))
+    return torch.stack(xs), torch.stack(ys)
+
+
 @torch.no_grad()
 def encode_split(run: LoadedRun, split: str = "train", *, seed: int = 0, batch_size: int = 512,
                  cache: bool = True) -> tuple[torch.Tensor, torch.Tensor]:

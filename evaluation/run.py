@@ -485,10 +485,8 @@ def _mi(run, plan: _Plan, log, req: EvalRequest, split: str = "train") -> None:
     """``mi_bits`` per noise level t: a lower bound on I(z; x_t) in bits between the run's hard codes of ``split``
     (``encode_split``, as every z-sampler uses them) and the same images forward-noised to t, on the held-out fifth
     of the pairs (:func:`evaluation.mi.estimate_mi`); ``h_z_bits`` (the codes' plug-in entropy) is the ceiling."""
-    import torch
-
     from dmz.model import build_diffusion
-    from dmz.run import encode_split
+    from dmz.run import encode_split, split_images
     from evaluation.mi import canonical_spec, mi_curve
 
     cfg, ts = _mi_settings(req, run.cfg.data.dataset)
@@ -502,7 +500,7 @@ def _mi(run, plan: _Plan, log, req: EvalRequest, split: str = "train") -> None:
         log(f"mi ({spec}): present, skipped")
         return
     codes = encode_split(run, split)[0]
-    x0 = torch.cat([x for x, _ in torch.utils.data.DataLoader(ds, batch_size=512, shuffle=False)]).float()
+    x0 = split_images(run, split)[0].float()
     diffusion = build_diffusion(run.cfg)
     for r in mi_curve(x0, codes, diffusion, cfg, todo, log=lambda m: log(f"{m} [{spec}]")):
         plan.add(metric="mi_bits", noise_t=r["noise_t"], value=r["bits"], sd=None, values=None,

@@ -33,9 +33,9 @@ import numpy as np
 import torch
 
 from dmz.apps.common import (AppError, DigitsLabeller, Features, decode, feature_distance, load_binary_run,
-                             save_rows, split_images, write_scores)
+                             save_rows, write_scores)
 from dmz.data import dataset_info
-from dmz.run import encode_split
+from dmz.run import encode_split, split_images
 
 CLASS_BIT_MIN = 0.10  # a class "has a bit" when some bit moves its mean probability by at least this much
 NULL_SHUFFLES = 20

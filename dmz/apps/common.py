@@ -37,15 +37,6 @@ def load_binary_run(path, device: str = "cpu") -> LoadedRun:
     return run
 
 
-def split_images(run: LoadedRun, split: str = "test") -> tuple[torch.Tensor, torch.Tensor]:
-    """All images (N, C, H, W) in [-1, 1] and labels of a split of the run's dataset (no flip)."""
-    ds = run.dataset(split)
-    if hasattr(ds, "images"):
-        return ds.images, ds.labels
-    xs, ys = zip(*(ds[i] for i in range(len(ds))))
-    return torch.stack(xs), torch.stack(ys)
-
-
 @torch.no_grad()
 def soft_probs(run: LoadedRun, x: torch.Tensor) -> torch.Tensor:
     """q(b = 1 | x) per bit, (N, |z|) (no Gumbel noise)."""

@@ -28,8 +28,8 @@ import numpy as np
 import torch
 
 from dmz.apps.common import (AppError, Features, decode, feature_distance, load_binary_run, save_rows, soft_probs,
-                             split_images, write_scores)
-from dmz.run import encode_split
+                             write_scores)
+from dmz.run import encode_split, split_images
 
 XT_LEVELS = (10, 30, 50, 70, 90)
 METHODS = ("index", "random", "smooth", "relaxed") + tuple(f"xt{p}" for p in XT_LEVELS)

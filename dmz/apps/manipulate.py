@@ -24,9 +24,9 @@ import numpy as np
 import torch
 
 from dmz.apps.common import (AppError, DigitsLabeller, Features, decode, feature_distance, load_binary_run,
-                             save_rows, split_images, write_scores)
+                             save_rows, write_scores)
 from dmz.data import dataset_info
-from dmz.run import encode_split
+from dmz.run import encode_split, split_images
 
 ALPHAS = (-4.0, -2.0, -1.0, 0.0, 1.0, 2.0, 4.0)  # released
 START = 0.9  # decode from x_t at t = 0.9 T (released)

@@ -26,9 +26,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from dmz.apps.common import AppError, DigitsLabeller, decode, load_binary_run, save_rows, split_images, write_scores
+from dmz.apps.common import AppError, DigitsLabeller, decode, load_binary_run, save_rows, write_scores
 from dmz.data.paired import check_pair
-from dmz.run import encode_split
+from dmz.run import encode_split, split_images
 
 HIDDEN = 256  # released width
 SPLIT_SEED = 0
