@@ -21,7 +21,8 @@ import numpy as np
 import torch
 from scipy import integrate
 
-from evaluation.mi import estimate_mi, parse_spec
+from evaluation.mi import codes_entropy_bits, estimate_mi
+from evaluation.mi_settings import parse_spec
 
 SPECS = ("mine", "mine:epochs=100,lr=0.001", "infonce:epochs=100,lr=0.001")
 CASES = ((4, 0.01), (4, 1.0), (8, 0.8), (16, 0.01), (8, None))  # (bits, channel sd; None = independent x)
@@ -37,9 +38,7 @@ def truth(d: int, sigma: float | None, z: torch.Tensor) -> float:
     if sigma is None:
         return 0.0
     if sigma <= 0.05:  # a clean channel: I = H(z), the plug-in entropy of the drawn codes
-        _, counts = torch.unique(z, dim=0, return_counts=True)
-        p = counts.double() / counts.sum()
-        return float(-(p * torch.log2(p)).sum())
+        return codes_entropy_bits(z)
     return d * bpsk_bits(sigma)
 
 

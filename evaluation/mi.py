@@ -36,8 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from evaluation.mi_settings import (DATASET_SPECS, ESTIMATORS, RELEASE_SPEC, RELEASE_T, MIConfig, MIError,  # noqa: F401
-                                    canonical_spec, default_spec, parse_spec)
+from evaluation.mi_settings import RELEASE_T, MIConfig, MIError, check_noise_levels
 
 LN2 = math.log(2.0)
 
@@ -87,7 +86,7 @@ def _dv(critic: Critic, ex: torch.Tensor, z: torch.Tensor, perms: list[torch.Ten
     return float(joint - _log_mean_exp(marg))
 
 
-def _codes_entropy_bits(z: torch.Tensor) -> float:
+def codes_entropy_bits(z: torch.Tensor) -> float:
     """Plug-in entropy of the empirical distribution of the (binary) codes, in bits."""
     _, counts = torch.unique(z, dim=0, return_counts=True)
     p = counts.double() / counts.sum()
@@ -172,7 +171,7 @@ def estimate_mi(x: torch.Tensor, z: torch.Tensor, cfg: MIConfig | None = None) -
         critic.load_state_dict(state)
     held_nats = _bound_nats(critic, x[held], zs[held], cfg, g)
     return {"bits": held_nats / LN2, "train_bits": train_nats / LN2, "val_bits": val_nats / LN2,
-            "best_epoch": best_epoch, "h_z_bits": _codes_entropy_bits(z), "n_pairs": n, "n_heldout": n_held,
+            "best_epoch": best_epoch, "h_z_bits": codes_entropy_bits(z), "n_pairs": n, "n_heldout": n_held,
             "n_val": n_val, "steps": best_epoch * (len(train) // cfg.batch_size), "settings": cfg.settings(),
             "seconds": time.perf_counter() - t0}
 
@@ -180,8 +179,7 @@ def estimate_mi(x: torch.Tensor, z: torch.Tensor, cfg: MIConfig | None = None) -
 def noise_index(t: float, diffusion_steps: int) -> int | None:
     """The forward-process step of noise level ``t`` in [0, 1]: None (x_0 itself) at t=0, else step
     ceil(t * S) - 1 of S (t=1 is the last step)."""
-    if not 0 <= t <= 1:
-        raise MIError(f"MI noise levels t must be in [0, 1], got {t}")
+    (t,) = check_noise_levels([t])
     return None if t == 0 else max(0, math.ceil(round(t * diffusion_steps, 6)) - 1)
 
 

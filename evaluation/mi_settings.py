@@ -79,3 +79,12 @@ def canonical_spec(cfg: MIConfig) -> str:
     diff = [f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in cfg.settings().items()
             if k != "estimator" and v != base[k]]
     return cfg.estimator + (":" + ",".join(diff) if diff else "")
+
+
+def check_noise_levels(ts) -> tuple[float, ...]:
+    """The noise levels t as floats, each in [0, 1] (``MIError`` names the first that is not)."""
+    out = tuple(float(t) for t in ts)
+    for t in out:
+        if not 0 <= t <= 1:
+            raise MIError(f"MI noise levels t must be in [0, 1], got {t:g}")
+    return out

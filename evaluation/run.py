@@ -469,13 +469,11 @@ def _codes(run, plan: _Plan, log, split: str = "test") -> None:
 
 def _mi_settings(req: EvalRequest, dataset: str | None):
     """The request's estimator and t grid, checked (``EvaluationError`` names what is wrong)."""
-    from evaluation.mi import RELEASE_T, MIError, default_spec, noise_index, parse_spec
+    from evaluation.mi_settings import RELEASE_T, MIError, check_noise_levels, default_spec, parse_spec
 
     try:
         cfg = parse_spec(req.mi or default_spec(dataset or ""))
-        ts = tuple(req.mi_t) if req.mi_t else RELEASE_T
-        for t in ts:
-            noise_index(t, 1000)
+        ts = check_noise_levels(req.mi_t or RELEASE_T)
     except MIError as e:
         raise EvaluationError(str(e)) from None
     return cfg, ts
@@ -487,7 +485,8 @@ def _mi(run, plan: _Plan, log, req: EvalRequest, split: str = "train") -> None:
     of the pairs (:func:`evaluation.mi.estimate_mi`); ``h_z_bits`` (the codes' plug-in entropy) is the ceiling."""
     from dmz.model import build_diffusion
     from dmz.run import encode_split, split_images
-    from evaluation.mi import canonical_spec, mi_curve
+    from evaluation.mi import mi_curve
+    from evaluation.mi_settings import canonical_spec
 
     cfg, ts = _mi_settings(req, run.cfg.data.dataset)
     spec = canonical_spec(cfg)

@@ -16,7 +16,8 @@ from ablations.grids import expand, requested_rows, row_matches
 from ablations.mi_curve import mi_table, split_mi
 from dmz.model import build_diffusion
 from dmz.runio import read_jsonl
-from evaluation.mi import RELEASE_T, MIConfig, MIError, estimate_mi, forward_noised, noise_index, parse_spec
+from evaluation.mi import estimate_mi, forward_noised, noise_index
+from evaluation.mi_settings import RELEASE_T, MIConfig, MIError, parse_spec
 
 torch.set_num_threads(1)
 FAST = dict(epochs=60, lr=1e-3)  # measured: ~4-8 s per estimate of 1,500 pairs on one thread
