@@ -74,12 +74,6 @@ DEFAULTS: dict[str, Any] = {"solver": "ddpm", "prior_matching": 0.0, "prior_mmd"
                             "train_steps": math.nan, "checkpoint_step": math.nan}
 
 
-def unpenalised(df: pd.DataFrame) -> pd.Series:
-    """Rows of cells trained as released: no prior-matching and no prior-MMD penalty (beyond-the-paper options)."""
-    mmd = df["prior_mmd"] if "prior_mmd" in df else pd.Series(0.0, index=df.index)
-    return (df["prior_matching"].fillna(0.0) == 0) & (mmd.fillna(0.0) == 0)
-
-
 def read_results(path: Path) -> pd.DataFrame | None:
     """One results.csv, with the columns this report reads filled in where an older file lacks them; None when it
     is absent or has no rows."""
@@ -688,7 +682,7 @@ def claim_latent_size(ctx: Ctx) -> Claim:
     cands = []
     for label, df in frames:
         prior = fid_rows(df)
-        prior = prior[(prior["sampler"] == "prior") & unpenalised(prior)]
+        prior = prior[(prior["sampler"] == "prior") & (penalty(prior) == "none")]
         sizes = sorted({float(z) for z in prior["latent_dim"].dropna()})
         if len(sizes) < 2:
             continue
@@ -715,7 +709,7 @@ def claim_latent_size(ctx: Ctx) -> Claim:
     cands = []
     for label, df in frames:
         fid = fid_rows(df)
-        fid = fid[unpenalised(fid)]
+        fid = fid[penalty(fid) == "none"]
         for z in sorted({float(z) for z in fid.loc[fid["sampler"] == "pixelsnail", "latent_dim"].dropna()},
                         reverse=True):
             both = set(select(fid, latent_dim=z, sampler="pixelsnail")["T"].astype(float)) & set(
@@ -893,11 +887,11 @@ def question_large_z(ctx: Ctx) -> Claim:
               f"(beyond the paper: open question 1) For each prior penalty, the prior-sampler FID at the largest |z| "
               f"is below {Q1_RATIO:g} times the one at the smallest |z| (each penalty from the latent_size table with the "
               "most trainings; the penalties are in --budget full).", "latent_size", kind="beyond")
-    frames = [(label, df) for label, df in ctx.frames("latent_size")]
+    frames = ctx.frames("latent_size")
     if not frames:
         c.missing = ctx.missing("latent_size")
         return c
-    found: dict[str, tuple] = {}  # penalty -> (rank, label, part of its rows): the best table for each penalty
+    found: dict[str, tuple] = {}  # penalty -> (rank, label, its rows, smallest |z|, largest |z|): its best table
     for label, df in frames:
         prior = fid_rows(df)
         prior = prior[prior["sampler"] == "prior"]
@@ -907,13 +901,11 @@ def question_large_z(ctx: Ctx) -> Claim:
             if len(sizes) < 2:
                 continue
             n = int(part["train_seeds"].min()) if "train_seeds" in part and part["train_seeds"].notna().any() else 1
-            rank = (n, max(sizes) - min(sizes), part["T"].astype(float).max())
+            rank = (n, sizes[-1] - sizes[0], part["T"].astype(float).max())
             if pen not in found or rank > found[pen][0]:
-                found[pen] = (rank, label, part)
+                found[pen] = (rank, label, part, sizes[0], sizes[-1])
     for pen in sorted(found, key=lambda x: (x != "none", x)):
-        _, label, part = found[pen]
-        sizes = sorted({float(z) for z in part["latent_dim"].dropna()})
-        lo, hi = sizes[0], sizes[-1]
+        _, label, part, lo, hi = found[pen]
         common = sorted(set(select(part, latent_dim=lo)["T"].astype(float))
                         & set(select(part, latent_dim=hi)["T"].astype(float)))
         for T in common:

@@ -52,7 +52,7 @@ def cell_rows(cell: Cell, run_dir: Path, *, requested_only: bool = True) -> list
     fill = {"dataset": cell.config().data.dataset, "prior": m.prior, "latent_dim": m.latent_dim,
             "conditioning": m.conditioning, "prior_matching": m.prior_matching, "categories": m.categories,
             "run_id": cell.run_id, "seed": cell.seed,
-            **({"prior_mmd": m.prior_mmd} if getattr(m, "prior_mmd", 0.0) else {})}  # the column only where it is set
+            **({"prior_mmd": m.prior_mmd} if m.prior_mmd else {})}  # the column only where it is set
     return [{**fill, **{k: (repo_relative(v) if k in PATH_COLUMNS and isinstance(v, str) else v) for k, v in r.items()},
              "grid": cell.grid, "preset": cell.preset, "variant": cell.name, "cell_dir": repo_relative(run_dir)}
             for r in rows]

@@ -29,10 +29,9 @@ if __package__ in (None, ""):  # run by path: make the repository importable
 
 import pandas as pd
 
-from ablations.claims import REPO
+from ablations.claims import REPO, _best, as_num, judge, select
 from ablations.collect import collect, repo_relative, save
 from ablations.grids import EvalSpec, cell_dir, expand, results_label
-from ablations.claims import as_num, judge
 from ablations.reproduce import prediction_interval, trainings
 from ablations.tables import fmt, to_markdown
 
@@ -65,11 +64,7 @@ def comparison(preset: str, variant: str, results_dir: Path | None = None) -> pd
     rows = []
 
     def pick(df, v, T):
-        if df is None:
-            return None
-        r = df[(df["variant"] == v) & (df["metric"] == "fid") & (df["T"].astype(float) == T)
-               & (df["sampler"] == "prior")]
-        return None if r.empty else r.iloc[0]
+        return None if df is None else _best(select(df, variant=v, metric="fid", T=T, sampler="prior"))
 
     for T in STEPS:
         ft = as_num(pick(ours, variant, T), f"DMZ fine-tuned, T={T}")

@@ -487,8 +487,7 @@ def claims_brief(claims: list[Claim]) -> str:
              "trainings needed |", "|---|---|---|"]
     for c in claims:
         parts = [p for p in c.parts if p.counted or c.kind == "information"]
-        verdict = f"**{c.verdict}**" + KIND_SUFFIX.get(c.kind, "") if c.kind != "information" \
-            else f"{c.verdict} (information)"
+        verdict = (c.verdict if c.kind == "information" else f"**{c.verdict}**") + KIND_SUFFIX.get(c.kind, "")
         cell = "<br>".join(part_brief(p) for p in parts) or c.missing
         lines.append(f"| {c.cid}. {c.title.replace('|', chr(92) + '|')} | {verdict} | {cell} |")
     return "\n".join(lines) + "\n"

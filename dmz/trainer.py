@@ -145,7 +145,8 @@ class Trainer:
                                      flip=False, center_crop=d.center_crop, download=d.download)
         torch.manual_seed(tc.seed)  # parameter initialisation
         self.model = build_model(cfg)
-        self.init_report = self._init_from(tc) if tc.init_from else None
+        if tc.init_from:
+            self._init_from(tc)
         self.model = self.model.to(self.device)
         self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()
         self.diffusion = build_diffusion(cfg)
@@ -170,7 +171,7 @@ class Trainer:
         self._loader_iter = None
 
     # -- helpers ------------------------------------------------------------------------------------------------
-    def _init_from(self, tc) -> dict:
+    def _init_from(self, tc) -> None:
         """The UNet's pretrained start (:mod:`dmz.finetune`), copied on every start of the process (a resume then
         loads the checkpoint over it, and ``finetune=new`` freezes the same copied tensors again)."""
         from dmz.finetune import INIT_REPORT, freeze_copied, init_unet_from, summary
@@ -183,7 +184,6 @@ class Trainer:
         if self.dist.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
             atomic_write_json(self.out / INIT_REPORT, {**report, "finetune": tc.finetune})
-        return report
 
     def _say(self, msg: str) -> None:
         if self.dist.is_main:

@@ -39,7 +39,7 @@ class BernoulliLatent(LatentPrior):
             aux = self.cfg.prior_matching * prior_matching_penalty(probs, y[..., 1])
         if self.cfg.prior_confidence > 0:
             aux = aux + self.cfg.prior_confidence * _entropy_bits(probs).mean()
-        if getattr(self.cfg, "prior_mmd", 0.0) > 0:
+        if self.cfg.prior_mmd > 0:
             u = noise if noise is not None else torch.rand(logits.shape, device=logits.device)
             aux = aux + self.cfg.prior_mmd * prior_mmd_penalty(y[..., 1], (u[..., 0] < 0.5).to(y.dtype))
         with torch.no_grad():
