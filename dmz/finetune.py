@@ -91,12 +91,12 @@ def init_unet_from(model, path: str | Path) -> dict[str, Any]:
             "and resolution of the same UNet layout")
     for k in copied:
         ours[k].copy_(src[k].to(ours[k].dtype))
-    report = {"source": str(Path(path)), "source_class": src_cfg.get("_class_name"),
-              "copied": copied, "fresh": [k for k in ours if k not in set(copied)],
-              "mismatched": mismatched, "dropped": [k for k in src if k not in ours],
-              "copied_params": int(sum(ours[k].numel() for k in copied)),
-              "fresh_params": int(sum(v.numel() for k, v in ours.items() if k not in set(copied)))}
-    return report
+    copied_set = set(copied)
+    fresh = [k for k in ours if k not in copied_set]
+    return {"source": str(Path(path)), "source_class": src_cfg.get("_class_name"),
+            "copied": copied, "fresh": fresh, "mismatched": mismatched, "dropped": [k for k in src if k not in ours],
+            "copied_params": int(sum(ours[k].numel() for k in copied)),
+            "fresh_params": int(sum(ours[k].numel() for k in fresh))}
 
 
 def freeze_copied(model, report: dict[str, Any]) -> int:
