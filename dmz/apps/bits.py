@@ -35,7 +35,7 @@ import torch
 from dmz.apps.common import (AppError, DigitsLabeller, Features, decode, feature_distance, load_binary_run,
                              save_rows, write_scores)
 from dmz.data import dataset_info
-from dmz.run import encode_split, split_images
+from dmz.run import encode_split
 
 CLASS_BIT_MIN = 0.10  # a class "has a bit" when some bit moves its mean probability by at least this much
 NULL_SHUFFLES = 20
@@ -78,9 +78,9 @@ def analyse_run(run_path, *, num: int, steps: int, seed: int, device: str, log: 
     if info.label_kind == "none":
         raise AppError(f"run {run.path} trains on {run.cfg.data.dataset!r}, which has no labels: `bits` relates "
                        "bits to classes or attributes, so it needs a labelled dataset (digits, cifar10, celeba64)")
-    x, _ = split_images(run, "test")
-    if not 1 <= num <= len(x):
-        raise AppError(f"--num must be in 1..{len(x)} (the test split's size), got {num}")
+    n_test = len(run.dataset("test"))
+    if not 1 <= num <= n_test:
+        raise AppError(f"--num must be in 1..{n_test} (the test split's size), got {num}")
     test_codes = encode_split(run, "test")[0][:num]
     train_codes, train_labels = encode_split(run, "train")
     label_mi, pair_mi = label_and_bit_mi(train_codes.numpy(), train_labels.numpy())
