@@ -655,3 +655,16 @@ def test_open_question_1_per_penalty(tmp_path):
     assert parts["Q1-pm0.1"].b.value == pytest.approx(6.0) and parts["Q1-pm0.1"].test.p_holm is not None
     md = paper_report("digits", results_dir=tmp_path, plots=False)["markdown_text"]
     assert "within 1.5x of the smallest (beyond the paper)" in md and "## Q1. " in md
+
+
+def test_sync_readme_replaces_only_the_marked_block(tmp_path):
+    from ablations.paper_report import BRIEF_BEGIN, BRIEF_END, sync_readme
+
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{BRIEF_BEGIN}\n| old |\n{BRIEF_END}\nafter\n")
+    assert sync_readme(readme, "| new |\n")
+    assert readme.read_text() == f"intro\n{BRIEF_BEGIN}\n| new |\n{BRIEF_END}\nafter\n"
+    assert not sync_readme(readme, "| new |\n")  # already current: nothing written
+    readme.write_text("no markers here\n")
+    assert not sync_readme(readme, "| new |\n") and readme.read_text() == "no markers here\n"
+    assert not sync_readme(tmp_path / "absent.md", "| new |\n")
