@@ -100,8 +100,13 @@ def test_latent_size_samplers_are_evaluations_of_one_training():
     assert len(cells) == len(grids.LATENT_SIZES) + 2 * len(grids.PRIOR_MATCHING_SIZES)  # no cell per sampler
     for c in cells:
         samplers = {s for e in c.evals if "fid" in e.metrics for s in e.samplers}
-        assert samplers == set(grids.ZSAMPLERS_ALL)
-        assert c.needs_pixelsnail
+        metrics = {m for e in c.evals for m in e.metrics}
+        code = {s for e in c.evals if "codes" in e.metrics for s in e.samplers}
+        # the penalty cells: FID with the prior and with encoded codes, bits under every code model, no I(z; x_t)
+        assert samplers == (set(grids.ZSAMPLERS_ALL) if c in plain else {"prior", "dataset"})
+        assert ("mi" in metrics) == (c in plain)
+        assert code == set(grids.CODE_SAMPLERS)
+        assert c.needs_pixelsnail  # the penalty cells fit it for their bits per code
         fid_T = {t for e in c.evals if "fid" in e.metrics for t in e.steps}
         assert fid_T == {10, 20, 50, 100}
 
