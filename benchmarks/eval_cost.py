@@ -31,7 +31,8 @@ from dmz.data import to_uint8  # noqa: E402
 from dmz.model import build_model  # noqa: E402
 from dmz.run import load_run  # noqa: E402
 from dmz.runio import CHECKPOINT, CONFIG, atomic_torch_save, atomic_write_json  # noqa: E402
-from dmz.sampling import default_micro_batch, generate  # noqa: E402
+from dmz.accel import default_micro_batch  # noqa: E402
+from dmz.sampling import generate  # noqa: E402
 
 
 def make_run(preset: str, out: Path, device: str) -> Path:

@@ -152,7 +152,8 @@ def measure(cfg, device, *, batch: int, steps_T: list[int], rounds: int, iters: 
 
     from dmz.accel import precision_name
     from dmz.model import build_diffusion
-    from dmz.sampling import default_micro_batch, generate, respacing, sampling_setup
+    from dmz.accel import default_micro_batch
+    from dmz.sampling import generate, respacing, sampling_setup
 
     micro_batch = micro_batch or default_micro_batch(device)
     with tempfile.TemporaryDirectory() as tmp:

@@ -67,3 +67,41 @@ def compiled(module: torch.nn.Module) -> torch.nn.Module:
     if c is None:
         c = _COMPILED[module] = torch.compile(module)
     return c
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# micro-batching: per-sample results that do not depend on the caller's batch
+# ----------------------------------------------------------------------------------------------------------------
+MICRO_BATCH = {"cpu": 32, "cuda": 256}  # default denoiser call size per device type (CPU saturates near 32)
+
+
+def default_micro_batch(device: torch.device | str) -> int:
+    return MICRO_BATCH.get(torch.device(device).type, 256)
+
+
+class MicroBatched:
+    """Call ``fn`` on fixed-size micro-batches: every tensor argument whose first dimension is the batch is cut
+    into pieces of exactly ``size`` rows (the last piece padded by repeating its last row); outputs are
+    concatenated with the padding removed. Makes ``fn``'s per-sample results independent of the caller's batch."""
+
+    def __init__(self, fn, size: int):
+        if size < 1:
+            raise ValueError(f"micro_batch must be >= 1, got {size}")
+        self.fn, self.size = fn, int(size)
+
+    def __call__(self, *args, **kwargs):
+        n = args[0].shape[0]
+
+        def piece(v, s, e):
+            if not (torch.is_tensor(v) and v.dim() > 0 and v.shape[0] == n):
+                return v
+            v = v[s:e]
+            pad = self.size - (e - s)
+            return torch.cat([v, v[-1:].expand(pad, *v.shape[1:])]) if pad else v
+
+        outs = []
+        for s in range(0, n, self.size):
+            e = min(s + self.size, n)
+            out = self.fn(*(piece(a, s, e) for a in args), **{k: piece(v, s, e) for k, v in kwargs.items()})
+            outs.append(out[: e - s])
+        return torch.cat(outs)

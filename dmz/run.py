@@ -10,9 +10,11 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable, Iterator
 
 import torch
 
+from dmz.accel import MicroBatched
 from dmz.config import Config
 from dmz.data import build_dataset, dataset_fingerprint
 from dmz.distributed import resolve_device
@@ -60,9 +62,46 @@ def split_images(run: LoadedRun, split: str = "test") -> tuple[torch.Tensor, tor
 
 
 @torch.no_grad()
+def encode_images(run: LoadedRun, batches: Iterable[torch.Tensor], *, seed: int = 0, mode: str | None = None,
+                  micro_batch: int | None = None) -> torch.Tensor:
+    """The one encoding of images in the project: ``batches`` of images (in order) through the run's EMA encoder.
+
+    Returns hard codes (``mode=None``: a sample of q(z|x): Bernoulli hard bits, one category per group, a
+    reparameterised Normal sample) or the representation ``mode`` (one of the latent type's
+    ``representation_modes``, as float). **The seeding rule**: the encoder noise (Gumbel / Gaussian) of the i-th image
+    is row i of one stream drawn batch after batch from a CPU generator seeded ``seed``; torch's CPU generator gives
+    the same rows in one draw or in pieces, so the noise does not depend on how the images are batched.
+    ``micro_batch``: run the encoder on pieces of exactly that many rows (:class:`dmz.accel.MicroBatched`), so its
+    float results do not depend on the batching either; None encodes each batch as given."""
+    prior = run.model.prior
+    if prior.code_dim == 0:
+        raise ValueError("this run has no latent (prior=none): nothing to encode")
+    if mode is not None:
+        prior.check_mode(mode)
+    spec = prior.noise_spec()
+    g = torch.Generator().manual_seed(int(seed))
+
+    def one(x: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
+        return prior.encode(x, noise=noise) if mode is None else prior.representation(x, mode, noise=noise).float()
+
+    fn = one if micro_batch is None else MicroBatched(one, micro_batch)
+    out = []
+    for x in batches:
+        noise = None if spec is None else spec.draw(x.shape[0], g).to(run.device)
+        out.append(fn(x.to(run.device), noise=noise).cpu())
+    return torch.cat(out)
+
+
+def _split_batches(run: LoadedRun, split: str, batch_size: int, labels: list[torch.Tensor]) -> Iterator[torch.Tensor]:
+    """The images of a split in order (no flip), ``batch_size`` at a time; their labels appended to ``labels``."""
+    for x, y in torch.utils.data.DataLoader(run.dataset(split), batch_size=batch_size, shuffle=False):
+        labels.append(y)
+        yield x
+
+
 def encode_split(run: LoadedRun, split: str = "train", *, seed: int = 0, batch_size: int = 512,
                  cache: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """Codes of a split (hard samples from q(z|x), Gumbel noise from a generator seeded by ``seed``) and labels.
+    """Hard codes (:func:`encode_images`, noise stream seeded ``seed``) and labels of a split, in the split's order.
 
     Cached in ``<run>/codes/`` keyed by split, checkpoint step, seed and the dataset's content fingerprint, so a
     retrained run or changed data never reuses stale codes.
@@ -73,36 +112,21 @@ def encode_split(run: LoadedRun, split: str = "train", *, seed: int = 0, batch_s
     if cache and path.exists():
         blob = torch.load(path, map_location="cpu")
         return blob["codes"], blob["labels"]
-    prior = run.model.prior
-    spec = prior.noise_spec()
-    g = torch.Generator().manual_seed(seed)
-    codes, labels = [], []
-    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False)
-    for x, y in loader:
-        noise = None if spec is None else spec.draw(x.shape[0], g).to(run.device)
-        codes.append(prior.encode(x.to(run.device), noise=noise).cpu())
-        labels.append(y)
-    out = torch.cat(codes), torch.cat(labels)
+    labels: list[torch.Tensor] = []
+    codes = encode_images(run, _split_batches(run, split, batch_size, labels), seed=seed)
+    out = codes, torch.cat(labels)
     if cache:
         atomic_torch_save({"codes": out[0], "labels": out[1]}, path)
     return out
 
 
-@torch.no_grad()
 def representations(run: LoadedRun, split: str, mode: str, *, seed: int = 0,
                     batch_size: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
-    """Features for downstream probes (``mode`` is one of the prior's ``representation_modes``) and labels."""
-    prior = run.model.prior
-    prior.check_mode(mode)
-    ds = run.dataset(split)
-    spec = prior.noise_spec()
-    g = torch.Generator().manual_seed(seed)
-    feats, labels = [], []
-    for x, y in torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False):
-        noise = None if spec is None else spec.draw(x.shape[0], g).to(run.device)
-        feats.append(prior.representation(x.to(run.device), mode, noise=noise).float().cpu())
-        labels.append(y)
-    return torch.cat(feats), torch.cat(labels)
+    """Features for downstream probes (:func:`encode_images` with ``mode``, one of the latent type's
+    ``representation_modes``) and labels of a split."""
+    labels: list[torch.Tensor] = []
+    feats = encode_images(run, _split_batches(run, split, batch_size, labels), seed=seed, mode=mode)
+    return feats, torch.cat(labels)
 
 
 def restore_config(run_dir: str | os.PathLike) -> Path:

@@ -4,7 +4,7 @@
     python -m dmz.sample --run runs/digits-dmz --steps 10 --num 1000 --out samples.npz   # uint8 NHWC in arr_0
 
 torch is imported only after the arguments are parsed (``--help`` answers at once). The library (``generate``,
-``save_samples``, ``MicroBatched``, ...) is :mod:`dmz.sampling`.
+``save_samples``, ...) is :mod:`dmz.sampling`.
 """
 
 from __future__ import annotations

@@ -26,48 +26,13 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from dmz.accel import amp_dtype, autocast, compiled
+from dmz.accel import MicroBatched, amp_dtype, autocast, compiled, default_micro_batch
 from dmz.data import to_uint8
 from dmz.diffusion import PerSampleRNG
 from dmz.model import build_diffusion
 from dmz.run import LoadedRun
 from dmz.runio import atomic_write_bytes
 from dmz.zsamplers import ZSampler, build_zsampler
-
-
-MICRO_BATCH = {"cpu": 32, "cuda": 256}  # default denoiser call size per device type (CPU saturates near 32)
-
-
-def default_micro_batch(device: torch.device | str) -> int:
-    return MICRO_BATCH.get(torch.device(device).type, 256)
-
-
-class MicroBatched:
-    """Call ``fn`` on fixed-size micro-batches: every tensor argument whose first dimension is the batch is cut
-    into pieces of exactly ``size`` rows (the last piece padded by repeating its last row); outputs are
-    concatenated with the padding removed. Makes ``fn``'s per-sample results independent of the caller's batch."""
-
-    def __init__(self, fn, size: int):
-        if size < 1:
-            raise ValueError(f"micro_batch must be >= 1, got {size}")
-        self.fn, self.size = fn, int(size)
-
-    def __call__(self, *args, **kwargs):
-        n = args[0].shape[0]
-
-        def piece(v, s, e):
-            if not (torch.is_tensor(v) and v.dim() > 0 and v.shape[0] == n):
-                return v
-            v = v[s:e]
-            pad = self.size - (e - s)
-            return torch.cat([v, v[-1:].expand(pad, *v.shape[1:])]) if pad else v
-
-        outs = []
-        for s in range(0, n, self.size):
-            e = min(s + self.size, n)
-            out = self.fn(*(piece(a, s, e) for a in args), **{k: piece(v, s, e) for k, v in kwargs.items()})
-            outs.append(out[: e - s])
-        return torch.cat(outs)
 
 
 #: repetition k of image i (FID sampling seed k, reconstruction decode k) uses sample seed k * SEED_STRIDE + i
@@ -121,7 +86,7 @@ def generate(run: LoadedRun, *, steps: int, seeds: Sequence[int], zsampler: ZSam
     respacing) or ``ddim`` (eta=0, ``ddimN`` spacing).
     :param precision: fp32 | bf16 | auto (None = the run's ``train.sampling_precision``).
     :param compile: ``torch.compile`` the denoiser (None = the run's ``train.sampling_compile``).
-    :param micro_batch: rows per denoiser call (default :data:`MICRO_BATCH` for the device); see the module
+    :param micro_batch: rows per denoiser call (default :data:`dmz.accel.MICRO_BATCH` for the device); see the module
     docstring. :param codes: (N, code_dim) codes to decode instead of drawing z (reconstruction).
     :param x0: (N, C, H, W) images to start from instead of x_T: row i is noised to the respaced step
     ``start_step - 1`` with ``q_sample`` (its noise the first draw of sample i's generator, where x_T would be), then

@@ -10,7 +10,7 @@ in bits per dimension (each term's mean over the C*H*W dimensions, divided by ln
 ``clip_denoised=True`` as I-DDPM's ``image_nll.py``; fp32, the run's EMA weights. x_t for term t is a fresh draw of
 q(x_t|x_0): image i of split s gets its own noise generator, seed ``NOISE_SEED_OFFSET[s] * SEED_STRIDE + i``, drawn at
 t = T-1, ..., 0 in that order, so the bound is repeatable and does not depend on the batch size (the denoiser runs on
-fixed micro-batches, :class:`dmz.sampling.MicroBatched`). The images are the first N of the split, and identical
+fixed micro-batches, :class:`dmz.accel.MicroBatched`). The images are the first N of the split, and identical
 image/noise pairs across runs make DDPM-vs-DMZ differences paired.
 
 z is the hard code :func:`dmz.run.encode_split` gives (the ``dataset`` z-sampler's codes), fed through the prior's
@@ -33,7 +33,8 @@ import torch
 from dmz.diffusion import PerSampleRNG
 from dmz.model import build_diffusion
 from dmz.run import LoadedRun, encode_split
-from dmz.sampling import SEED_STRIDE, MicroBatched, default_micro_batch
+from dmz.accel import MicroBatched, default_micro_batch
+from dmz.sampling import SEED_STRIDE
 
 if TYPE_CHECKING:
     from dmz.zsamplers.base import CodeModel

@@ -245,7 +245,8 @@ def evaluate(run_dir, request: EvalRequest | None = None, *, log: Callable[[str]
     """
     from dmz.accel import precision_name
     from dmz.run import load_run
-    from dmz.sampling import check_steps, default_micro_batch, sampling_setup
+    from dmz.accel import default_micro_batch
+    from dmz.sampling import check_steps, sampling_setup
 
     req = dataclasses.replace(request or EvalRequest(), **fields)
     _validate(req.metrics, req.samplers, req.steps, req.seeds, req.num_samples, req.solver, req.nll_images)

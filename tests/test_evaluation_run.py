@@ -12,12 +12,13 @@ import dmz.config
 import dmz.data
 import dmz.trainer
 import evaluation.run as ev
-from dmz.run import load_run
+from dmz.accel import MicroBatched
+from dmz.run import encode_images, encode_split, load_run, representations
 from dmz.runio import read_jsonl
-from dmz.sampling import MicroBatched, generate
+from dmz.sampling import generate
 from dmz.zsamplers import build_zsampler
 from evaluation.features import DIGITS_CLASSIFIER_NAME
-from evaluation.recon import derangement, encode_images, reconstruction_mse
+from evaluation.recon import derangement, reconstruction_mse
 
 torch.set_num_threads(1)
 
@@ -227,12 +228,21 @@ def test_reconstruction_mse(run):
     assert 0.0 <= s["mse"] <= 4.0 and s["shuffled"]
 
 
-def test_encode_images_batch_invariant_and_hard(run):
+def test_one_encoding_one_seeding_rule(run):
+    """encode_images: image i's noise is row i of one stream, so codes do not depend on the batching; encode_split
+    and the representations are that function over the split, and its seed is the only thing that moves them."""
     x = run.dataset("test").images[:9]
-    a = encode_images(run, x, range(9), micro_batch=4)
-    b = torch.cat([encode_images(run, x[i:i + 2], range(i, min(i + 2, 9)), micro_batch=4)
-                   for i in range(0, 9, 2)])
+    a = encode_images(run, [x], seed=0, micro_batch=4)
+    b = encode_images(run, list(x.split(2)), seed=0, micro_batch=4)
     assert torch.equal(a, b) and a.dtype == torch.long and set(a.unique().tolist()) <= {0, 1}
+    codes, labels = encode_split(run, "test", batch_size=5, cache=False)
+    again, _ = encode_split(run, "test", batch_size=512, cache=False)
+    assert torch.equal(codes, again) and len(codes) == len(labels) == len(run.dataset("test"))
+    assert torch.equal(codes[:9], encode_images(run, [x], seed=0))
+    other = encode_split(run, "test", seed=1, cache=False)[0]
+    assert not torch.equal(codes, other)  # the Gumbel noise matters: another seed flips some bits
+    feats, _ = representations(run, "test", "hard", batch_size=7)
+    assert torch.equal(feats, codes.float())
 
 
 # ------------------------------------------------------------------------------------------------------------------

@@ -92,7 +92,8 @@ def test_generate_from_noised_x0_is_q_sample_then_the_last_k_steps(tiny_run):
     from dmz.diffusion import PerSampleRNG
     from dmz.model import build_diffusion
     from dmz.run import load_run
-    from dmz.sampling import MicroBatched, default_micro_batch, generate
+    from dmz.accel import MicroBatched, default_micro_batch
+    from dmz.sampling import generate
 
     run = load_run(tiny_run)
     n, T, k = 3, 10, 9
