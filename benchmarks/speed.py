@@ -76,7 +76,7 @@ class Reference:
         self.unet.requires_grad_(True)
         self.methods = model.methods  # how z reaches the UNet (cross-attention token, class embedding)
         self.device, self.cfg = device, cfg
-        self.cond_dim = model.prior.cond_dim
+        self.cond_dim = model.latent.cond_dim
         self.cuda = device.type == "cuda"
         self.opt = torch.optim.AdamW(self.unet.parameters(), lr=cfg.train.lr)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.cuda)

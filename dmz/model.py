@@ -15,24 +15,41 @@ from dmz.diffusion import create_diffusion
 from dmz.priors import build_prior
 
 
+#: state-dict prefixes renamed since checkpoints were first written: the latent type's module (its encoder q(z|x), its
+#: prior p(z), how a code becomes the UNet's condition) was ``prior``, the config field's name; it is ``latent`` now
+LEGACY_STATE_PREFIXES = {"prior.": "latent."}
+
+
+def _rename_legacy_keys(module, state_dict, prefix, *_args) -> None:
+    """load_state_dict pre-hook: a checkpoint of an older version loads unchanged (its keys are renamed in place)."""
+    for key in [k for k in state_dict if k.startswith(prefix)]:
+        for old, new in LEGACY_STATE_PREFIXES.items():
+            if key.startswith(prefix + old):
+                state_dict[prefix + new + key[len(prefix + old):]] = state_dict.pop(key)
+
+
 class DMZModel(nn.Module):
+    """The DMZ model: ``latent`` (the latent type: its encoder ``latent.encoder`` and ``latent.encode(x)`` for q(z|x),
+    its prior p(z), ``latent.code_to_cond``), the conditioning ``methods`` and the diffusion ``unet``."""
+
     def __init__(self, cfg, channels: int, resolution: int):
         """:param cfg: a :class:`dmz.config.ModelConfig`."""
         super().__init__()
         self.cfg = cfg
         self.channels, self.resolution = channels, resolution
-        self.prior = build_prior(cfg, channels, resolution)
-        self.methods = build_conditioning(cfg.conditioning) if self.prior.cond_dim > 0 else []
-        self.unet = build_unet(cfg, channels, resolution, self.prior.cond_dim, self.methods)
+        self.latent = build_prior(cfg, channels, resolution)
+        self.register_load_state_dict_pre_hook(_rename_legacy_keys)
+        self.methods = build_conditioning(cfg.conditioning) if self.latent.cond_dim > 0 else []
+        self.unet = build_unet(cfg, channels, resolution, self.latent.cond_dim, self.methods)
         n_tokens = getattr(cfg, "z_tokens", 1)
-        self.z_tokens = ZTokens(self.prior.cond_dim, n_tokens) if n_tokens > 1 and self.methods else None
+        self.z_tokens = ZTokens(self.latent.cond_dim, n_tokens) if n_tokens > 1 and self.methods else None
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         """The denoiser: ``model(x_t, t, cond=...)`` -> (B, 2C, H, W) (eps and variance interpolation)."""
         kwargs: dict = {"encoder_hidden_states": None}
         if self.methods:
             if cond is None:
-                raise ValueError(f"prior {self.prior.name!r} needs a conditioning vector (cond=...)")
+                raise ValueError(f"prior {self.latent.name!r} needs a conditioning vector (cond=...)")
             cond = cond.to(x_t.dtype) if torch.is_floating_point(x_t) else cond
             for m in self.methods:
                 kwargs.update(m.forward_kwargs(cond))
@@ -49,7 +66,7 @@ class DMZModel(nn.Module):
 
     def param_counts(self) -> dict[str, int]:
         unet = sum(p.numel() for p in self.unet.parameters())
-        enc = sum(p.numel() for p in self.prior.parameters())
+        enc = sum(p.numel() for p in self.latent.parameters())
         tok = sum(p.numel() for p in self.z_tokens.parameters()) if self.z_tokens is not None else 0
         out = {"params_unet": unet, "params_encoder": enc, "params_total": unet + enc + tok}
         if tok:

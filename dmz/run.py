@@ -73,16 +73,16 @@ def encode_images(run: LoadedRun, batches: Iterable[torch.Tensor], *, seed: int 
     the same rows in one draw or in pieces, so the noise does not depend on how the images are batched.
     ``micro_batch``: run the encoder on pieces of exactly that many rows (:class:`dmz.accel.MicroBatched`), so its
     float results do not depend on the batching either; None encodes each batch as given."""
-    prior = run.model.prior
-    if prior.code_dim == 0:
+    latent = run.model.latent
+    if latent.code_dim == 0:
         raise ValueError("this run has no latent (prior=none): nothing to encode")
     if mode is not None:
-        prior.check_mode(mode)
-    spec = prior.noise_spec()
+        latent.check_mode(mode)
+    spec = latent.noise_spec()
     g = torch.Generator().manual_seed(int(seed))
 
     def one(x: torch.Tensor, noise: torch.Tensor | None = None) -> torch.Tensor:
-        return prior.encode(x, noise=noise) if mode is None else prior.representation(x, mode, noise=noise).float()
+        return latent.encode(x, noise=noise) if mode is None else latent.representation(x, mode, noise=noise).float()
 
     fn = one if micro_batch is None else MicroBatched(one, micro_batch)
     out = []

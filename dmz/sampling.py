@@ -125,7 +125,7 @@ def generate(run: LoadedRun, *, steps: int, seeds: Sequence[int], zsampler: ZSam
             z = zs.sample(len(chunk), z_rng, device)
         else:
             z = codes[start:start + len(chunk)].to(device)
-        cond = model.prior.code_to_cond(z)
+        cond = model.latent.code_to_cond(z)
         kwargs = {} if cond is None else {"cond": cond}
         with ctx:
             if x0 is None:

@@ -51,7 +51,7 @@ class DiffusionLoss(nn.Module):
         self.diffusion = diffusion
 
     def forward(self, x0, t, noise, perturbation, prior_noise):
-        out = self.model.prior(x0, noise=prior_noise)
+        out = self.model.latent(x0, noise=prior_noise)
         kwargs = {} if out.cond is None else {"cond": out.cond}
         losses = self.diffusion.training_losses(self.model, x0, t, model_kwargs=kwargs, noise=noise,
                                                 perturbation=perturbation)
@@ -247,7 +247,7 @@ class Trainer:
         out["t"], out["weights"] = t[sl], w[sl]
         out["noise"] = torch.randn(b, *shape, generator=g)[sl]
         out["perturbation"] = torch.randn(b, *shape, generator=g)[sl]
-        spec = self.model.prior.noise_spec()
+        spec = self.model.latent.noise_spec()
         out["prior_noise"] = None if spec is None else spec.draw(b, g)[sl]
         return {k: (v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in out.items()}
 

@@ -67,7 +67,7 @@ def first_images(run: LoadedRun, split: str, n: int) -> torch.Tensor:
 
 def split_codes(run: LoadedRun, split: str, n: int) -> torch.Tensor:
     """Codes of the first ``n`` images of ``split`` (the cached :func:`encode_split` codes; (n, 0) without a latent)."""
-    if run.model.prior.code_dim == 0:
+    if run.model.latent.code_dim == 0:
         return torch.zeros(n, 0, dtype=torch.long)
     return encode_split(run, split)[0][:n]
 
@@ -93,7 +93,7 @@ def vlb_bpd(run: LoadedRun, images: torch.Tensor, codes: torch.Tensor, seeds: li
     vb_sum = torch.zeros(diffusion.num_timesteps, dtype=torch.float64, device=device)
     for s in range(0, n, batch_size):
         x0 = images[s:s + batch_size].to(device, torch.float32)
-        cond = model.prior.code_to_cond(codes[s:s + batch_size].to(device))
+        cond = model.latent.code_to_cond(codes[s:s + batch_size].to(device))
         out = diffusion.calc_bpd_loop(denoiser, x0, model_kwargs={} if cond is None else {"cond": cond},
                                       clip_denoised=clip_denoised, rng=_PinnedRNG(seeds[s:s + batch_size], device),
                                       progress=progress)
@@ -115,11 +115,11 @@ def code_models(run: LoadedRun, log: Callable[[str], None] = lambda m: None) -> 
     from dmz.zsamplers import PriorZSampler
     from dmz.zsamplers.pixelsnail import PIXELSNAIL_FILE, PixelSNAILError, PixelSNAILZSampler
 
-    prior = run.model.prior
-    if prior.code_dim > 0 and not prior.discrete:
+    latent = run.model.latent
+    if latent.code_dim > 0 and not latent.discrete:
         return None
     out: dict[str, CodeModel] = {"prior": PriorZSampler(run)}
-    if prior.code_dim > 0 and (run.path / PIXELSNAIL_FILE).exists():
+    if latent.code_dim > 0 and (run.path / PIXELSNAIL_FILE).exists():
         try:
             out["pixelsnail"] = PixelSNAILZSampler(run)
         except PixelSNAILError as e:

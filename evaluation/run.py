@@ -120,7 +120,7 @@ def _mean_sd(values: Sequence[float]) -> tuple[float, float | None]:
 
 def default_repr(run: LoadedRun) -> str | None:
     """Released features are the soft relaxed sample (``soft``); priors without it use their first mode."""
-    modes = run.model.prior.representation_modes
+    modes = run.model.latent.representation_modes
     if not modes:
         return None
     return "soft" if "soft" in modes else modes[0]
@@ -268,7 +268,7 @@ def evaluate(run_dir, request: EvalRequest | None = None, *, log: Callable[[str]
             "micro_batch": micro, "amp": dtype is not None, "precision": precision_name(dtype), "compile": compiled}
     plan = _Plan(run.path / RESULTS_FILE, base, req.force)
     res = _Resolved(n=int(req.num_samples or d_n), k_seeds=int(req.seeds or d_k),
-                    nll_images=int(req.nll_images or nll_defaults(dataset)), has_latent=run.model.prior.code_dim > 0,
+                    nll_images=int(req.nll_images or nll_defaults(dataset)), has_latent=run.model.latent.code_dim > 0,
                     gen_kw=dict(batch_size=req.batch_size, solver=req.solver, precision=precision_name(dtype),
                                 compile=compiled, micro_batch=micro, progress=req.progress))
     try:
@@ -293,7 +293,7 @@ def _run_metrics(run, plan: _Plan, log, req: EvalRequest, res: _Resolved) -> Non
         else:
             log(f"probe: skipped, run {run.path.name} has no latent (prior={cfg.model.prior})")
     if "codes" in req.metrics:
-        if res.has_latent and run.model.prior.discrete:
+        if res.has_latent and run.model.latent.discrete:
             _codes(run, plan, log)
         else:
             log(f"codes: skipped, run {run.path.name} has no discrete latent (prior={cfg.model.prior})")
@@ -306,7 +306,7 @@ def _run_metrics(run, plan: _Plan, log, req: EvalRequest, res: _Resolved) -> Non
     if "nll" in req.metrics:
         _nll(run, plan, log, n=res.nll_images, gen_kw=res.gen_kw)
     if "mi" in req.metrics:
-        if res.has_latent and run.model.prior.discrete:
+        if res.has_latent and run.model.latent.discrete:
             _mi(run, plan, log, req)
         else:
             log(f"mi: skipped, run {run.path.name} has no discrete latent (prior={cfg.model.prior})")
@@ -386,7 +386,7 @@ def _probe(run, plan: _Plan, log, *, repr_mode: str) -> None:
     from evaluation.probe import probe_cv_all, probe_heldout_all
 
     d = run.cfg.data
-    run.model.prior.check_mode(repr_mode)
+    run.model.latent.check_mode(repr_mode)
     info = dataset_info(d.dataset, resolution=d.resolution, center_crop=d.center_crop)
     test_split = PROBE_TEST_SPLIT.get(d.dataset, "test")
     n_train, n_test = len(run.dataset("train")), len(run.dataset(test_split))
@@ -541,15 +541,15 @@ def _nll(run, plan: _Plan, log, *, n: int, gen_kw) -> None:
     recomputing the bound. Like the ``codes`` rows, a PixelSNAIL refit needs ``--force`` to be re-scored."""
     from evaluation import nll as nll_eval
 
-    prior = run.model.prior
+    latent = run.model.latent
     models = nll_eval.code_models(run, log)
     if models is None:
-        log(f"nll: no nll_bpd_z rows, prior={prior.name} has a continuous z: its coding cost is not finite "
+        log(f"nll: no nll_bpd_z rows, prior={latent.name} has a continuous z: its coding cost is not finite "
             f"(a density, not a probability; only nll_bpd, the bound given z, is written)")
     steps = run.cfg.diffusion.diffusion_steps
     common = {"T": None, "solver": None, "seeds": None, "feature_extractor": None,
               "feature_extractor_weights_sha256": None,
-              "repr": None if prior.code_dim == 0 else ("hard" if prior.discrete else "sample")}
+              "repr": None if latent.code_dim == 0 else ("hard" if latent.discrete else "sample")}
     fixed = {"timesteps": steps, "clip_denoised": True, "precision": "fp32", "amp": False}  # NLL is always fp32
     for split in NLL_SPLITS:
         n_s = min(n, len(run.dataset(split)))

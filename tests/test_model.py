@@ -53,12 +53,32 @@ def test_every_prior_and_conditioning_trains_a_step_and_the_encoder_learns(prior
     unet_grad = sum(p.grad.abs().sum() for p in model.unet.parameters() if p.grad is not None)
     assert unet_grad > 0
     if prior == "none":
-        assert model.prior.code_dim == 0 and not list(model.prior.parameters())
+        assert model.latent.code_dim == 0 and not list(model.latent.parameters())
         return
-    enc_grads = [p.grad for p in model.prior.encoder.parameters()]
+    enc_grads = [p.grad for p in model.latent.encoder.parameters()]
     assert all(g is not None for g in enc_grads)
     assert sum(g.abs().sum() for g in enc_grads) > 0, "encoder received no gradient"
-    assert model.prior.code_dim == 4
+    assert model.latent.code_dim == 4
+
+
+def test_checkpoints_with_the_old_prior_keys_load(tiny):
+    """The latent type's module was called ``prior``: a state dict of that layout (and one nested in a wrapper, as
+    the EMA's and DDP's are) loads into ``latent`` with every tensor in place; a current one still loads strictly."""
+    cfg = resolve("digits", tiny())
+    torch.manual_seed(0)
+    src = build_model(cfg)
+    old = {k.replace("latent.", "prior.", 1): v for k, v in src.state_dict().items()}
+    assert any(k.startswith("prior.encoder.") for k in old) and not any(k.startswith("latent.") for k in old)
+    torch.manual_seed(1)
+    dst = build_model(cfg)
+    assert not torch.equal(dst.latent.encoder.head.weight, src.latent.encoder.head.weight)
+    dst.load_state_dict(old)  # strict: nothing missing, nothing unexpected
+    for k, v in src.state_dict().items():
+        assert torch.equal(dst.state_dict()[k], v), k
+    wrapped = torch.nn.Sequential(build_model(cfg))
+    wrapped.load_state_dict({f"0.{k}": v for k, v in old.items()})
+    assert torch.equal(wrapped[0].latent.encoder.head.weight, src.latent.encoder.head.weight)
+    dst.load_state_dict(src.state_dict())
 
 
 def test_conditioning_changes_the_denoiser_output(tiny):
@@ -67,8 +87,8 @@ def test_conditioning_changes_the_denoiser_output(tiny):
     model = build_model(cfg).eval()
     x = torch.randn(2, 1, 16, 16)
     t = torch.tensor([500, 500])
-    z0 = model.prior.code_to_cond(torch.zeros(2, 4, dtype=torch.long))
-    z1 = model.prior.code_to_cond(torch.ones(2, 4, dtype=torch.long))
+    z0 = model.latent.code_to_cond(torch.zeros(2, 4, dtype=torch.long))
+    z1 = model.latent.code_to_cond(torch.ones(2, 4, dtype=torch.long))
     out0, out1 = model(x, t, cond=z0), model(x, t, cond=z1)
     assert out0.shape == (2, 2, 16, 16)  # learned variance: 2*C channels
     assert not torch.allclose(out0, out1)
@@ -76,7 +96,7 @@ def test_conditioning_changes_the_denoiser_output(tiny):
 
 def test_bernoulli_codes_and_conditioning_layout(tiny):
     cfg = resolve("digits", tiny())
-    prior = build_model(cfg).prior.eval()
+    prior = build_model(cfg).latent.eval()
     codes = torch.tensor([[0, 1, 1, 0]])
     # each bit b becomes (1-b, b), interleaved, as released
     assert prior.code_to_cond(codes).tolist() == [[1, 0, 0, 1, 0, 1, 1, 0]]
@@ -90,7 +110,7 @@ def test_bernoulli_codes_and_conditioning_layout(tiny):
     prior.train()
     soft = prior(x).cond
     assert ((soft > 0.01) & (soft < 0.99)).any()
-    st = build_model(resolve("digits", tiny(estimator="straight_through"))).prior.train()(x).cond
+    st = build_model(resolve("digits", tiny(estimator="straight_through"))).latent.train()(x).cond
     assert set(st.detach().unique().tolist()) <= {0.0, 1.0}
 
 
@@ -124,7 +144,7 @@ def test_single_token_cross_attention_is_bit_identical_and_its_dead_projections_
     assert plain.param_counts() == fast.param_counts()
     g = torch.Generator().manual_seed(1)
     x, t = torch.randn(6, 1, 16, 16, generator=g), torch.randint(0, 1000, (6,), generator=g)
-    cond = torch.rand(6, plain.prior.cond_dim, generator=g)
+    cond = torch.rand(6, plain.latent.cond_dim, generator=g)
     out_plain, out_fast = plain(x, t, cond=cond), fast(x, t, cond=cond)
     assert torch.equal(out_plain, out_fast)  # the forward pass: bit for bit
     out_plain.square().mean().backward()
@@ -182,7 +202,7 @@ def test_prior_mmd_off_keeps_the_run_id_and_on_adds_to_the_loss():
     assert resolve("digits", {"prior_mmd": 0.0}).run_id() == resolve("digits").run_id()
     cfg = resolve("digits", {"prior_mmd": 1.0, "base_channels": 8, "attention_head_dim": 2})
     torch.manual_seed(0)
-    prior = build_model(cfg).prior
+    prior = build_model(cfg).latent
     x = torch.rand(8, 1, 16, 16) * 2 - 1
     u = torch.rand(8, 16, 2, generator=torch.Generator().manual_seed(1))
     out = prior(x, noise=u)

@@ -116,7 +116,7 @@ def test_vlb_matches_the_bound_assembled_by_hand(runs, prior):
     codes = encode_split(run, "test")[0][:n] if prior != "none" else torch.zeros(n, 0, dtype=torch.long)
     assert torch.equal(got["codes"], codes)
     seeds = [1_000_000 + i for i in range(n)]  # the documented protocol: test split, image i
-    want = hand_vlb(run, x0, run.model.prior.code_to_cond(codes), seeds)
+    want = hand_vlb(run, x0, run.model.latent.code_to_cond(codes), seeds)
     for mine, theirs in (("total_bpd", "total"), ("prior_bpd", "prior"), ("decoder_bpd", "decoder"),
                          ("kl_bpd", "kl")):
         np.testing.assert_allclose(got[mine], want[theirs], rtol=1e-4, atol=1e-7, err_msg=mine)
@@ -125,7 +125,7 @@ def test_vlb_matches_the_bound_assembled_by_hand(runs, prior):
     np.testing.assert_allclose(got["vb_mean_per_t"][0], got["decoder_bpd"].mean(), rtol=1e-12)
     np.testing.assert_allclose(got["vb_mean_per_t"][1:].sum(), got["kl_bpd"].mean(), rtol=1e-12)
     # another image's noise (seeds off by one) gives another bound: the seeds are part of what is checked
-    other = hand_vlb(run, x0, run.model.prior.code_to_cond(codes), [s + 1 for s in seeds])
+    other = hand_vlb(run, x0, run.model.latent.code_to_cond(codes), [s + 1 for s in seeds])
     assert np.abs(other["total"] - want["total"]).max() > 1e-4
 
 

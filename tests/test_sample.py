@@ -110,7 +110,7 @@ def test_generate_from_noised_x0_is_q_sample_then_the_last_k_steps(tiny_run):
         from dmz.zsamplers import build_zsampler
 
         codes = build_zsampler("prior", run).sample(n, PerSampleRNG([2 * s + 1 for s in seeds]), "cpu")
-    cond = run.model.prior.code_to_cond(codes)
+    cond = run.model.latent.code_to_cond(codes)
     x = diffusion.q_sample(x0, torch.full((n,), k - 1, dtype=torch.long), noise=rng.randn(*shape))
     with torch.no_grad():
         for i in reversed(range(k)):

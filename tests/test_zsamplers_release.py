@@ -68,11 +68,11 @@ def test_z_tokens_split_the_code_into_tokens_that_the_unet_attends_to(tiny):
     model = build_model(cfg).eval()
     assert model.z_tokens is not None and model.param_counts()["params_z_tokens"] > 0
     assert "-tok2-" in cfg.run_id()
-    cond = model.prior.code_to_cond(torch.tensor([[0, 1, 1, 0], [1, 1, 0, 0]]))
+    cond = model.latent.code_to_cond(torch.tensor([[0, 1, 1, 0], [1, 1, 0, 0]]))
     tokens = model.z_tokens(cond)
     assert tokens.shape == (2, 2, cond.shape[1])
     # token 0 carries bits 0-1 only: changing bit 3 leaves it alone and changes token 1
-    other = model.prior.code_to_cond(torch.tensor([[0, 1, 1, 1], [1, 1, 0, 0]]))
+    other = model.latent.code_to_cond(torch.tensor([[0, 1, 1, 1], [1, 1, 0, 0]]))
     t2 = model.z_tokens(other)
     assert torch.equal(t2[:, 0], tokens[:, 0]) and not torch.equal(t2[0, 1], tokens[0, 1])
     x, t = torch.randn(2, 1, 16, 16), torch.tensor([500, 500])

@@ -29,10 +29,10 @@ def load_binary_run(path, device: str = "cpu") -> LoadedRun:
         run = load_run(path, device=device)
     except (CheckpointError, FileNotFoundError, ValueError) as e:  # ValueError: a corrupt config.json
         raise AppError(str(e).splitlines()[0]) from None
-    prior = run.model.prior
-    if prior.name != "bernoulli":
-        kind = "no latent" if prior.code_dim == 0 else ("continuous" if not prior.discrete else "categorical")
-        raise AppError(f"run {run.path} has prior={prior.name!r} ({kind} codes): the applications flip, move and map "
+    latent = run.model.latent
+    if latent.name != "bernoulli":
+        kind = "no latent" if latent.code_dim == 0 else ("continuous" if not latent.discrete else "categorical")
+        raise AppError(f"run {run.path} has prior={latent.name!r} ({kind} codes): the applications flip, move and map "
                        "binary codes, so they need a prior=bernoulli run")
     return run
 
@@ -40,7 +40,7 @@ def load_binary_run(path, device: str = "cpu") -> LoadedRun:
 @torch.no_grad()
 def soft_probs(run: LoadedRun, x: torch.Tensor) -> torch.Tensor:
     """q(b = 1 | x) per bit, (N, |z|) (no Gumbel noise)."""
-    return run.model.prior.representation(x.to(run.device), "probs").float().cpu()
+    return run.model.latent.representation(x.to(run.device), "probs").float().cpu()
 
 
 @torch.no_grad()

@@ -39,18 +39,18 @@ class PriorZSampler(CodeModel):
     name = "prior"
 
     def __init__(self, run: LoadedRun):
-        self.prior = run.model.prior
-        self.uniform = (UniformCodes(self.prior.code_dim, int(self.prior.n_class))
-                        if self.prior.discrete and self.prior.code_dim > 0 else None)
+        self.latent = run.model.latent
+        self.uniform = (UniformCodes(self.latent.code_dim, int(self.latent.n_class))
+                        if self.latent.discrete and self.latent.code_dim > 0 else None)
 
     def sample(self, n, rng, device):
-        return self.prior.sample_prior(n, rng=rng, device=device)
+        return self.latent.sample_prior(n, rng=rng, device=device)
 
     def nll_bits(self, codes):
-        if self.prior.code_dim == 0:
+        if self.latent.code_dim == 0:
             return torch.zeros(codes.shape[0], dtype=torch.float64)
         if self.uniform is None:
-            raise ValueError(f"prior={self.prior.name} has a continuous z: a density, not a probability, so its "
+            raise ValueError(f"prior={self.latent.name} has a continuous z: a density, not a probability, so its "
                              "codes have no finite coding cost in bits")
         return self.uniform.nll_bits(codes)
 
@@ -80,9 +80,9 @@ class NormalZSampler(ZSampler):
     name = "normal"
 
     def __init__(self, run: LoadedRun, release_uniform: float = 0.0):
-        if run.model.prior.discrete:
+        if run.model.latent.discrete:
             raise ValueError(f"z-sampler 'normal' needs a continuous latent (prior=normal); run {run.path} has "
-                             f"prior={run.model.prior.name}: use 'empirical' for per-dimension frequencies")
+                             f"prior={run.model.latent.name}: use 'empirical' for per-dimension frequencies")
         codes = encode_split(run, "train")[0].float()
         self.mean, self.std = codes.mean(0), codes.std(0)
         self.uniform = bool(release_uniform)
@@ -155,6 +155,6 @@ def check_zsampler(spec: str) -> tuple[str, dict[str, float]]:
 def build_zsampler(spec: str, run: LoadedRun) -> ZSampler:
     """The z-sampler named by ``spec`` (``NAME`` or ``NAME:KEY=VALUE,...``, see :func:`parse_zsampler`)."""
     name, kwargs = check_zsampler(spec)
-    if name != "prior" and run.model.prior.code_dim == 0:
+    if name != "prior" and run.model.latent.code_dim == 0:
         raise ValueError(f"run {run.path} has no latent (prior=none): only --z prior applies")
     return ZSAMPLERS[name](run, **kwargs)

@@ -123,8 +123,8 @@ class EmpiricalCodes(CodeModel):
     def from_run(cls, run: LoadedRun) -> "EmpiricalCodes":
         """The fit to ``run``'s training codes (its EMA encoder's hard codes, :func:`dmz.run.encode_split`): the
         ``empirical`` z-sampler."""
-        prior = run.model.prior
-        return cls(encode_split(run, "train")[0], int(prior.n_class) if prior.discrete else None)
+        latent = run.model.latent
+        return cls(encode_split(run, "train")[0], int(latent.n_class) if latent.discrete else None)
 
     def _discrete(self, what: str) -> None:
         if self.kind != "cat":

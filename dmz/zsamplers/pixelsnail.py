@@ -71,16 +71,16 @@ def _run(run: LoadedRun | str | os.PathLike, device: str = "auto") -> LoadedRun:
 
 def require_discrete(run: LoadedRun) -> int:
     """The token alphabet size K of the run's codes; PixelSNAILError for ``none`` and ``normal`` priors."""
-    prior = run.model.prior
-    if prior.code_dim == 0:
-        raise PixelSNAILError(f"run {run.path} has prior={prior.name!r}: it has no latent codes, so there is "
+    latent = run.model.latent
+    if latent.code_dim == 0:
+        raise PixelSNAILError(f"run {run.path} has prior={latent.name!r}: it has no latent codes, so there is "
                               "nothing for a learned prior to model (PixelSNAIL / code diagnostics need "
                               "prior=bernoulli or categorical)")
-    if not prior.discrete:
-        raise PixelSNAILError(f"run {run.path} has prior={prior.name!r}, a continuous latent: PixelSNAIL and the "
+    if not latent.discrete:
+        raise PixelSNAILError(f"run {run.path} has prior={latent.name!r}, a continuous latent: PixelSNAIL and the "
                               "code diagnostics need discrete codes (prior=bernoulli or categorical); use --z "
                               "empirical or --z dataset for this run")
-    return int(prior.n_class)
+    return int(latent.n_class)
 
 
 def codes_fingerprint(codes: torch.Tensor) -> str:
@@ -137,7 +137,7 @@ def fit_pixelsnail(run: LoadedRun | str | os.PathLike, *, width: int = 8, epochs
     say = log or (lambda msg: None)
     run = _run(run, device)
     n_class = require_discrete(run)
-    L = run.model.prior.code_dim
+    L = run.model.latent.code_dim
     try:
         grid_shape(L, width)
     except ValueError as e:
@@ -173,7 +173,7 @@ def fit_pixelsnail(run: LoadedRun | str | os.PathLike, *, width: int = 8, epochs
         batch_size=batch_size, patience=patience, released_patience=released_patience, seed=seed, lr=lr,
         device=run.device, progress=progress, n_class=n_class, **(model_kwargs or {}))
     meta = {
-        "run": str(run.path), "checkpoint_step": run.step, "prior": run.model.prior.name, "L": L,
+        "run": str(run.path), "checkpoint_step": run.step, "prior": run.model.latent.name, "L": L,
         "n_class": n_class, "width": int(width), "codes_fingerprint": fp, "codes_split": "train",
         "codes_seed": 0, "n_codes": int(codes.shape[0]), "n_fit": len(fit_idx), "n_val": len(val_idx),
         "settings": settings, "stop_rule": "val_nll_patience" if len(val_idx) else "released_rule",
@@ -212,10 +212,10 @@ def load_pixelsnail(run: LoadedRun, *, device=None):
     if meta.get("checkpoint_step") != run.step:
         raise PixelSNAILError(f"{path} was fitted to the codes of checkpoint step {meta.get('checkpoint_step')}, "
                               f"but the run is now at step {run.step}; {hint}")
-    prior = run.model.prior
-    if model.L != prior.code_dim or model.n_class != int(prior.n_class):
+    latent = run.model.latent
+    if model.L != latent.code_dim or model.n_class != int(latent.n_class):
         raise PixelSNAILError(f"{path} models codes of length {model.L} over {model.n_class} classes, but the run's "
-                              f"codes have length {prior.code_dim} over {prior.n_class}; {hint} --force")
+                              f"codes have length {latent.code_dim} over {latent.n_class}; {hint} --force")
     return model, meta
 
 
@@ -295,7 +295,7 @@ def diagnose(run: LoadedRun | str | os.PathLike, *, split: str = "test", write: 
     ``<run>/code_diagnostics.json`` when ``write``. See the module docstring."""
     run = _run(run, device)
     n_class = require_discrete(run)
-    L = run.model.prior.code_dim
+    L = run.model.latent.code_dim
     train = encode_split(run, "train")[0]
     held = encode_split(run, split)[0]
     models: dict[str, CodeModel] = {"uniform": UniformCodes(L, n_class), "empirical": EmpiricalCodes(train, n_class)}
@@ -313,7 +313,7 @@ def diagnose(run: LoadedRun | str | os.PathLike, *, split: str = "test", write: 
         d["category_freq"] = freq.tolist()
         d["position_entropy_bits"] = (-(freq * freq.clamp_min(1e-12).log2()).sum(1)).tolist()
         del d["bit_mean"], d["n_unbalanced_bits"], d["usage_range"]
-    d.update(run=str(run.path), checkpoint_step=run.step, prior=run.model.prior.name, n_class=n_class,
+    d.update(run=str(run.path), checkpoint_step=run.step, prior=run.model.latent.name, n_class=n_class,
              heldout_split=split, notes=notes,
              pixelsnail=None if ps_meta is None else {k: ps_meta.get(k) for k in (
                  "width", "n_fit", "n_val", "best_epoch", "stopped_epoch", "stop_reason",
