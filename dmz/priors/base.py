@@ -11,7 +11,6 @@ import torch
 from torch import nn
 
 if TYPE_CHECKING:
-    from dmz.config import ModelConfig
     from dmz.diffusion import PerSampleRNG
 
 PRIORS: dict[str, type["LatentPrior"]] = {}
@@ -56,7 +55,9 @@ class LatentPrior(nn.Module):
     n_class: ClassVar[int] = 2  # token alphabet of discrete codes (PixelSNAIL's n_class)
     representation_modes: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, cfg: "ModelConfig", channels: int, resolution: int):
+    def __init__(self, cfg, channels: int, resolution: int):
+        """:param cfg: the run's ``dmz.config.ModelConfig`` (not imported: the config validates ``prior`` against
+        this package's registry, so the package stays below it)."""
         super().__init__()
         self.cfg = cfg
         self.cond_dim = 0
