@@ -37,6 +37,9 @@ def build_table(df: pd.DataFrame, grid: str, paper: pd.DataFrame | None = None) 
     if df.empty:
         return pd.DataFrame(), []
     df = df.copy()
+    for k in ("prior_matching", "prior_mmd"):  # written only where set: a cell without the penalty has weight 0
+        if k in df:
+            df[k] = df[k].astype(float).fillna(0.0)
     df["column"] = [column_label(m, e, t) for m, e, t in zip(df["metric"], df["feature_extractor"], df["T"])]
     nll = df["metric"].astype(str).str.startswith("nll_")
     if nll.any():  # per-cell columns: one per metric, split and code model (the sampler names the code model)

@@ -146,10 +146,12 @@ DIGITS_MAIN = Budget(train={"steps": DIGITS_STEPS}, steps=PAPER_T, **DIGITS_FID)
 DIGITS_FID_AND_PROBE = Budget(train={"steps": DIGITS_STEPS}, steps=(10, 100), **DIGITS_FID)
 #: ddim (Table 10): four trainings (DDPM / DMZ x gamma in {0, released}), ancestral and DDIM at all four T.
 DIGITS_DDIM = Budget(train={"steps": DIGITS_STEPS}, steps=PAPER_T, **DIGITS_FID)
-#: latent_size's full study on digits (``--budget full``; issue 5's |z| scaling study): 6 trainings, |z| in {16, 64, 128} with and without prior matching
-#: (3 rounds of 2), each trained 1,000 steps and scored with all 4 z-samplers at T=10 and T=100 on N=500 samples, plus
-#: the code diagnostics (bits per held-out code under each sampler). About 20 min per cell on one thread, an hour for
-#: the grid (measured: ablations/README.md). PixelSNAIL: lr 1e-3, up to 150 epochs with held-out early stopping (the
+#: latent_size's full study on digits (``--budget full``; issue 5's |z| scaling study, issue 20's prior penalties): 9
+#: trainings a seed, |z| in {16, 64, 128} with no penalty, prior matching 0.1 and prior MMD 1, each trained 1,000 steps
+#: and scored at T=10 and T=100 on N=500 samples (1 sampling seed): the unpenalised cells with all 4 z-samplers, the
+#: code diagnostics (bits per held-out code under each code model) and I(z; x_t) at the release's 20 noise levels; the
+#: penalty cells with the prior and dataset samplers and the code diagnostics (:func:`_latent_size`). Measured per cell
+#: on one thread: ablations/README.md. PixelSNAIL: lr 1e-3, up to 150 epochs with held-out early stopping (the
 #: released 1e-4 was far from converged in 30 epochs; 1e-3 for 100 epochs gave 103 instead of 124 bits per held-out
 #: code at |z|=128, against 121 for independent bits). No probe: its 12 logistic-regression fits cost more than the
 #: 4 FIDs (~115 s at |z|=64); probe vs |z| is the representation grid's.
@@ -340,9 +342,10 @@ GRIDS: dict[str, GridDef] = {g.name: g for g in [
     GridDef("conditioning", "how z enters the UNet: cross_attention / concat / add / cross_attention+add",
             "ablation: conditioning", _conditioning, {"digits": DIGITS_FID_AND_PROBE}),
     GridDef("latent_size", "|z| in {16..256} (digits: 16, 64, 128) x z-sampler {prior, empirical, dataset, "
-            "pixelsnail}, plus prior matching (0.1) at |z| 16, 64, 128; bits per held-out code per sampler",
+            "pixelsnail}, plus the prior penalties at |z| 16, 64, 128 (prior matching 0.1, prior MMD 1: prior and "
+            "dataset FID); bits per held-out code per code model",
             "ablation: |z| size x z-sampler", _latent_size, {"digits": DIGITS_LATENT_SIZE_QUICK, "digits:full": DIGITS_LATENT_SIZE},
-            index=("variant", "latent_dim", "prior_matching", "sampler")),
+            index=("variant", "latent_dim", "prior_matching", "prior_mmd", "sampler")),
     GridDef("ddim", "DDPM and DMZ trained with input perturbation gamma=0 and with the preset's (released) gamma; "
             "FID of DDIM (eta=0) and ancestral sampling at T = 10, 20, 50, 100 on the same checkpoints",
             "Table 10: DDIM", _ddim, {"digits": DIGITS_DDIM}, index=("variant", "solver", "sampler")),

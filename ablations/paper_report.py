@@ -143,6 +143,8 @@ def context_tables(ctx: Ctx, claim: Claim) -> list[tuple[str, pd.DataFrame]]:
             part, keys = df[df["metric"].isin(list(NLL_LABELS))], ["variant"]
         else:
             part = df[~df["metric"].isin(list(NLL_LABELS))]
+            if claim.cid == "Q1":  # what the question reads: FID with the prior and with encoded codes, and the codes
+                part = part[(part["metric"] != "fid") | part["sampler"].isin(["prior", "dataset"])]
             keys = [k for k in grid_index(claim.grid) if k in part.columns]
         if len(part):
             out.append((f"`{df['source'].iloc[0]}`" + _protocol_line(part), grid_table(part, keys, ctx.paper)))
