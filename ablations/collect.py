@@ -25,7 +25,7 @@ if __package__ in (None, ""):  # run by path
 
 from ablations.grids import Cell, cell_dir, requested_rows, row_matches
 from ablations.tables import missing
-from dmz.runio import atomic_write_bytes, read_jsonl
+from dmz.runio import atomic_write_bytes, read_jsonl, repo_relative
 from evaluation.rows import RESULTS_FILE, latest_rows
 
 REPO = Path(__file__).resolve().parent.parent
@@ -56,17 +56,6 @@ def cell_rows(cell: Cell, run_dir: Path, *, requested_only: bool = True) -> list
     return [{**fill, **{k: (repo_relative(v) if k in PATH_COLUMNS and isinstance(v, str) else v) for k, v in r.items()},
              "grid": cell.grid, "preset": cell.preset, "variant": cell.name, "cell_dir": repo_relative(run_dir)}
             for r in rows]
-
-
-def repo_relative(path: str | Path) -> str:
-    """``path`` relative to the repository checkout it lies in (this one, or another checkout of it such as a
-    ``git worktree`` that ran a grid: the nearest folder above it with a ``.git``), else as given. Checked-in rows
-    must not carry the absolute paths of the machine that ran them."""
-    p = Path(path).resolve()
-    for root in (REPO, *p.parents):
-        if (root / ".git").exists() and p.is_relative_to(root):
-            return str(p.relative_to(root))
-    return str(path)
 
 
 def _scalar(v: Any) -> Any:

@@ -30,10 +30,11 @@ if __package__ in (None, ""):  # run by path: make the repository importable
 import pandas as pd
 
 from ablations.claims import REPO, _best, as_num, judge, select
-from ablations.collect import collect, repo_relative, save
+from ablations.collect import collect, save
 from ablations.grids import EvalSpec, cell_dir, expand, results_label
 from ablations.reproduce import prediction_interval, trainings
 from ablations.tables import fmt, to_markdown
+from dmz.runio import repo_relative
 
 GRID = "finetune"
 STEPS = (10, 100)

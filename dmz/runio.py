@@ -122,3 +122,18 @@ def file_sha256(path: str | os.PathLike) -> str:
                 h.update(chunk)
         _FILE_HASHES[key] = h.hexdigest()
     return _FILE_HASHES[key]
+
+
+#: this checkout's root (where ``results/`` lives)
+REPO = Path(__file__).resolve().parent.parent
+
+
+def repo_relative(path: str | Path) -> str:
+    """``path`` relative to the repository checkout it lies in (this one, or another checkout of it such as a
+    ``git worktree`` that ran a grid: the nearest folder above it with a ``.git``), else as given. Checked-in rows
+    and application scores must not carry the absolute paths of the machine that made them."""
+    p = Path(path).resolve()
+    for root in (REPO, *p.parents):
+        if (root / ".git").exists() and p.is_relative_to(root):
+            return str(p.relative_to(root))
+    return str(path)

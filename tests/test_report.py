@@ -328,7 +328,7 @@ def test_grid_table_says_its_spread_is_over_sampling_seeds_of_one_training(tmp_p
 
 
 def test_rows_name_folders_relative_to_the_checkout_that_ran_them(tmp_path):
-    from ablations.collect import REPO, repo_relative
+    from dmz.runio import REPO, repo_relative
 
     assert repo_relative(REPO / "results" / "runs" / "main" / "x") == "results/runs/main/x"
     other = tmp_path / "run-seeds"  # a git worktree of the project: its .git is a file

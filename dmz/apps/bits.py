@@ -36,6 +36,7 @@ from dmz.apps.common import (AppError, DigitsLabeller, Features, decode, feature
                              save_rows, write_scores)
 from dmz.data import dataset_info
 from dmz.run import encode_split
+from dmz.runio import repo_relative
 
 CLASS_BIT_MIN = 0.10  # a class "has a bit" when some bit moves its mean probability by at least this much
 NULL_SHUFFLES = 20
@@ -99,7 +100,7 @@ def analyse_run(run_path, *, num: int, steps: int, seed: int, device: str, log: 
         strip[b] = (on[:STRIP_IMAGES], off[:STRIP_IMAGES])
         log(f"bits: {run.path.name} bit {b + 1}/{d}: feature distance {dist[-1]:.3f}"
             + (f", class TV {tv[-1]:.3f}" if tv else "") + f" ({time.perf_counter() - t0:.0f} s)")
-    out = {"run": str(run.path), "run_id": run.cfg.run_id(), "seed": run.cfg.train.seed, "latent_dim": d,
+    out = {"run": repo_relative(run.path), "run_id": run.cfg.run_id(), "seed": run.cfg.train.seed, "latent_dim": d,
            "dataset": run.cfg.data.dataset, "num_images": num, "T": steps,
            "feature_space": feats.name, "feature_distance": dist, "label_mi_bits": label_mi.tolist(),
            "bit_mi_bits": pair_mi.tolist(), "bit_mi_max": pair_mi.max(1).tolist(), "_images": strip,

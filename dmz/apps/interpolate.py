@@ -30,6 +30,7 @@ import torch
 from dmz.apps.common import (AppError, Features, decode, feature_distance, load_binary_run, save_rows, soft_probs,
                              write_scores)
 from dmz.run import encode_split, split_images
+from dmz.runio import repo_relative
 
 XT_LEVELS = (10, 30, 50, 70, 90)
 METHODS = ("index", "random", "smooth", "relaxed") + tuple(f"xt{p}" for p in XT_LEVELS)
@@ -136,7 +137,7 @@ def interpolate(run_dir, out: Path, *, pairs: int = 8, pair: list[tuple[int, int
     probs = soft_probs(run, x)
     feats_of = Features(run.cfg.data.dataset, run.cfg.data.resolution, run.cfg.data.data_root)
     out = Path(out)
-    scores = {"app": "interpolate", "run": str(run.path), "run_id": run.cfg.run_id(), "step": run.step, "T": steps,
+    scores = {"app": "interpolate", "run": repo_relative(run.path), "run_id": run.cfg.run_id(), "step": run.step, "T": steps,
               "seed": seed, "pairs": [list(p) for p in chosen], **feats_of.row_fields(),
               "hamming": [int((codes[i] != codes[j]).sum()) for i, j in chosen], "methods": {}}
     for method in methods:

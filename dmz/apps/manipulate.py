@@ -27,6 +27,7 @@ from dmz.apps.common import (AppError, DigitsLabeller, Features, decode, feature
                              save_rows, write_scores)
 from dmz.data import dataset_info
 from dmz.run import encode_split, split_images
+from dmz.runio import repo_relative
 
 ALPHAS = (-4.0, -2.0, -1.0, 0.0, 1.0, 2.0, 4.0)  # released
 START = 0.9  # decode from x_t at t = 0.9 T (released)
@@ -108,7 +109,7 @@ def manipulate(run_dir, out: Path, *, attributes: list[str], steps: int = 100, p
     feats_of = Features(dataset, run.cfg.data.resolution, run.cfg.data.data_root)
     labeller = DigitsLabeller(run.model.resolution) if dataset == "digits" else None
     out = Path(out)
-    scores = {"app": "manipulate", "run": str(run.path), "run_id": run.cfg.run_id(), "step": run.step, "T": steps,
+    scores = {"app": "manipulate", "run": repo_relative(run.path), "run_id": run.cfg.run_id(), "step": run.step, "T": steps,
               "start": START, "alphas": list(alphas), "seed": seed, **feats_of.row_fields(),
               "success_classifier": "digits-classifier-v1" if labeller else None, "attributes": {}}
     for attr in chosen:

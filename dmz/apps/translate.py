@@ -29,6 +29,7 @@ from torch import nn
 from dmz.apps.common import AppError, DigitsLabeller, decode, load_binary_run, save_rows, write_scores
 from dmz.data.paired import check_pair
 from dmz.run import encode_split, split_images
+from dmz.runio import repo_relative
 
 HIDDEN = 256  # released width
 SPLIT_SEED = 0
@@ -145,7 +146,7 @@ def translate(source_dir, target_dir, out: Path, *, steps: int = 40, num: int | 
     seeds = list(range(seed * 1_000_000, seed * 1_000_000 + n))
     sets = {"mapped": mapped, "oracle": zt_test[:n], "prior": prior_codes}
     labeller = DigitsLabeller(target.model.resolution) if td.dataset == "digits" else None
-    scores = {"app": "translate", "source": str(source.path), "target": str(target.path),
+    scores = {"app": "translate", "source": repo_relative(source.path), "target": repo_relative(target.path),
               "source_dataset": sd.dataset, "target_dataset": td.dataset, "source_run_id": source.cfg.run_id(),
               "target_run_id": target.cfg.run_id(), "T": steps, "n": n, "seed": seed,
               "mapper": {k: v for k, v in fit.items() if k != "history"}, "mapper_history": fit["history"],
