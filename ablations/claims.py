@@ -46,8 +46,7 @@ import pandas as pd
 from scipy import stats
 
 from ablations.collect import pool_training_seeds, split_seed_label
-from ablations.tables import column_label, fmt, metric_label, missing, penalty
-from evaluation.extractor_names import is_stale
+from ablations.tables import column_label, fmt, metric_label, missing, penalty, stale_mask
 
 REPO = Path(__file__).resolve().parent.parent
 HOLDS, FAILS, UNRESOLVED, NO_DATA = "holds", "does not hold", "not resolved at this budget", "no data"
@@ -106,14 +105,6 @@ def pooled(dfs: list[pd.DataFrame]) -> pd.DataFrame:
 
 class MixedFeatureSpaces(ValueError):
     """A results.csv holds FIDs of one unpinned extractor computed with two weight files."""
-
-
-def stale_mask(df: pd.DataFrame) -> pd.Series:
-    """FID rows outside the pinned feature space of their extractor (:func:`evaluation.extractor_names.is_stale`)."""
-    sha = df["feature_extractor_weights_sha256"] if "feature_extractor_weights_sha256" in df else pd.Series(
-        [None] * len(df), index=df.index)
-    return (df["metric"] == "fid") & pd.Series([is_stale(e, None if missing(h) else h)
-                                                for e, h in zip(df["feature_extractor"], sha)], index=df.index)
 
 
 def _check_one_space(df: pd.DataFrame, path: Path) -> None:

@@ -20,7 +20,8 @@ from ablations.collect import collect, results_folder, save, with_recorded
 from ablations.grids import Cell, get_grid
 from ablations.mi_curve import estimator_note, mi_plot, mi_table, split_mi
 from ablations.tables import (PAPER_EXTRACTOR, PAPER_NUMBERS, column_label, decimals, fmt, lineplot,
-                              load_paper_numbers, mean_sd, metric_label, nll_label, penalty, to_latex, to_markdown)
+                              load_paper_numbers, mean_sd, metric_label, nll_label, penalty, stale_mask, to_latex,
+                              to_markdown)
 from evaluation.extractor_names import INCEPTION_NAME
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -36,6 +37,15 @@ def build_table(df: pd.DataFrame, grid: str, paper: pd.DataFrame | None = None) 
     df, _ = split_mi(df)  # I(z; x_t) has a table of its own (mi.md): 20 noise levels
     if df.empty:
         return pd.DataFrame(), []
+    stale = stale_mask(df)
+    if stale.any():  # FIDs in another feature space than the pinned one are never set beside the others
+        cells = ", ".join(dict.fromkeys(df.loc[stale, "variant"].astype(str)))
+        notes.append(f"FIDs of {cells} left out: computed in another feature space than the pinned weights (stale); "
+                     f"`python ablations/run_grid.py --grid {grid} --only {cells.replace(', ', ',')} ...` (with the "
+                     "grid's budget and seeds) recomputes them")
+        df = df[~stale]
+        if df.empty:
+            return pd.DataFrame(), notes
     df = df.copy()
     for k in ("prior_matching", "prior_mmd"):  # written only where set: a cell without the penalty has weight 0
         if k in df:

@@ -24,10 +24,10 @@ from scipy import stats
 if __package__ in (None, ""):  # run by path
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ablations.claims import (REPO, Claim, Ctx, claim_latent_size, pooled, read_results, result_folders, split_stale,
-                             stale_mask)
+from ablations.claims import (REPO, Claim, Ctx, claim_latent_size, pooled, read_results, result_folders,
+                              split_stale)
 from ablations.collect import POOL_KEY, ident, split_seed_label
-from ablations.tables import column_label, fmt, missing, to_markdown
+from ablations.tables import column_label, fmt, missing, stale_mask, to_markdown
 
 #: what identifies one number across trainings (the pooling key, without the grid-level columns)
 MATCH = tuple(k for k in POOL_KEY if k not in ("grid",))

@@ -11,6 +11,8 @@ from typing import Any
 
 import pandas as pd
 
+from evaluation.extractor_names import is_stale
+
 REPO = Path(__file__).resolve().parent.parent
 PAPER_NUMBERS = REPO / "results" / "paper_numbers.csv"
 PAPER_EXTRACTOR = "Inception"  # the paper's FIDs: pytorch-fid's Inception (PAPER.md 3.3)
@@ -156,3 +158,11 @@ def penalty(df: pd.DataFrame) -> pd.Series:
     mmd = df["prior_mmd"].astype(float).fillna(0.0) if "prior_mmd" in df else pd.Series(0.0, index=df.index)
     return pd.Series(["+".join([f"pm{a:g}"] * (a > 0) + [f"mmd{b:g}"] * (b > 0)) or "none" for a, b in zip(pm, mmd)],
                      index=df.index)
+
+
+def stale_mask(df: pd.DataFrame) -> pd.Series:
+    """FID rows outside the pinned feature space of their extractor (:func:`evaluation.extractor_names.is_stale`)."""
+    sha = df["feature_extractor_weights_sha256"] if "feature_extractor_weights_sha256" in df else pd.Series(
+        [None] * len(df), index=df.index)
+    return (df["metric"] == "fid") & pd.Series([is_stale(e, None if missing(h) else h)
+                                                for e, h in zip(df["feature_extractor"], sha)], index=df.index)

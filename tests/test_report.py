@@ -336,3 +336,22 @@ def test_rows_name_folders_relative_to_the_checkout_that_ran_them(tmp_path):
     (other / ".git").write_text("gitdir: elsewhere\n")
     assert repo_relative(other / "results" / "runs" / "cell") == "results/runs/cell"
     assert repo_relative(tmp_path / "loose" / "cell") == str(tmp_path / "loose" / "cell")  # no checkout: as given
+
+
+def test_grid_table_leaves_out_stale_fids_and_names_them(tmp_path):
+    """A results.csv keeps a cell's FIDs from another feature space (its record), but its table never sets them
+    beside the pinned ones: they are left out and the note names the cell and the command that recomputes them."""
+    import pandas as pd
+
+    fresh = _size_csv(tmp_path, "digits", 0, 3.0, 21.0)
+    old = _size_csv(tmp_path / "old", "digits", 0, 1.0, 9.0, sha="a" * 64).assign(
+        variant=["z16-pm0.1", "z128-pm0.1"], prior_matching=0.1)
+    bits = old.iloc[[0]].assign(metric="bits_per_code", value=15.9, T=None, feature_extractor=None,
+                                feature_extractor_weights_sha256=None)
+    table, notes = build_table(pd.concat([fresh, old, bits], ignore_index=True), "latent_size")
+    fid_cols = [c for c in table.columns if str(c).startswith("FID")]
+    assert set(table.loc[table[fid_cols].ne("–").any(axis=1) & table[fid_cols].notna().any(axis=1), "variant"]) \
+        == {"z16", "z128"}
+    assert "15.9 ± 0.2" in set(table.loc[table["variant"] == "z16-pm0.1"].astype(str).values.ravel())  # bits stay
+    note = next(n for n in notes if "left out" in n)
+    assert "z16-pm0.1, z128-pm0.1" in note and "--only z16-pm0.1,z128-pm0.1" in note
