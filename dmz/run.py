@@ -92,9 +92,9 @@ def encode_images(run: LoadedRun, batches: Iterable[torch.Tensor], *, seed: int 
     return torch.cat(out)
 
 
-def _split_batches(run: LoadedRun, split: str, batch_size: int, labels: list[torch.Tensor]) -> Iterator[torch.Tensor]:
-    """The images of a split in order (no flip), ``batch_size`` at a time; their labels appended to ``labels``."""
-    for x, y in torch.utils.data.DataLoader(run.dataset(split), batch_size=batch_size, shuffle=False):
+def _batches(ds, batch_size: int, labels: list[torch.Tensor]) -> Iterator[torch.Tensor]:
+    """The images of a dataset in order, ``batch_size`` at a time; their labels appended to ``labels``."""
+    for x, y in torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False):
         labels.append(y)
         yield x
 
@@ -113,7 +113,7 @@ def encode_split(run: LoadedRun, split: str = "train", *, seed: int = 0, batch_s
         blob = torch.load(path, map_location="cpu")
         return blob["codes"], blob["labels"]
     labels: list[torch.Tensor] = []
-    codes = encode_images(run, _split_batches(run, split, batch_size, labels), seed=seed)
+    codes = encode_images(run, _batches(ds, batch_size, labels), seed=seed)
     out = codes, torch.cat(labels)
     if cache:
         atomic_torch_save({"codes": out[0], "labels": out[1]}, path)
@@ -125,7 +125,7 @@ def representations(run: LoadedRun, split: str, mode: str, *, seed: int = 0,
     """Features for downstream probes (:func:`encode_images` with ``mode``, one of the latent type's
     ``representation_modes``) and labels of a split."""
     labels: list[torch.Tensor] = []
-    feats = encode_images(run, _split_batches(run, split, batch_size, labels), seed=seed, mode=mode)
+    feats = encode_images(run, _batches(run.dataset(split), batch_size, labels), seed=seed, mode=mode)
     return feats, torch.cat(labels)
 
 
