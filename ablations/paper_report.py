@@ -31,6 +31,9 @@ from ablations.claims import (ALPHA, FAILS, GRIDS_USED, HOLDS, NLL_LABELS, NO_DA
                               run_commands, stale_rows, verdict_rows)
 from ablations.claims import build_claims as judged_claims
 from ablations.mi_curve import estimator_note, mi_plot, mi_table, split_mi
+from ablations.penalties import BEGIN as PENALTIES_BEGIN
+from ablations.penalties import END as PENALTIES_END
+from ablations.penalties import penalties_markdown, penalty_frame
 from ablations.tables import (PAPER_EXTRACTOR, PAPER_NUMBERS, column_label, fmt, lineplot, load_paper_numbers,
                               metric_label, missing, penalty)
 from ablations.tables import to_markdown as markdown_table
@@ -271,6 +274,13 @@ def mi_frames(ctx: Ctx) -> list[tuple[str, str, pd.DataFrame]]:
     return out
 
 
+def penalties_md(ctx: Ctx) -> str:
+    """Open question 1's penalties at a glance (:mod:`ablations.penalties`); "" when no latent_size table has a
+    penalty."""
+    got = penalty_frame(ctx.frames("latent_size"))
+    return penalties_markdown(*got) if got else ""
+
+
 def mi_sections(ctx: Ctx, plots: dict[str, list[Path]]) -> list[str]:
     """Beyond the paper's tables: I(z; x_t) against t (the release's ``mi_eval.py``) where a grid scored it."""
     frames = mi_frames(ctx)
@@ -433,6 +443,7 @@ def render(ctx: Ctx, claims: list[Claim], plots: dict[str, list[Path]], folder: 
         md += ["Missing grids (their claims read **no data**):", ""] + [f"* {m}" for m in missing] + [""]
     md += [f"Every counted part's difference with its 95% interval: ![verdicts]({plots['verdicts'][0].name})"
            if plots.get("verdicts") else "", ""]
+    pens = penalties_md(ctx)
     for c in claims:
         md += [f"## {c.cid}. {c.title}: {c.verdict}", "", f"**Claim.** {c.statement}", ""]
         if c.missing:
@@ -446,6 +457,8 @@ def render(ctx: Ctx, claims: list[Claim], plots: dict[str, list[Path]], folder: 
         notes = c.notes + (_paper_lines(ctx, c.grid) if c.cid != "N" else [])
         md += [f"* {n}" for n in notes] + ([""] if notes else [])
         md += [f"![{p.stem}]({p.name})" for p in plots.get(c.cid, [])] + [""]
+        if c.cid == "Q1" and pens:
+            md += ["**The penalties at a glance** (also `PENALTIES.md`, which the README carries):", "", pens, ""]
         md += [f"**Verdict: {c.verdict}.**" if c.kind != "information" else "", ""]
     md += mi_sections(ctx, plots)
     return "\n".join(md).replace("\n\n\n", "\n\n")
@@ -517,9 +530,15 @@ def paper_report(preset: str = "digits", *, results_dir: str | Path | None = Non
     md = render(ctx, claims, pics, folder, today)
     (folder / "REPORT.md").write_text(md)
     (folder / "CLAIMS.md").write_text(claims_brief(claims))
+    pens = penalties_md(ctx)
+    if pens:
+        (folder / "PENALTIES.md").write_text(pens)
+    else:  # no penalty rows (any more): no table left over from an earlier report
+        (folder / "PENALTIES.md").unlink(missing_ok=True)
     verdicts = verdict_rows(claims, preset)
     verdicts.to_csv(folder / "verdicts.csv", index=False)
     out = {"report": folder / "REPORT.md", "verdicts": folder / "verdicts.csv", "brief": folder / "CLAIMS.md",
+           "penalties": folder / "PENALTIES.md" if pens else None,
            "plots": [p for ps in pics.values() for p in ps], "claims": claims, "markdown_text": md,
            "verdict_table": verdicts, "missing": [g for g in GRIDS_USED if g not in ctx.data]}
     if say:
@@ -561,18 +580,22 @@ def run(preset: str | None, results_dir: Path | None, paper_numbers: Path | None
     if results_dir is None and preset == "digits":  # the checked-in rows: the README carries their claims table
         if sync_readme(REPO / "README.md", out["brief"].read_text()):
             print(f"updated the claims table in {REPO / 'README.md'}")
+        if out["penalties"] and sync_readme(REPO / "README.md", out["penalties"].read_text(), PENALTIES_BEGIN,
+                                            PENALTIES_END):
+            print(f"updated the penalties table in {REPO / 'README.md'}")
     return 0
 
 
-def sync_readme(readme: Path, brief: str) -> bool:
-    """Put ``brief`` (CLAIMS.md) between the README's markers; True when the README changed."""
+def sync_readme(readme: Path, block: str, begin: str = BRIEF_BEGIN, end: str = BRIEF_END) -> bool:
+    """Put ``block`` (CLAIMS.md by default) between the README's markers ``begin`` and ``end``; True when the
+    README changed."""
     if not readme.exists():
         return False
     text = readme.read_text()
-    if text.count(BRIEF_BEGIN) != 1 or text.count(BRIEF_END) != 1:
+    if text.count(begin) != 1 or text.count(end) != 1:
         return False
-    head, rest = text.split(BRIEF_BEGIN + "\n", 1)
-    new = head + BRIEF_BEGIN + "\n" + brief + BRIEF_END + rest.split(BRIEF_END, 1)[1]
+    head, rest = text.split(begin + "\n", 1)
+    new = head + begin + "\n" + block + end + rest.split(end, 1)[1]
     if new != text:
         readme.write_text(new)
     return new != text

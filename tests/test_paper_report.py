@@ -668,3 +668,46 @@ def test_sync_readme_replaces_only_the_marked_block(tmp_path):
     readme.write_text("no markers here\n")
     assert not sync_readme(readme, "| new |\n") and readme.read_text() == "no markers here\n"
     assert not sync_readme(tmp_path / "absent.md", "| new |\n")
+
+
+def test_penalties_table_pools_trainings_and_computes_the_ratio_from_the_rows(tmp_path):
+    """The README's penalties table (ablations.penalties): one row per penalty x |z|, each entry the mean ± sd over
+    trainings, the ratio to the smallest |z|'s prior FID at the largest T computed, released first."""
+    from ablations.penalties import penalty_frame, penalty_table
+
+    def cells(pen, extra, small, big):
+        out = []
+        for z, v in ((16, small), (128, big)):
+            out += [fid(f"z{z}{pen}", T, v * (1.5 if T == 10 else 1.0), latent_dim=z, seeds=1, spread=0.3, **extra)
+                    for T in (10, 100)]
+            out.append(fid(f"z{z}{pen}", 100, v / 2, sampler="dataset", latent_dim=z, seeds=1, spread=0.1, **extra))
+            out.append({"variant": f"z{z}{pen}", "metric": "bits_per_code", "sampler": "pixelsnail", "value": 0.8 * z,
+                        "sd": math.nan, "spread": 0.5, "latent_dim": z, "N": 360, **extra})
+        return out
+
+    rows = cells("-pm0.1", {"prior_matching": 0.1}, 1.0, 5.0) + cells("", {}, 3.0, 18.0)
+    write(tmp_path, "latent_size", [fid("z16", 10, 4.0, latent_dim=16)], label="digits")  # no penalty: not chosen
+    write(tmp_path, "latent_size", rows, label="digits-full")
+    label, df = penalty_frame(list(load_all("digits", tmp_path)["latent_size"].items()))
+    assert label == "digits-full"
+    t = penalty_table(df).set_index(["penalty", "|z|"])
+    assert list(t.index) == [("none (as released)", 16), ("none (as released)", 128), ("prior matching 0.1", 16),
+                             ("prior matching 0.1", 128)]
+    row = t.loc[("prior matching 0.1", 128)]
+    assert row["trainings"] == 3 and row["prior FID T=100"] == "5.00 ± 0.30" and row["prior FID T=10"] == "7.50 ± 0.30"
+    assert row["÷ |z|=16 at T=100"] == "5.0" and t.loc[("none (as released)", 128), "÷ |z|=16 at T=100"] == "6.0"
+    assert row["dataset FID T=100"] == "2.50 ± 0.10" and row["PixelSNAIL bits per held-out code"] == "102.4 ± 0.5"
+    assert penalty_frame([("digits", df[df["prior_matching"].astype(float) == 0])]) is None  # no penalty, no table
+
+
+def test_the_readme_penalties_table_is_the_one_the_checked_in_rows_give():
+    from ablations.claims import REPO
+    from ablations.paper_report import judge_claims, penalties_md
+    from ablations.penalties import BEGIN, END
+
+    readme = (REPO / "README.md").read_text()
+    assert readme.count(BEGIN) == 1 and readme.count(END) == 1
+    block = readme.split(BEGIN + "\n", 1)[1].split(END, 1)[0]
+    ctx, _ = judge_claims("digits")
+    assert block == penalties_md(ctx), "README's penalties table is stale: run `python ablations/report.py --paper`"
+    assert "| prior matching 0.1 |" in block
