@@ -46,9 +46,9 @@ import pandas as pd
 from scipy import stats
 
 from ablations.collect import pool_training_seeds, split_seed_label
-from ablations.tables import column_label, fmt, metric_label, missing, penalty, stale_mask
+from ablations.tables import column_label, fmt, metric_label, missing, penalty, penalty_weights, stale_mask
+from dmz.runio import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 HOLDS, FAILS, UNRESOLVED, NO_DATA = "holds", "does not hold", "not resolved at this budget", "no data"
 VERDICTS = (HOLDS, FAILS, UNRESOLVED, NO_DATA)
 ALPHA = 0.05  # two-sided, family-wise over a claim's counted parts (Holm)
@@ -67,7 +67,7 @@ NLL_LABELS = {"nll_bpd": "NLL given z", "nll_bpd_z": "NLL with z's bits"}
 # ----------------------------------------------------------------------------------------------------------------
 # the rows
 # ----------------------------------------------------------------------------------------------------------------
-DEFAULTS: dict[str, Any] = {"solver": "ddpm", "prior_matching": 0.0, "prior_mmd": 0.0, "sd": math.nan, "se": math.nan,
+DEFAULTS: dict[str, Any] = {"solver": "ddpm", "sd": math.nan, "se": math.nan,
                             "seeds": math.nan, "N": math.nan, "T": math.nan, "sampler": None, "reference": None,
                             "feature_extractor": None, "latent_dim": math.nan, "dataset": None, "prior": None,
                             "train_steps": math.nan, "checkpoint_step": math.nan}
@@ -90,10 +90,8 @@ def read_results(path: Path) -> pd.DataFrame | None:
     fid = df["metric"] == "fid"
     df["solver"] = df["solver"].astype(object)
     df.loc[fid, "solver"] = df.loc[fid, "solver"].fillna("ddpm")
-    df["prior_matching"] = df["prior_matching"].fillna(0.0).astype(float)
-    df["prior_mmd"] = df["prior_mmd"].fillna(0.0).astype(float)
     df["source"] = _rel(path)
-    return df
+    return penalty_weights(df)
 
 
 def pooled(dfs: list[pd.DataFrame]) -> pd.DataFrame:

@@ -25,10 +25,9 @@ if __package__ in (None, ""):  # run by path
 
 from ablations.grids import Cell, cell_dir, requested_rows, row_matches
 from ablations.tables import missing
-from dmz.runio import atomic_write_bytes, read_jsonl, repo_relative
+from dmz.runio import REPO, atomic_write_bytes, read_jsonl, repo_relative
 from evaluation.rows import RESULTS_FILE, latest_rows
 
-REPO = Path(__file__).resolve().parent.parent
 CONFIG_COLUMNS = ("dataset", "prior", "latent_dim", "conditioning", "prior_matching", "categories", "run_id", "seed")
 PATH_COLUMNS = ("run_dir", "copied_from", "cell_dir")  # folders a row names: written relative to the repository
 FIRST = ("grid", "preset", "variant", *CONFIG_COLUMNS, "metric", "feature_extractor", "T", "sampler", "N", "seeds",

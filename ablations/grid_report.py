@@ -20,8 +20,8 @@ from ablations.collect import collect, results_folder, save, with_recorded
 from ablations.grids import Cell, get_grid
 from ablations.mi_curve import estimator_note, mi_plot, mi_table, split_mi
 from ablations.tables import (PAPER_EXTRACTOR, PAPER_NUMBERS, column_label, decimals, fmt, lineplot,
-                              load_paper_numbers, mean_sd, metric_label, nll_label, penalty, stale_mask, to_latex,
-                              to_markdown)
+                              load_paper_numbers, mean_sd, metric_label, nll_label, penalty, penalty_weights,
+                              stale_mask, to_latex, to_markdown)
 from evaluation.extractor_names import INCEPTION_NAME
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -46,10 +46,7 @@ def build_table(df: pd.DataFrame, grid: str, paper: pd.DataFrame | None = None) 
         df = df[~stale]
         if df.empty:
             return pd.DataFrame(), notes
-    df = df.copy()
-    for k in ("prior_matching", "prior_mmd"):  # written only where set: a cell without the penalty has weight 0
-        if k in df:
-            df[k] = df[k].astype(float).fillna(0.0)
+    df = penalty_weights(df, add=False)  # written only where set: a cell without the penalty has weight 0
     df["column"] = [column_label(m, e, t) for m, e, t in zip(df["metric"], df["feature_extractor"], df["T"])]
     nll = df["metric"].astype(str).str.startswith("nll_")
     if nll.any():  # per-cell columns: one per metric, split and code model (the sampler names the code model)

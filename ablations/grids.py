@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from dmz.config import Config, ConfigError, PRESETS, _split, resolve, valid_keys
-from dmz.runio import read_jsonl
+from dmz.runio import REPO, read_jsonl
 from evaluation.extractor_names import PINNED_WEIGHTS_SHA256, default_feature_extractor
 from evaluation.mi_settings import RELEASE_T, canonical_spec, default_spec, parse_spec
 from evaluation.rows import RESULTS_FILE
@@ -48,7 +48,6 @@ __all__ = ["Budget", "EvalSpec", "Variant", "Cell", "GridDef", "GRIDS", "GridErr
            "pixelsnail_width", "add_cell_args", "results_label", "cells_from_args", "cells_by_seed", "check_seeds", "cell_parser", "parse_cells", "LATENT_SIZES",
            "ZSAMPLERS_ALL", "PRIOR_MATCHING_WEIGHT", "PRIOR_MATCHING_SIZES", "CODE_SAMPLERS", "DIGITS_LATENT_SIZES"]
 
-REPO = Path(__file__).resolve().parent.parent
 PAPER_T = (10, 20, 50, 100)  # Table 1's step counts (PAPER.md 2.2)
 LATENT_SIZES = (16, 32, 64, 128, 256)  # |z| axis of the size ablation
 ZSAMPLERS_ALL = ("prior", "empirical", "dataset", "pixelsnail")  # PAPER.md 1.5

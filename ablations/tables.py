@@ -11,9 +11,9 @@ from typing import Any
 
 import pandas as pd
 
+from dmz.runio import REPO
 from evaluation.extractor_names import is_stale
 
-REPO = Path(__file__).resolve().parent.parent
 PAPER_NUMBERS = REPO / "results" / "paper_numbers.csv"
 PAPER_EXTRACTOR = "Inception"  # the paper's FIDs: pytorch-fid's Inception (PAPER.md 3.3)
 PROBE_LABELS = {"acc": "accuracy", "auroc": "AUROC", "cv": "5-fold CV", "heldout": "held-out"}
@@ -151,11 +151,23 @@ def lineplot(data: pd.DataFrame, x: str, hue: str, style: str | None, ylabel: st
     return path
 
 
+#: the prior penalties' config fields: rows carry them only where a cell sets them (missing = weight 0)
+PENALTY_FIELDS = ("prior_matching", "prior_mmd")
+
+
+def penalty_weights(df: pd.DataFrame, add: bool = True) -> pd.DataFrame:
+    """``df`` with its :data:`PENALTY_FIELDS` columns float, a missing weight read as 0 (the one place the readers
+    of results.csv normalise them); ``add``: also add the absent ones (all 0), else leave them absent (a grid
+    table's index shows only the penalties its rows name)."""
+    return df.assign(**{k: df[k].astype(float).fillna(0.0) if k in df else 0.0 for k in PENALTY_FIELDS
+                        if add or k in df})
+
+
 def penalty(df: pd.DataFrame) -> pd.Series:
     """Each row's prior penalty as a label: ``none`` (as released), ``pm0.1`` (prior matching), ``mmd1`` (prior
     MMD), for plots that set cells with and without a penalty side by side."""
-    pm = df["prior_matching"].astype(float).fillna(0.0) if "prior_matching" in df else pd.Series(0.0, index=df.index)
-    mmd = df["prior_mmd"].astype(float).fillna(0.0) if "prior_mmd" in df else pd.Series(0.0, index=df.index)
+    w = penalty_weights(df[[k for k in PENALTY_FIELDS if k in df]])
+    pm, mmd = w["prior_matching"], w["prior_mmd"]
     return pd.Series(["+".join([f"pm{a:g}"] * (a > 0) + [f"mmd{b:g}"] * (b > 0)) or "none" for a, b in zip(pm, mmd)],
                      index=df.index)
 
