@@ -57,7 +57,7 @@ PRIOR_MATCHING_WEIGHT = 0.1  # beyond the paper: the aux penalty of dmz.priors.b
 #: characteristic kernel on codes (every order of dependence between bits); weight 1 not tuned (the penalty of a
 #: batch collapsed onto 4 codes is ~0.8, of two fair batches ~0 +- 0.01)
 PRIOR_MMD_WEIGHT = 1.0
-#: a larger MMD weight (cells ``z*-mmd10``, outside every budget's default cells: ``--only`` runs them): weight 1 leaves
+#: a larger MMD weight (cells ``z*-mmd10``, optional: only ``--only`` runs them): weight 1 leaves
 #: a dependence the penalty itself detects in every batch of 64 codes (benchmarks/results/mmd_power.md)
 PRIOR_MMD_WEIGHT_LARGE = 10.0
 PRIOR_MATCHING_SIZES = (16, 64, 128)  # the released CIFAR |z| up to the paper's large |z| (FID 17.23 at 128)
@@ -189,6 +189,8 @@ class Variant:
     #: the z-samplers whose bits per held-out code ``codes`` scores (None = those of ``samplers`` with a likelihood);
     #: pixelsnail here fits PixelSNAIL even where no FID samples from it
     code_samplers: tuple[str, ...] | None = None
+    #: run only when named by ``--only`` (a follow-up try), never in a grid's or budget's default cells
+    optional: bool = False
 
 
 @dataclass(frozen=True)
@@ -326,7 +328,8 @@ def _latent_size() -> list[Variant]:
                     {"prior": "bernoulli", "latent_dim": L, "prior_matching": PRIOR_MATCHING_WEIGHT}, **penalised)
             for L in PRIOR_MATCHING_SIZES]
     out += [Variant(f"z{L}-mmd{w:g}", {"prior": "bernoulli", "latent_dim": L, "prior_matching": 0.0, "prior_mmd": w},
-                    **penalised) for w in (PRIOR_MMD_WEIGHT, PRIOR_MMD_WEIGHT_LARGE) for L in PRIOR_MATCHING_SIZES]
+                    **penalised, optional=w != PRIOR_MMD_WEIGHT)
+            for w in (PRIOR_MMD_WEIGHT, PRIOR_MMD_WEIGHT_LARGE) for L in PRIOR_MATCHING_SIZES]
     return out
 
 
@@ -448,8 +451,9 @@ def expand(grid: str, preset: str = "digits", sets: list[str] | dict[str, Any] |
             raise GridError(f"unknown cell {unknown[0]!r}{_suggest(unknown[0], names)} in grid {grid}; cells: "
                             f"{', '.join(names)}")
         variants = [v for v in variants if v.name in only]
-    elif budget.variants is not None:
-        variants = [v for v in variants if v.name in budget.variants]
+    else:
+        variants = [v for v in variants if not v.optional
+                    and (budget.variants is None or v.name in budget.variants)]
     for v in variants:
         axis = {_canonical(k) for k in v.overrides}
         kept = [(k, val) for k, val in user if _canonical(k) not in axis]

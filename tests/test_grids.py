@@ -97,7 +97,13 @@ def test_latent_size_samplers_are_evaluations_of_one_training():
     assert [c.config().model.latent_dim for c in pm] == list(grids.PRIOR_MATCHING_SIZES)
     mmd = [c for c in cells if c.config().model.prior_mmd > 0]
     assert [c.config().model.latent_dim for c in mmd] == list(grids.PRIOR_MATCHING_SIZES)
+    assert {c.config().model.prior_mmd for c in mmd} == {grids.PRIOR_MMD_WEIGHT}
     assert len(cells) == len(grids.LATENT_SIZES) + 2 * len(grids.PRIOR_MATCHING_SIZES)  # no cell per sampler
+    # the larger MMD weight is a follow-up: only --only runs it, on any preset and budget
+    assert not any(c.name.endswith("-mmd10") for p in ("cifar10", "digits")
+                   for c in expand("latent_size", p, budget="full" if p == "digits" else None))
+    big = expand("latent_size", "digits", budget="full", only=["z128-mmd10"])
+    assert [(c.name, c.config().model.prior_mmd) for c in big] == [("z128-mmd10", grids.PRIOR_MMD_WEIGHT_LARGE)]
     for c in cells:
         samplers = {s for e in c.evals if "fid" in e.metrics for s in e.samplers}
         metrics = {m for e in c.evals for m in e.metrics}
