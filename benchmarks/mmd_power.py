@@ -33,7 +33,7 @@ import torch
 
 from dmz.priors.bernoulli import prior_mmd_penalty
 from dmz.run import encode_split, load_run
-from dmz.runio import repo_relative
+from dmz.runio import atomic_write_bytes, repo_relative
 
 
 def draws(codes: torch.Tensor, B: int, n: int, g: torch.Generator) -> dict[str, np.ndarray]:
@@ -85,8 +85,8 @@ def main(argv: list[str] | None = None) -> int:
             "Values are MMD^2 (the penalty before its weight) on hard training codes; power = the fraction of batches "
             "above the null's 95th percentile; the last column: the fraction of draws where the codes' batch reads "
             "higher than a batch with the same marginals and no dependence.\n\n" + "\n".join(lines) + "\n")
-    if args.out:
-        args.out.write_text(text)
+    if args.out:  # atomically: a killed run leaves the last record whole
+        atomic_write_bytes(args.out, text.encode())
         print(f"wrote {args.out}")
     return 0
 
