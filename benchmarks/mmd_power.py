@@ -33,7 +33,7 @@ import torch
 
 from dmz.priors.bernoulli import prior_mmd_penalty
 from dmz.run import encode_split, load_run
-from dmz.runio import atomic_write_bytes, repo_relative
+from dmz.runio import atomic_write_bytes, read_jsonl, repo_relative
 
 
 def draws(codes: torch.Tensor, B: int, n: int, g: torch.Generator) -> dict[str, np.ndarray]:
@@ -51,6 +51,19 @@ def draws(codes: torch.Tensor, B: int, n: int, g: torch.Generator) -> dict[str, 
     return {k: np.asarray(v) for k, v in out.items()}
 
 
+def training_curve(run_dir: Path, cfg, every: int = 4) -> str | None:
+    """The penalty as training saw it (relaxed codes of each training batch): ``aux / prior_mmd`` from the run's
+    ``metrics.jsonl`` at every ``every``-th logged step, or None when the aux loss is not the MMD alone."""
+    m = cfg.model
+    if m.prior_mmd <= 0 or m.prior_matching > 0 or m.prior_confidence > 0 or not (run_dir / "metrics.jsonl").exists():
+        return None
+    rows = [r for r in read_jsonl(run_dir / "metrics.jsonl") if "aux" in r and "step" in r]
+    if not rows:
+        return None
+    picked = rows[every - 1::every] if rows[-1] in rows[every - 1::every] else rows[every - 1::every] + rows[-1:]
+    return ", ".join(f"{int(r['step'])}: {r['aux'] / m.prior_mmd:.3f}" for r in picked)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--run", action="append", required=True, help="a run folder (repeatable)")
@@ -63,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
              "marginals only: mean ± sd (power) | codes > marginals only |",
              "|---|---:|---:|---:|---:|---:|---:|---:|"]
     t0 = time.perf_counter()
+    curves: list[str] = []
     for r in args.run:
         run = load_run(r, device="cpu")
         codes, _ = encode_split(run, "train")
@@ -79,12 +93,18 @@ def main(argv: list[str] | None = None) -> int:
                          f"{d['null'].mean():.4f} [{q:.4f}] | {cell('codes')} | {cell('marginals only')} | "
                          f"{(d['codes'] > d['marginals only']).mean():.2f} |")
             print(lines[-1], flush=True)
+        curve = training_curve(Path(r), run.cfg)
+        if curve:
+            curves.append(f"* `{repo_relative(r)}` (weight {run.cfg.model.prior_mmd:g}), step: MMD^2 {curve}")
     text = ("# The prior-MMD penalty's power on trained codes\n\n"
             f"`python benchmarks/mmd_power.py` on {platform.processor() or platform.machine()}, one thread, "
             f"{time.strftime('%Y-%m-%d')}, {args.draws} batches per cell, {time.perf_counter() - t0:.0f} s. "
             "Values are MMD^2 (the penalty before its weight) on hard training codes; power = the fraction of batches "
             "above the null's 95th percentile; the last column: the fraction of draws where the codes' batch reads "
             "higher than a batch with the same marginals and no dependence.\n\n" + "\n".join(lines) + "\n")
+    if curves:
+        text += ("\nThe penalty during training (the runs' `metrics.jsonl`: aux loss / weight, i.e. MMD^2 of each "
+                 "training batch's relaxed codes against fair bits):\n\n" + "\n".join(curves) + "\n")
     if args.out:  # atomically: a killed run leaves the last record whole
         atomic_write_bytes(args.out, text.encode())
         print(f"wrote {args.out}")
