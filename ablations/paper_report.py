@@ -413,7 +413,9 @@ def to_markdown(table: pd.DataFrame) -> str:
     return markdown_table(table, PAPER_TEXT_COLUMNS)
 
 
-def render(ctx: Ctx, claims: list[Claim], plots: dict[str, list[Path]], folder: Path, today: str) -> str:
+def render(ctx: Ctx, claims: list[Claim], plots: dict[str, list[Path]], folder: Path, today: str,
+           penalties: str | None = None) -> str:
+    """REPORT.md's text; ``penalties``: the penalties table (:func:`penalties_md`, computed when not given)."""
     proto, missing = protocol_table(ctx)
     exts = sorted({str(e) for fr in ctx.data.values() for df in fr.values()
                    for e in df.loc[df["metric"] == "fid", "feature_extractor"].dropna()})
@@ -443,7 +445,7 @@ def render(ctx: Ctx, claims: list[Claim], plots: dict[str, list[Path]], folder: 
         md += ["Missing grids (their claims read **no data**):", ""] + [f"* {m}" for m in missing] + [""]
     md += [f"Every counted part's difference with its 95% interval: ![verdicts]({plots['verdicts'][0].name})"
            if plots.get("verdicts") else "", ""]
-    pens = penalties_md(ctx)
+    pens = penalties_md(ctx) if penalties is None else penalties
     for c in claims:
         md += [f"## {c.cid}. {c.title}: {c.verdict}", "", f"**Claim.** {c.statement}", ""]
         if c.missing:
@@ -527,10 +529,10 @@ def paper_report(preset: str = "digits", *, results_dir: str | Path | None = Non
     folder.mkdir(parents=True, exist_ok=True)
     pics = make_plots(ctx, claims, folder) if plots else {}
     today = today or datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    md = render(ctx, claims, pics, folder, today)
+    pens = penalties_md(ctx)
+    md = render(ctx, claims, pics, folder, today, pens)
     (folder / "REPORT.md").write_text(md)
     (folder / "CLAIMS.md").write_text(claims_brief(claims))
-    pens = penalties_md(ctx)
     if pens:
         (folder / "PENALTIES.md").write_text(pens)
     else:  # no penalty rows (any more): no table left over from an earlier report

@@ -60,7 +60,9 @@ def training_curve(run_dir: Path, cfg, every: int = 4) -> str | None:
     rows = [r for r in read_jsonl(run_dir / "metrics.jsonl") if "aux" in r and "step" in r]
     if not rows:
         return None
-    picked = rows[every - 1::every] if rows[-1] in rows[every - 1::every] else rows[every - 1::every] + rows[-1:]
+    picked = rows[every - 1::every]
+    if not picked or picked[-1] is not rows[-1]:  # always end on the last logged step
+        picked.append(rows[-1])
     return ", ".join(f"{int(r['step'])}: {r['aux'] / m.prior_mmd:.3f}" for r in picked)
 
 
