@@ -28,7 +28,8 @@ from ablations.tables import missing
 from dmz.runio import REPO, atomic_write_bytes, read_jsonl, repo_relative
 from evaluation.rows import RESULTS_FILE, latest_rows
 
-CONFIG_COLUMNS = ("dataset", "prior", "latent_dim", "conditioning", "prior_matching", "categories", "run_id", "seed")
+CONFIG_COLUMNS = ("dataset", "prior", "latent_dim", "conditioning", "prior_matching", "categories", "run_id", "seed",
+                  "seeding")
 PATH_COLUMNS = ("run_dir", "copied_from", "cell_dir")  # folders a row names: written relative to the repository
 FIRST = ("grid", "preset", "variant", *CONFIG_COLUMNS, "metric", "feature_extractor", "T", "sampler", "N", "seeds",
          "value", "sd")
@@ -50,7 +51,7 @@ def cell_rows(cell: Cell, run_dir: Path, *, requested_only: bool = True) -> list
     m = cell.config().model
     fill = {"dataset": cell.config().data.dataset, "prior": m.prior, "latent_dim": m.latent_dim,
             "conditioning": m.conditioning, "prior_matching": m.prior_matching, "categories": m.categories,
-            "run_id": cell.run_id, "seed": cell.seed,
+            "run_id": cell.run_id, "seed": cell.seed, "seeding": cell.config().train.seeding,
             **({"prior_mmd": m.prior_mmd} if m.prior_mmd else {})}  # the column only where it is set
     return [{**fill, **{k: (repo_relative(v) if k in PATH_COLUMNS and isinstance(v, str) else v) for k, v in r.items()},
              "grid": cell.grid, "preset": cell.preset, "variant": cell.name, "cell_dir": repo_relative(run_dir)}
@@ -80,8 +81,16 @@ SEED_LABEL = re.compile(r"^(?P<base>.+)-seed(?P<seed>\d+)$")
 #: what makes two rows of different training seeds the same entry of a table. The FID extractor's weights are part
 #: of it: ``digits-classifier-v1`` is trained on first use and its float weights differ between CPUs (an Intel Xeon
 #: and an AMD EPYC gave different sha256s), so FIDs from two machines are two feature spaces, never pooled
-POOL_KEY = ("grid", "variant", "metric", "T", "sampler", "solver", "N", "seeds", "feature_extractor",
+#: The seeding protocol (``train.seeding``; rows written before it existed are ``v1``) is part of it too: trainings of
+#: two protocols never pool.
+POOL_KEY = ("grid", "variant", "seeding", "metric", "T", "sampler", "solver", "N", "seeds", "feature_extractor",
             "feature_extractor_weights_sha256", "reference", "repr", "train_steps", "noise_t", "mi_estimator")
+
+
+def row_seeding(df: pd.DataFrame) -> pd.Series:
+    """Each row's seeding protocol (``train.seeding``): ``v1`` where the row predates the column."""
+    col = df["seeding"] if "seeding" in df.columns else pd.Series(None, index=df.index, dtype=object)
+    return col.astype(object).where(col.notna(), "v1")
 
 
 def split_seed_label(label: str) -> tuple[str, int | None]:
@@ -111,11 +120,12 @@ def _pool(group: pd.DataFrame) -> dict[str, Any]:
     for NLL), reported beside it and never used to decide; ``se`` (NLL) likewise the trainings' rms within-training
     standard error. ``train_seed_values`` lists the per-training values, the unit of evidence of
     :mod:`ablations.claims`."""
+    group = group.sort_values("seed", kind="stable")  # train_seed_values[i] is the training of train_seed_list[i]
     first = group.iloc[0].to_dict()
     per_seed = [float(v) for v in group["value"]]
     k = len(group)
     within = [float(x) for x in group["sd"] if not missing(x)] if "sd" in group else []
-    out = {**first, "train_seeds": k, "train_seed_list": json.dumps(sorted(int(s) for s in group["seed"])),
+    out = {**first, "train_seeds": k, "train_seed_list": json.dumps([int(s) for s in group["seed"]]),
            "train_seed_values": json.dumps(per_seed), "value": statistics.fmean(per_seed),
            "train_sd": statistics.stdev(per_seed) if k > 1 else math.nan,
            "sampling_sd": _rms(within) if len(within) == k else math.nan}
@@ -137,7 +147,7 @@ def pool_training_seeds(df: pd.DataFrame) -> pd.DataFrame:
     if df.empty:
         return df
     df = df if "seed" in df.columns else df.assign(seed=0)
-    df = df.assign(seed=df["seed"].fillna(0).astype(int))
+    df = df.assign(seed=df["seed"].fillna(0).astype(int), seeding=row_seeding(df))
     key = [c for c in POOL_KEY if c in df.columns]
     entry = df[key].apply(lambda r: "\x1f".join(map(ident, r)), axis=1)
     rows = [_pool(group.drop_duplicates(subset=["seed"], keep="last"))

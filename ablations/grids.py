@@ -575,8 +575,11 @@ def results_label(preset: str, budget: str | None = None, cells: list[Cell] | No
     """The folder name of a grid's tables under ``results/<grid>/``: the preset, plus the budget's name when it is
     not the default one (``digits-full``), so the two budgets' tables never overwrite each other, plus
     ``-seed<k>`` when every cell trains with the same seed k other than 0 (``--set seed=1``: a training-seed
-    replicate, ``digits-seed1``; ``ablations/claims.py`` pools it with the seed-0 table)."""
+    replicate, ``digits-seed1``; ``ablations/claims.py`` pools it with the seed-0 table). Cells trained with
+    ``train.seeding=crn`` get ``-crn`` before the seed (``digits-crn-seed1``)."""
     label = preset if budget in (None, "default") else f"{preset}-{budget}"
+    if cells and all(c.config().train.seeding == "crn" for c in cells):
+        label += "-crn"  # another seeding protocol: its own tables, never written over (or pooled with) v1's
     seeds = {c.config().train.seed for c in cells or []}
     if len(seeds) == 1 and (seed := seeds.pop()) != 0:
         label += f"-seed{seed}"

@@ -79,6 +79,10 @@ class TrainConfig:
     steps: int = 500_000  # total optimizer steps
     warmup_steps: int = 0  # linear lr warm-up (released: none)
     seed: int = 0
+    # how the seed becomes random numbers (dmz.seeding): v1 = one global seed before building the model, as every run
+    # before this field; crn = common random numbers, one generator per purpose (init by module name, data order,
+    # timesteps, noise, ...), so two arms trained with one seed share every draw they have in common
+    seeding: str = "v1"
     precision: str = "fp16"  # fp32 | fp16 (released, with loss scaling) | bf16 | auto (bf16 on CUDA, fp32 on CPU)
     compile: bool = False  # torch.compile the training step's loss (prior, UNet, hybrid loss; forward and backward)
     sampling_precision: str = "fp32"  # sampling (dmz.sample, evaluation): fp32 | bf16 | auto (bf16 on CUDA)
@@ -177,6 +181,10 @@ class Config:
         return f"{self.preset}-{latent}-s{self.train.seed}-{self.digest()}"
 
 
+#: ``train.seeding`` values (dmz.seeding says what each means)
+SEEDINGS = ("v1", "crn")
+
+
 # fields that change how a run executes, not what it computes: left out of the run id
 EXECUTION_FIELDS = ("train.device", "train.threads", "train.log_every", "train.ckpt_every", "train.ckpt_minutes",
                     "train.keep_checkpoints", "train.compile", "train.sampling_precision", "train.sampling_compile",
@@ -186,7 +194,8 @@ EXECUTION_FIELDS = ("train.device", "train.threads", "train.log_every", "train.c
 
 # fields added after run ids were first published, with their defaults: at the default they stay out of the digest
 LATER_FIELDS = {"model.prior_confidence": 0.0, "model.prior_mmd": 0.0, "model.z_tokens": 1, "diffusion.sigma_small": False,
-                "train.init_from": None, "train.finetune": "all"}
+                "train.init_from": None, "train.finetune": "all",
+                "train.seeding": "v1"}
 
 
 class ConfigError(ValueError):
@@ -337,6 +346,9 @@ def validate(cfg: Config) -> Config:
             raise ConfigError(f"model.{name} must be >= 0, got {getattr(m, name)}")
     if cfg.train.batch_size < 1 or cfg.train.steps < 0:
         raise ConfigError("train.batch_size must be >= 1 and train.steps >= 0")
+    if cfg.train.seeding not in SEEDINGS:
+        raise ConfigError(f"train.seeding={cfg.train.seeding!r} is not one of {', '.join(SEEDINGS)} (v1: one global "
+                          "seed, as before; crn: common random numbers, dmz.seeding)")
     if cfg.train.sample_every < 0:
         raise ConfigError(f"train.sample_every must be >= 0 (steps between sample grids; 0 = off), "
                           f"got {cfg.train.sample_every}")

@@ -4,6 +4,8 @@ Determinism: every random number of step ``s`` (batch indices, flips, timesteps,
 prior's Gumbel/Gaussian noise) is drawn for the *global* batch from generators seeded by ``(seed, s)``, and each DDP
 process takes its slice. So a run is repeatable, a resumed run continues exactly, and k processes equal one process
 on the same global batch (dropout aside: it uses the per-process torch RNG, whose state is checkpointed).
+With ``train.seeding=crn`` (:mod:`dmz.seeding`) each purpose has its own generator and each module's initial weights
+their own, so two arms of one seed share every draw they have in common.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from dmz.distributed import all_reduce_mean, barrier, init_distributed
 from dmz.model import DMZModel, build_diffusion, build_model
 from dmz.runio import (CHECKPOINT, CONFIG, METRICS, append_jsonl, atomic_write_json, load_checkpoint,
                        save_checkpoint)
+from dmz.seeding import derive, init_by_name
+from dmz.seeding import generator as seed_generator
 from dmz.sampling import sample_grid
 from dmz.tblog import RunLogger
 from dmz.threads import limit_threads
@@ -143,8 +147,14 @@ class Trainer:
         d = cfg.data
         self.dataset = build_dataset(d.dataset, "train", root=d.data_root, resolution=d.resolution,
                                      flip=False, center_crop=d.center_crop, download=d.download)
-        torch.manual_seed(tc.seed)  # parameter initialisation
+        self.crn = tc.seeding == "crn"
+        torch.manual_seed(tc.seed)  # parameter initialisation (v1; crn re-draws each module from its own generator)
         self.model = build_model(cfg)
+        if self.crn:
+            uncovered = init_by_name(self.model, tc.seed)
+            if uncovered:
+                self._say(f"seeding=crn: {len(uncovered)} module(s) without reset_parameters keep the builder's "
+                          f"init ({', '.join(uncovered[:3])}{', ...' if len(uncovered) > 3 else ''})")
         if tc.init_from:
             self._init_from(tc)
         self.model = self.model.to(self.device)
@@ -191,7 +201,8 @@ class Trainer:
 
     def _permutation(self, epoch: int) -> torch.Tensor:
         if self._perm_cache is None or self._perm_cache[0] != epoch:
-            g = torch.Generator().manual_seed(self.cfg.train.seed * 1_000_003 + epoch)
+            g = (seed_generator(self.cfg.train.seed, "data", epoch) if self.crn
+                 else torch.Generator().manual_seed(self.cfg.train.seed * 1_000_003 + epoch))
             self._perm_cache = (epoch, torch.randperm(len(self.dataset), generator=g))
         return self._perm_cache[1]
 
@@ -239,16 +250,22 @@ class Trainer:
 
     def step_randomness(self, step: int, shape: tuple[int, ...]) -> dict[str, Any]:
         """All random numbers of one step, for the global batch, sliced to this process."""
-        b = self.cfg.train.batch_size
-        g = torch.Generator().manual_seed(self.cfg.train.seed * 1_000_003 + step + 7_919)
+        b, seed = self.cfg.train.batch_size, self.cfg.train.seed
+        if self.crn:  # one generator per purpose: an arm without a draw (DDPM: no prior noise) shifts no other
+            g = {k: seed_generator(seed, k, step) for k in ("flip", "t", "noise", "perturbation", "prior_noise")}
+            # dropout draws from the per-process torch RNG: seeded per step (and process) too
+            torch.manual_seed(derive(seed, "dropout", step, self.dist.rank))
+        else:
+            g = dict.fromkeys(("flip", "t", "noise", "perturbation", "prior_noise"),
+                              torch.Generator().manual_seed(seed * 1_000_003 + step + 7_919))
         sl = slice(self.dist.rank * self.local_batch, (self.dist.rank + 1) * self.local_batch)
-        out = {"flip": torch.rand(b, generator=g)[sl] < 0.5}
-        t, w = self.t_sampler.sample(b, self.device, generator=g)  # on the device: the weights live there
+        out = {"flip": torch.rand(b, generator=g["flip"])[sl] < 0.5}
+        t, w = self.t_sampler.sample(b, self.device, generator=g["t"])  # on the device: the weights live there
         out["t"], out["weights"] = t[sl], w[sl]
-        out["noise"] = torch.randn(b, *shape, generator=g)[sl]
-        out["perturbation"] = torch.randn(b, *shape, generator=g)[sl]
+        out["noise"] = torch.randn(b, *shape, generator=g["noise"])[sl]
+        out["perturbation"] = torch.randn(b, *shape, generator=g["perturbation"])[sl]
         spec = self.model.latent.noise_spec()
-        out["prior_noise"] = None if spec is None else spec.draw(b, g)[sl]
+        out["prior_noise"] = None if spec is None else spec.draw(b, g["prior_noise"])[sl]
         return {k: (v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in out.items()}
 
     def lr_at(self, step: int) -> float:
