@@ -41,23 +41,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
-from scipy import stats
 
-from ablations.collect import pool_training_seeds, split_seed_label
+from ablations.collect import pool_training_seeds, row_seeding, split_seed_label
+from ablations.inference import (ALPHA, MAX_TRAININGS, POWER, Test, compare, holm,  # noqa: F401 (re-exported)
+                                 trainings_needed)
 from ablations.tables import column_label, fmt, metric_label, missing, penalty, penalty_weights, stale_mask
 from dmz.runio import REPO
 
 HOLDS, FAILS, UNRESOLVED, NO_DATA = "holds", "does not hold", "not resolved at this budget", "no data"
-VERDICTS = (HOLDS, FAILS, UNRESOLVED, NO_DATA)
-ALPHA = 0.05  # two-sided, family-wise over a claim's counted parts (Holm)
-POWER = 0.8  # the power the "trainings needed" of an unresolved part is computed for
-MAX_TRAININGS = 1000  # trainings_needed gives up beyond this (the difference is too small to chase)
-RULE = (f"Welch's t-test on the per-training values (a training's FID = the mean over its sampling seeds), "
-        f"two-sided, Holm-corrected over the claim's counted parts at alpha = {ALPHA:g}: adjusted p < alpha in the "
-        "claimed direction -> holds, in the other -> does not hold, else not resolved; fewer than 2 trainings on a "
-        "side -> not resolved")
+NO_DIFF = "no practical difference"
+VERDICTS = (HOLDS, FAILS, NO_DIFF, UNRESOLVED, NO_DATA)
+RULE = ("per training (a training's FID = the mean over its sampling seeds): a paired t-test on the per-seed "
+        "differences where both sides were trained with the same seeds under common random numbers (seeding=crn), "
+        "Welch's t-test otherwise; FID on the log scale (a ratio); two-sided, Holm-corrected over the claim's counted "
+        f"parts at alpha = {ALPHA:g} (at a group-sequential look, the look's nominal alpha): adjusted p < alpha in "
+        "the claimed direction -> holds, in the other -> does not hold; two one-sided tests (TOST) inside the "
+        "claim's margin -> no practical difference; else not resolved; fewer than 2 trainings on a side -> not "
+        "resolved")
 GRIDS_USED = ("main", "latent_type", "conditioning", "latent_size", "representation", "ddim")
 #: probe metric for the representation claim, in order of preference (CV rows carry an sd over folds)
 PROBE_PREFERENCE = ("probe_acc_cv", "probe_auroc_cv", "probe_acc_heldout", "probe_auroc_heldout")
@@ -158,9 +159,17 @@ def load_all(preset: str, results_dir: str | Path | None = None) -> dict[str, di
             if df is not None and len(df):
                 frames.setdefault(split_seed_label(folder.name)[0], []).append(df)
         frames = {label: pooled(dfs) for label, dfs in frames.items()}
+        # the common-random-numbers tables first: a grid's claims read them where they exist (they never pool with
+        # v1's trainings, and their arms pair)
+        frames = dict(sorted(frames.items(), key=lambda kv: not is_crn_label(kv[0])))
         if frames:
             out[grid] = frames
     return out
+
+
+def is_crn_label(label: str) -> bool:
+    """Is ``label`` a table of trainings under common random numbers (``<preset>[-<budget>]-crn``)?"""
+    return label.endswith("-crn")
 
 
 def stale_rows(preset: str, results_dir: str | Path | None = None) -> pd.DataFrame:
@@ -265,11 +274,17 @@ class Num:
     trainings: tuple[float, ...] = ()
     sampling_sd: float | None = None
     source: str = ""
+    seed_ids: tuple[int, ...] = ()  # the training seed of each value of ``trainings`` (empty: not known)
+    seeding: str = "v1"  # the trainings' seeding protocol (train.seeding): only crn trainings pair
+    variant: str | None = None  # the grid cell the number comes from
 
     def __post_init__(self):
         if not self.trainings:
             self.trainings = (float(self.value),)
         self.trainings = tuple(float(v) for v in self.trainings)
+        self.seed_ids = tuple(int(k) for k in self.seed_ids)
+        if self.seed_ids and len(self.seed_ids) != len(self.trainings):
+            self.seed_ids = ()
         if self.sd is None and len(self.trainings) > 1:
             self.sd = float(statistics.stdev(self.trainings))
 
@@ -307,6 +322,9 @@ def as_num(row: pd.Series | None, what: str, paper: pd.DataFrame | None = None) 
         return None if missing(row.get(k)) else float(row[k])
 
     trainings = _floats(row.get("train_seed_values")) or (float(row["value"]),)
+    seeds = tuple(int(k) for k in _floats(row.get("train_seed_list"))) or (
+        (int(row["seed"]),) if not missing(row.get("seed")) and len(trainings) == 1 else ())
+    seeding = row.get("seeding")
     if metric in NLL_LABELS:
         within, spread = num("se"), "se over images"
     elif str(metric).endswith("_cv"):
@@ -316,7 +334,9 @@ def as_num(row: pd.Series | None, what: str, paper: pd.DataFrame | None = None) 
     return Num(what=what, value=float(row["value"]), sd=None,  # Num derives the sd over trainings
                metric=metric, extractor=row.get("feature_extractor") if metric == "fid" else None, T=num("T"),
                N=num("N"), seeds=num("seeds"), spread=spread, paper=paper_value(paper, row),
-               source=str(row.get("source", "")), trainings=trainings, sampling_sd=within)
+               source=str(row.get("source", "")), trainings=trainings, sampling_sd=within, seed_ids=seeds,
+               seeding="v1" if missing(seeding) else str(seeding),
+               variant=None if missing(row.get("variant")) else str(row["variant"]))
 
 
 def paper_value(paper: pd.DataFrame | None, row: pd.Series) -> float | None:
@@ -333,64 +353,53 @@ def paper_value(paper: pd.DataFrame | None, row: pd.Series) -> float | None:
     return float(hit["value"].iloc[0]) if len(hit) else None
 
 
-@dataclass
-class Test:
-    """Welch's t-test of a part: a - b with its 95% interval, the raw p, and (set by :meth:`Claim.finalize`)
-    the Holm-adjusted p."""
-
-    diff: float | None = None
-    ci: tuple[float, float] | None = None
-    p: float | None = None
-    df: float | None = None
-    p_holm: float | None = None
-
-
-def welch(a: Num, b: Num) -> Test:
-    """Welch's t-test of the per-training values (``scipy.stats.ttest_ind(equal_var=False)``) and the 95% interval
-    of the difference of the means (``confidence_interval``); p is None where it is undefined (no spread on either
-    side)."""
-    diff = a.value - b.value
-    if len(set(a.trainings)) == 1 and len(set(b.trainings)) == 1:  # identical trainings on both sides: no spread
-        return Test(diff=diff)
-    r = stats.ttest_ind(a.trainings, b.trainings, equal_var=False)
-    if not math.isfinite(float(r.pvalue)):
-        return Test(diff=diff)
-    ci = r.confidence_interval(1 - ALPHA)
-    return Test(diff=diff, ci=(float(ci.low), float(ci.high)), p=float(r.pvalue), df=float(r.df))
-
-
-def trainings_needed(diff: float, sd_a: float | None, sd_b: float | None, *, alpha: float = ALPHA,
-                     power: float = POWER) -> int | None:
-    """Trainings per side with which a two-sided t-test at ``alpha`` detects a true difference ``|diff|`` with
-    probability ``power``, at the spread observed (sd over trainings; a side without one borrows the other's),
-    from the noncentral t (``scipy.stats.nct``; equal n a side, df = 2n - 2). None when no side has a spread, or
-    when more than :data:`MAX_TRAININGS` would be needed."""
-    sds = [s for s in (sd_a, sd_b) if s is not None and math.isfinite(s)]
-    if not sds or diff == 0:
+def pairs_of(a: Num, b: Num) -> list[tuple[float, float]] | None:
+    """The per-seed (a, b) values of the training seeds both sides hold, when both were trained under common random
+    numbers (``seeding=crn``) and share at least 2 seeds; None otherwise (v1 trainings are never paired: their arms
+    do not share their random draws, and a v1 training never pairs with a crn one)."""
+    if not (a.seeding == b.seeding == "crn") or not a.seed_ids or not b.seed_ids:
         return None
-    sd = math.sqrt(sum(s * s for s in sds) / len(sds))
-    if sd == 0:
-        return 2
-
-    def enough(n: int) -> bool:
-        dof = 2 * n - 2
-        nc = abs(diff) / (sd * math.sqrt(2 / n))
-        crit = stats.t.ppf(1 - alpha / 2, dof)
-        # the lower tail underflows to nan in scipy's nct for a large nc, where it is ~0: nansum keeps n monotone
-        return float(np.nansum([stats.nct.sf(crit, dof, nc), stats.nct.cdf(-crit, dof, nc)])) >= power
-
-    if not enough(MAX_TRAININGS):
-        return None
-    lo, hi = 1, MAX_TRAININGS  # power grows with n: bisect for the first n that is enough (enough(hi) holds)
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        lo, hi = (lo, mid) if enough(mid) else (mid, hi)
-    return hi
+    va, vb = dict(zip(a.seed_ids, a.trainings)), dict(zip(b.seed_ids, b.trainings))
+    common = sorted(set(va) & set(vb))
+    return [(va[s], vb[s]) for s in common] if len(common) >= 2 else None
 
 
-def judge(a: Num | None, b: Num | None, better: str, *, alpha: float = ALPHA) -> tuple[str, Test, str]:
+def log_scale(metric: str | None) -> bool:
+    """FID is positive and skewed: its tests, intervals and margins are on the log scale (a ratio a / b)."""
+    return metric == "fid"
+
+
+#: the margins of practical relevance, declared before any data (the equivalence test's bounds): FID as a ratio
+#: a / b, probe scores and NLL as a difference a - b
+FID_MARGIN = (0.9, 1.1)
+PROBE_MARGIN = (-0.01, 0.01)
+NLL_MARGIN = (-0.01, 0.01)  # bits/dim
+BY_METRIC = object()  # Part.margin's default: the margin of the part's metric (:func:`default_margin`)
+
+
+def default_margin(metric: str | None) -> tuple[float, float] | None:
+    if metric == "fid":
+        return FID_MARGIN
+    if metric in NLL_LABELS:
+        return NLL_MARGIN
+    if str(metric).startswith("probe_"):
+        return PROBE_MARGIN
+    return None
+
+
+def margin_text(margin: tuple[float, float] | None, log: bool) -> str:
+    if margin is None:
+        return "none"
+    return f"a / b in [{margin[0]:g}, {margin[1]:g}]" if log else f"a - b in [{margin[0]:+g}, {margin[1]:+g}]"
+
+
+def judge(a: Num | None, b: Num | None, better: str, *, margin: Any = BY_METRIC, alpha: float = ALPHA
+          ) -> tuple[str, Test, str]:
     """(verdict, test, why) for the claim a < b (``better="lower"``, e.g. FID) or a > b (``"higher"``), at
-    ``alpha`` on the raw p (:meth:`Claim.finalize` redecides the counted parts on Holm-adjusted p)."""
+    ``alpha`` on the raw p (:meth:`Claim.finalize` redecides the counted parts on Holm-adjusted p). The test is
+    paired over the common seeds when :func:`pairs_of` pairs the sides, Welch otherwise
+    (:func:`ablations.inference.compare`), on the log scale for FID; ``margin`` (default: the metric's) is the
+    equivalence margin."""
     if a is None or b is None:
         return NO_DATA, Test(), "no row for " + " and ".join(x for x, n in (("a", a), ("b", b)) if n is None)
     if a.metric == "fid" and a.extractor != b.extractor:
@@ -400,39 +409,48 @@ def judge(a: Num | None, b: Num | None, better: str, *, alpha: float = ALPHA) ->
         return UNRESOLVED, Test(diff=a.value - b.value), (
             f"fewer than 2 trainings on a side (a: {a.n}, b: {b.n}); the spread over sampling seeds of one training "
             "never decides")
-    t = welch(a, b)
-    return decide(t, t.p, better, alpha)
+    margin = default_margin(a.metric) if margin is BY_METRIC else margin
+    t = compare(a.trainings, b.trainings, pairs=pairs_of(a, b), log=log_scale(a.metric), margin=margin, alpha=alpha)
+    return decide(t, t.p, t.p_equiv, better, alpha)
 
 
-def decide(t: Test, p: float | None, better: str, alpha: float = ALPHA, what: str = "p") -> tuple[str, Test, str]:
+def decide(t: Test, p: float | None, p_equiv: float | None, better: str, alpha: float = ALPHA, what: str = "p"
+           ) -> tuple[str, Test, str]:
+    """The verdict of one test: the two one-sided tests put the difference inside the margin (``p_equiv`` <
+    ``alpha``) -> no practical difference (even where a difference inside the margin is also significant: it is
+    smaller than the claim declared relevant); else ``p`` < ``alpha`` -> holds in the claimed direction, does not
+    hold in the other; else not resolved."""
+    eq = f"TOST {what}"
+    if p_equiv is not None and p_equiv < alpha:
+        extra = f"; the difference is significant too ({what} = {p:.3g}) but inside the margin" \
+            if p is not None and p < alpha else ""
+        return NO_DIFF, t, (f"{eq} = {p_equiv:.3g} < {alpha:.3g}: inside the margin "
+                            f"({margin_text(_margin0(t), t.scale == 'log')}){extra}")
     if p is None:
         return UNRESOLVED, t, "no spread over trainings on either side: the t-test is undefined"
     if p >= alpha:
-        return UNRESOLVED, t, f"{what} = {p:.3g} >= {alpha:g}"
+        tost = "" if p_equiv is None else f"; {eq} = {p_equiv:.3g}"
+        return UNRESOLVED, t, f"{what} = {p:.3g} >= {alpha:.3g}{tost}"
     claimed = t.diff < 0 if better == "lower" else t.diff > 0
-    return (HOLDS if claimed else FAILS), t, f"{what} = {p:.3g} < {alpha:g}"
+    return (HOLDS if claimed else FAILS), t, f"{what} = {p:.3g} < {alpha:.3g}"
 
 
-def holm(pvalues: list[float]) -> list[float]:
-    """Holm's step-down adjusted p-values (same order as given): the i-th smallest times (m - i), made monotone,
-    capped at 1."""
-    m = len(pvalues)
-    order = sorted(range(m), key=lambda i: pvalues[i])
-    out, running = [0.0] * m, 0.0
-    for rank, i in enumerate(order):
-        running = max(running, min(1.0, (m - rank) * pvalues[i]))
-        out[i] = running
-    return out
+def _margin0(t: Test) -> tuple[float, float] | None:
+    """The test's margin on the original scale (a ratio on the log scale)."""
+    if t.margin is None:
+        return None
+    return (math.exp(t.margin[0]), math.exp(t.margin[1])) if t.scale == "log" else t.margin
 
 
 def combine(verdicts: list[str]) -> str:
-    """A multi-part verdict: holds only if every part holds; does not hold if any part does not; no data if no part
-    has data; else not resolved."""
+    """A multi-part verdict: holds only if every part holds; does not hold if any part does not or shows no
+    practical difference (a claimed improvement that is not there); no data if no part has data; else not
+    resolved."""
     if not verdicts or all(v == NO_DATA for v in verdicts):
         return NO_DATA
     if all(v == HOLDS for v in verdicts):
         return HOLDS
-    if any(v == FAILS for v in verdicts):
+    if any(v in (FAILS, NO_DIFF) for v in verdicts):
         return FAILS
     return UNRESOLVED
 
@@ -449,28 +467,64 @@ class Part:
     better: str = "lower"
     counted: bool = True
     why_missing: str = ""
+    margin: Any = BY_METRIC  # the equivalence margin (original scale; None: no equivalence verdict)
     verdict: str = field(init=False)
     test: Test = field(init=False)
     why: str = field(init=False)
     needed: int | None = field(init=False, default=None)  # set by Claim.finalize
+    alpha: float = field(init=False, default=ALPHA)  # the level the part was decided at (set by Claim.finalize)
 
     def __post_init__(self):
-        self.verdict, self.test, self.why = judge(self.a, self.b, self.better)
+        if self.margin is BY_METRIC:
+            self.margin = default_margin((self.a or self.b).metric if (self.a or self.b) else None)
+        self.verdict, self.test, self.why = judge(self.a, self.b, self.better, margin=self.margin)
         if self.verdict == NO_DATA and self.why_missing:
             self.why = self.why_missing
 
+    def _values(self, n: Num) -> list[float]:
+        return [math.log(v) for v in n.trainings] if self.test.scale == "log" else list(n.trainings)
+
     def _power(self, alpha: float) -> None:
         self.needed = None
-        if self.verdict == UNRESOLVED and self.test.diff is not None and self.a and self.b:
-            self.needed = trainings_needed(self.test.diff, self.a.sd, self.b.sd, alpha=alpha)
+        t = self.test
+        if self.verdict == UNRESOLVED and t.diff is not None and self.a and self.b:
+            sd = [statistics.stdev(v) if len(v) > 1 else None for v in map(self._values, (self.a, self.b))]
+            self.needed = trainings_needed(t.diff, *sd, sd_diff=t.sd_diff if t.test == "paired t" else None,
+                                           alpha=alpha)
 
     @property
     def diff(self) -> float | None:
-        return self.test.diff
+        """a - b of the means (the number's own scale; the test's difference is ``test.diff``)."""
+        if self.a is None or self.b is None:
+            return self.test.diff
+        return self.a.value - self.b.value
 
     @property
     def ci(self) -> tuple[float, float] | None:
+        """The test's interval on its scale (log a / b for FID)."""
         return self.test.ci
+
+    def effect(self, digits: int = 2) -> str:
+        """The effect as the test sees it, with its interval: ``a / b = 0.92 [0.71, 1.19]`` on the log scale,
+        ``+0.013 [+0.005, +0.021]`` otherwise."""
+        t = self.test
+        if t.scale == "log" and t.ratio is not None:
+            ci = t.ratio_ci()
+            return f"a/b {t.ratio:.2f}" + ("" if ci is None else f" [{ci[0]:.2f}, {ci[1]:.2f}]")
+        if self.diff is None:
+            return "–"
+        d = t.diff if t.diff is not None else self.diff
+        return f"{d:+.{digits}f}" + ("" if t.ci is None else f" [{t.ci[0]:+.{digits}f}, {t.ci[1]:+.{digits}f}]")
+
+    def test_text(self) -> str:
+        """Which test decided, on how many trainings: ``paired t (n=4 pairs, r=0.71)`` / ``Welch (5 vs 5)``."""
+        t = self.test
+        if t.test == "paired t":
+            r = "" if t.corr is None else f", r={t.corr:.2f}"
+            return f"paired t ({t.n_pairs} pairs{r})"
+        if t.test:
+            return f"Welch ({t.n_a} vs {t.n_b})"
+        return "–"
 
     @property
     def rule(self) -> str:
@@ -487,8 +541,11 @@ class Part:
             return ""
         if self.needed is not None:
             have = min(self.a.n, self.b.n)
-            return (f"~{self.needed} trainings a side would resolve a difference of {abs(self.diff):.3g} at the "
-                    f"observed spread with {POWER:.0%} power (have {have})")
+            size = (f"a ratio of {math.exp(abs(self.test.diff)):.3g}" if self.test.scale == "log"
+                    else f"a difference of {abs(self.test.diff):.3g}")
+            design = "paired" if self.test.test == "paired t" else "unpaired"
+            return (f"~{self.needed} trainings a side ({design}) would resolve {size} at the observed spread with "
+                    f"{POWER:.0%} power (have {have})")
         if self.a and self.b and self.a.n < 2 and self.b.n < 2:
             return "no spread over trainings yet: train each side at least twice to size the study"
         return f"more than {MAX_TRAININGS} trainings a side (the difference is small against the spread)"
@@ -507,18 +564,28 @@ class Claim:
     plots: list[Path] = field(default_factory=list)
     missing: str = ""  # why there is no data at all
 
-    def finalize(self) -> "Claim":
-        """Redecide the counted parts on Holm-adjusted p over the parts that have a test (family-wise alpha), and
-        size each unresolved one at the Holm threshold its rank would face first (alpha / m)."""
-        tested = [p for p in self.parts if p.counted and p.test.p is not None]
+    def finalize(self, alpha: float | Callable[["Part"], float] = ALPHA) -> "Claim":
+        """Redecide the counted parts on Holm-adjusted p over the parts that have a test (family-wise ``alpha``; a
+        function of the part for a group-sequential design, where each part is decided at its look's nominal
+        alpha), the equivalence p Holm-adjusted the same way, and size each unresolved one at the Holm threshold
+        its rank would face first (alpha / m)."""
+        level = alpha if callable(alpha) else (lambda _p, a=alpha: a)
+        counted = [p for p in self.parts if p.counted]
+        tested = [p for p in counted if p.test.p is not None]
         for p, adj in zip(tested, holm([p.test.p for p in tested])):
             p.test.p_holm = adj
-            p.verdict, _, p.why = decide(p.test, adj, p.better, ALPHA,
-                                         what=f"Holm-adjusted p (over {len(tested)} parts)" if len(tested) > 1
-                                         else "p")
-        m = max(1, sum(p.counted for p in self.parts))
+        eq = [p for p in counted if p.test.p_equiv is not None]
+        for p, adj in zip(eq, holm([p.test.p_equiv for p in eq])):
+            p.test.p_equiv_holm = adj
+        what = f"Holm-adjusted p (over {len(tested)} parts)" if len(tested) > 1 else "p"
+        for p in counted:
+            p.alpha = level(p)
+            if p.test.p is not None or p.test.p_equiv is not None:
+                p.verdict, _, p.why = decide(p.test, p.test.p_holm, p.test.p_equiv_holm, p.better, p.alpha,
+                                             what=what)
+        m = max(1, len(counted))
         for p in self.parts:  # information parts at alpha
-            p._power(ALPHA / m if p.counted else ALPHA)
+            p._power((p.alpha if p.counted else ALPHA) / (m if p.counted else 1))
         return self
 
     @property
@@ -535,6 +602,18 @@ class Ctx:
     data: dict[str, dict[str, pd.DataFrame]]
     paper: pd.DataFrame | None = None
     results_dir: Path | None = None  # where the rows were read (for the stale-row listing)
+    #: group-sequential designs (``run_grid --until-decided``: :class:`ablations.sequential.Design`) by grid: the
+    #: claims of such a grid are decided at each part's look's nominal alpha
+    designs: dict[str, Any] = field(default_factory=dict)
+
+    def alpha_for(self, grid: str) -> float | Callable[["Part"], float]:
+        """The level a counted part of ``grid`` is decided at: alpha, or under a sequential design the nominal
+        alpha of the look its trainings (the fewer side's) stand for."""
+        design = self.designs.get(grid)
+        if design is None:
+            return ALPHA
+        return lambda p: (design.alpha_at(min(p.a.n, p.b.n), paired=p.test.test == "paired t") if p.a and p.b
+                          else design.alpha)
 
     def frames(self, grid: str) -> list[tuple[str, pd.DataFrame]]:
         return list(self.data.get(grid, {}).items())
@@ -906,7 +985,7 @@ def question_large_z(ctx: Ctx) -> Claim:
             counted = T == max(common)
             c.parts.append(Part(f"Q1-{pen}" + ("" if counted else f"@T={T:g}"),
                                 f"{label}, T={T:g}, penalty {pen}: FID(|z|={hi:g}) < {Q1_RATIO:g} x FID(|z|={lo:g})",
-                                a, b, counted=counted))
+                                a, b, counted=counted, margin=None))  # a threshold, not a rival: no margin
     if not c.parts:
         c.missing = (f"no latent_size table on {ctx.preset} has prior-sampler FID at two sizes of z sharing a T; "
                      f"`{run_commands('latent_size', ctx.preset)[-1]}` scores it")
@@ -925,7 +1004,11 @@ CLAIMS: tuple[Callable[[Ctx], Claim], ...] = (claim_small_T, claim_T100, claim_l
 def build_claims(ctx: Ctx) -> list[Claim]:
     """Every claim of :data:`CLAIMS`, judged on ``ctx``'s rows (their ``tables`` are left empty: the report fills
     them)."""
-    return [f(ctx).finalize() for f in CLAIMS]
+    out = []
+    for f in CLAIMS:
+        c = f(ctx)
+        out.append(c.finalize(ctx.alpha_for(c.grid)))
+    return out
 
 
 def verdict_rows(claims: list[Claim], preset: str) -> pd.DataFrame:
@@ -955,8 +1038,15 @@ def verdict_rows(claims: list[Claim], preset: str) -> pd.DataFrame:
                          "b_sd": num(p.b, "sd"), "b_trainings": num(p.b, "n"),
                          "b_training_values": json.dumps(list(p.b.trainings)) if p.b else None,
                          "b_sampling_sd": num(p.b, "sampling_sd"), "b_N": num(p.b, "N"), "b_seeds": num(p.b, "seeds"),
-                         "difference": p.diff, "ci_low": t.ci[0] if t.ci else None,
-                         "ci_high": t.ci[1] if t.ci else None, "welch_df": t.df, "p": t.p, "p_holm": t.p_holm,
+                         "difference": p.diff, "test": t.test or None, "scale": t.scale,
+                         "test_difference": t.diff, "ci_low": t.ci[0] if t.ci else None,
+                         "ci_high": t.ci[1] if t.ci else None, "ratio": t.ratio,
+                         "ratio_ci_low": t.ratio_ci()[0] if t.ratio_ci() else None,
+                         "ratio_ci_high": t.ratio_ci()[1] if t.ratio_ci() else None, "df": t.df,
+                         "n_pairs": t.n_pairs or None, "pair_corr": t.corr, "p": t.p, "p_holm": t.p_holm,
+                         "alpha": p.alpha, "margin": margin_text(p.margin, t.scale == "log"),
+                         "p_equiv": t.p_equiv, "p_equiv_holm": t.p_equiv_holm,
+                         "seeding": num(p.a or p.b, "seeding"),
                          "trainings_needed": p.needed, "claimed": p.claimed,
                          "feature_extractor": num(p.a or p.b, "extractor"),
                          "paper_a": num(p.a, "paper"), "paper_b": num(p.b, "paper"),

@@ -26,8 +26,9 @@ import pandas as pd
 if __package__ in (None, ""):  # run by path
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ablations.claims import (ALPHA, FAILS, GRIDS_USED, HOLDS, NLL_LABELS, NO_DATA, POWER, PROBE_PREFERENCE, REPO,
-                              UNRESOLVED, Claim, Ctx, MixedFeatureSpaces, Num, Part, _best, expected_cells, fid_rows, load_all,
+from ablations.claims import (ALPHA, FAILS, FID_MARGIN, GRIDS_USED, HOLDS, NLL_LABELS, NLL_MARGIN, NO_DATA, NO_DIFF,
+                              POWER, PROBE_MARGIN, PROBE_PREFERENCE, REPO, UNRESOLVED, Claim, Ctx, MixedFeatureSpaces,
+                              Num, Part, _best, expected_cells, fid_rows, is_crn_label, load_all, margin_text,
                               run_commands, stale_rows, verdict_rows)
 from ablations.claims import build_claims as judged_claims
 from ablations.mi_curve import estimator_note, mi_plot, mi_table, split_mi
@@ -106,9 +107,10 @@ def grid_table(df: pd.DataFrame, keys: list[str], paper: pd.DataFrame | None = N
 
 
 def parts_table(parts: list[Part]) -> pd.DataFrame:
-    """The comparisons, the counted ones first: a, b (mean ± sd over trainings, n, within-training spread), a - b
-    with its 95% interval, Welch's p and the Holm-adjusted p, the verdict, and for an unresolved part the trainings
-    a side that would resolve it."""
+    """The comparisons, the counted ones first: a, b (mean ± sd over trainings, n, within-training spread), the
+    test (paired or Welch, with n and the pairs' correlation), the effect with its 95% interval (a / b for FID, a - b
+    otherwise), the p and Holm-adjusted p, the equivalence margin and its Holm-adjusted TOST p, the level the part
+    was decided at, the verdict, and for an unresolved part the trainings a side that would resolve it."""
     rows = []
     for p in sorted(parts, key=lambda p: not p.counted):
         paper = [f"{x.paper:g}" if x and x.paper is not None else "–" for x in (p.a, p.b)]
@@ -117,10 +119,12 @@ def parts_table(parts: list[Part]) -> pd.DataFrame:
         rows.append({"part": p.pid + ("" if p.counted else " (info)"), "comparison": p.statement,
                      "a": (p.a.what + ": " + p.a.text()) if p.a else "–",
                      "b": (p.b.what + ": " + p.b.text()) if p.b else "–",
-                     "a − b [95% CI]": "–" if p.diff is None else f"{p.diff:+.{d}f}"
-                     + ("" if t.ci is None else f" [{t.ci[0]:+.{d}f}, {t.ci[1]:+.{d}f}]"),
-                     "p (Welch)": "–" if t.p is None else f"{t.p:.3g}",
+                     "test": p.test_text(), "effect [95% CI]": p.effect(d),
+                     "p": "–" if t.p is None else f"{t.p:.3g}",
                      "p (Holm)": "–" if t.p_holm is None else f"{t.p_holm:.3g}",
+                     "margin": margin_text(p.margin, t.scale == "log") if p.margin else "–",
+                     "TOST p (Holm)": "–" if t.p_equiv_holm is None else f"{t.p_equiv_holm:.3g}",
+                     "level": f"{p.alpha:.3g}" if p.counted else f"{ALPHA:g}",
                      "paper a / b": " / ".join(paper) if any(v != "–" for v in paper) else "–",
                      "verdict": p.verdict, "why": p.why + (f"; {p.needed_text()}" if p.needed_text() else "")})
     return pd.DataFrame(rows)
@@ -299,7 +303,7 @@ def mi_sections(ctx: Ctx, plots: dict[str, list[Path]]) -> list[str]:
     return md
 
 
-def _metric_group(p: Part) -> str:
+def _metric_group(p: Part) -> str:  # noqa: D103
     m = (p.a or p.b).metric
     return "FID" if m == "fid" else "NLL (bits/dim)" if m in NLL_LABELS else str(m)
 
@@ -313,8 +317,8 @@ def verdict_plot(claims: list[Claim], path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    parts = [p for c in claims if c.kind != "information" for p in c.parts if p.counted and p.diff is not None]
-    colours = {HOLDS: "tab:green", FAILS: "tab:red", UNRESOLVED: "tab:grey"}
+    parts = [p for c in claims if c.kind != "information" for p in c.parts if p.counted and p.test.diff is not None]
+    colours = {HOLDS: "tab:green", FAILS: "tab:red", NO_DIFF: "tab:blue", UNRESOLVED: "tab:grey"}
     groups: dict[str, list[Part]] = {}
     for p in parts:
         groups.setdefault(_metric_group(p), []).append(p)
@@ -327,19 +331,22 @@ def verdict_plot(claims: list[Claim], path: Path) -> Path:
         for i, p in enumerate(ps):
             sign = -1 if p.better == "lower" else 1
             c = colours.get(p.verdict, "tab:grey")
+            d = p.test.diff  # on the test's scale: log(a / b) for FID
             if p.ci is not None:
                 lo, hi = sorted((sign * p.ci[0], sign * p.ci[1]))
                 ax.plot([lo, hi], [i, i], color=c, lw=2)
-                ax.plot(sign * p.diff, i, "o", color=c)
+                ax.plot(sign * d, i, "o", color=c)
             else:
-                ax.plot(sign * p.diff, i, "o", mfc="white", color=c)
+                ax.plot(sign * d, i, "o", mfc="white", color=c)
         ax.set_yticks(range(len(ps)), [f"{p.pid}: {p.verdict}" + (f" (n={p.a.n}/{p.b.n})" if p.a and p.b else "")
                                        for p in ps], fontsize=7)
         ax.axvline(0, color="black", lw=0.8)
         ax.invert_yaxis()
-        ax.set_xlabel(f"{name}: difference in the claimed direction (> 0: as claimed), 95% CI over trainings",
+        what = "log(a / b)" if name == "FID" else "difference"
+        ax.set_xlabel(f"{name}: {what} in the claimed direction (> 0: as claimed), 95% CI over trainings",
                       fontsize=8)
-    axes[0, 0].set_title("Counted parts: difference in the claimed direction, 95% interval over trainings (Welch)\n"
+    axes[0, 0].set_title("Counted parts: effect in the claimed direction, 95% interval over trainings (paired or "
+                         "Welch)\n"
                          "open dot: fewer than 2 trainings a side, no interval; colour: the verdict", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -387,18 +394,39 @@ RULE_MD = (
      "or se over images) is shown in brackets and never decides. A table cell reads **`mean ± sd (n=k) [s]`**: mean "
      "and sd over k trainings (no ± when k = 1), and in brackets s, the root-mean-square over those trainings of "
      "the within-training spread."),
-    (f"* Each part compares the per-training values of a and b with **Welch's t-test** (`scipy.stats.ttest_ind`, "
-     f"`equal_var=False`), two-sided, with the 95% interval of a − b. The counted parts of one claim are corrected "
-     f"together by **Holm's step-down procedure** (family-wise α = {ALPHA:g}). Holm-adjusted p < {ALPHA:g} with a − b "
-     "in the claimed direction: **holds**; in the other direction: **does not hold**; otherwise **not resolved at "
-     "this budget**. Fewer than 2 trainings on a side: not resolved, whatever the gap."),
-    (f"* For an unresolved part the table gives the trainings a side that would resolve a difference of the observed "
-     f"size at the observed spread over trainings with {POWER:.0%} power (noncentral t, `scipy.stats.nct`, at α / m "
-     "for a claim of m counted parts, the first Holm step). The test assumes the per-training values are roughly "
-     "normal; with 3-5 trainings a side that cannot be checked, so read a p near α with care."),
+    ("* **Paired where the design pairs.** Trainings with `seeding=crn` (common random numbers: every random draw "
+     "of a seed from its own generator, `dmz/seeding.py`; tables `results/<grid>/<preset>-crn[-seed<k>]/`, which "
+     "a grid's claims read first where they exist) pair by seed: a part whose two sides share at least 2 such "
+     "seeds is tested on the per-seed differences (**paired t**, `scipy.stats.ttest_rel`; the table gives the "
+     "pairs and their correlation r). Every other part (v1 trainings, which never pair) uses **Welch's t-test** "
+     "(`scipy.stats.ttest_ind`, `equal_var=False`). Both two-sided, with the 95% interval of the effect."),
+    ("* **FID on the log scale.** FID is positive and skewed: its tests, intervals and margins are on log FID, so "
+     "the effect is a ratio **a/b** with an interval that never reaches below zero. Probe scores and NLL stay on "
+     "their own scale (a − b)."),
+    (f"* **Holds, does not hold, no practical difference.** The counted parts of one claim are corrected together "
+     f"by **Holm's step-down procedure** (family-wise α = {ALPHA:g}). Holm-adjusted p < α with the effect in the "
+     "claimed direction: **holds**; in the other direction: **does not hold**. Each part also has a margin of "
+     f"practical relevance, declared in `ablations/claims.py` before any data (FID: a/b in "
+     f"[{FID_MARGIN[0]:g}, {FID_MARGIN[1]:g}]; probe scores: a − b in [{PROBE_MARGIN[0]:+g}, {PROBE_MARGIN[1]:+g}]; "
+     f"NLL: a − b in [{NLL_MARGIN[0]:+g}, {NLL_MARGIN[1]:+g}] bits/dim; Q1's 1.5x threshold has none): when two "
+     "one-sided tests (TOST, `statsmodels` `ttost_paired` / `ttost_ind(usevar='unequal')`, Holm-adjusted the same "
+     "way) put the effect inside it, the part reads **no practical difference**, and a claim of an improvement "
+     "counts it as **does not hold**. Otherwise **not resolved at this budget**; fewer than 2 trainings on a "
+     "side: not resolved, whatever the gap."),
+    ("* **Sequential looks** (`run_grid --until-decided`): a grid trained in waves until its parts are decided is "
+     "judged at each look's nominal level of a Lan-DeMets O'Brien-Fleming-type alpha-spending design "
+     "(`ablations/inference.py`; the design is `sequential.json` beside the tables; the table's `level` column), "
+     "so looking after every wave does not raise the chance of a false decision above α."),
+    (f"* For an unresolved part the table gives the trainings a side that would resolve an effect of the observed "
+     f"size at the observed spread over trainings with {POWER:.0%} power (noncentral t, `scipy.stats.nct`, paired "
+     "or unpaired as the part is tested, at α / m for a claim of m counted parts, the first Holm step). The test "
+     "assumes the per-training values are roughly normal (log-normal for FID); with 3-5 trainings a side that "
+     "cannot be checked, so read a p near α with care. `ablations.inference.simulate` gives any rule's decision "
+     "rate for your own n, spread and effect."),
     ("* A claim of several parts holds only if every counted part holds, does not hold if any counted part does "
-     "not, and is otherwise not resolved; parts marked (info) are reported (raw p) but do not decide. **no data**: "
-     "the grid has no rows on this preset (the command that produces them is listed under Protocol)."),
+     "not (or shows no practical difference), and is otherwise not resolved; parts marked (info) are reported (raw "
+     "p) but do not decide. **no data**: the grid has no rows on this preset (the command that produces them is "
+     "listed under Protocol)."),
     ("* One feature space: digits FIDs use the pinned `digits-classifier-v1` weights (shipped with the package, "
      "sha256 checked at load). Rows computed with other weights are **stale**: never compared or pooled, and "
      "listed under Protocol with the command that regenerates them."),
@@ -476,16 +504,19 @@ def _short(n: Num) -> str:
 
 
 def part_brief(p: Part) -> str:
-    """One part in a line: verdict, a vs b over trainings, a - b [95% CI], the deciding p or what would decide."""
+    """One part in a line: verdict, a vs b over trainings, the effect [95% CI] (a / b for FID), the test, the
+    deciding p or what would decide."""
     head = f"{p.pid} ({p.verdict})" if p.verdict != NO_DATA else f"{p.pid}: no data"
     if p.a is None or p.b is None or p.diff is None:
         return head
     digits = 2 if p.a.metric == "fid" else 3
-    text = f"{head}: {_short(p.a)} vs {_short(p.b)}, {p.diff:+.{digits}f}"
-    if p.ci:
-        text += f" [{p.ci[0]:+.{digits}f}, {p.ci[1]:+.{digits}f}]"
+    text = f"{head}: {_short(p.a)} vs {_short(p.b)}, {p.effect(digits)}"
+    if p.test.test:
+        text += f"; {p.test_text()}"
     p_value = p.test.p_holm if p.test.p_holm is not None else p.test.p
-    if p_value is not None:
+    if p.verdict == NO_DIFF and p.test.p_equiv_holm is not None:
+        text += f"; TOST Holm p {p.test.p_equiv_holm:.3g}"
+    elif p_value is not None:
         text += f"; {'Holm p' if p.test.p_holm is not None else 'p'} {p_value:.3g}"
     if p.verdict == UNRESOLVED:
         if p.needed is not None:
@@ -500,8 +531,8 @@ def part_brief(p: Part) -> str:
 def claims_brief(claims: list[Claim]) -> str:
     """The claims in one Markdown table (claim, verdict, each counted part in a line): ``CLAIMS.md``, which the
     README carries between :data:`BRIEF_BEGIN` and :data:`BRIEF_END`."""
-    lines = ["| claim | verdict | counted parts: a vs b (mean ± sd over n trainings), a − b [95% CI], Holm p or "
-             "trainings needed |", "|---|---|---|"]
+    lines = ["| claim | verdict | counted parts: a vs b (mean ± sd over n trainings), a/b (FID) or a − b [95% CI], "
+             "test, Holm p or trainings needed |", "|---|---|---|"]
     for c in claims:
         parts = [p for p in c.parts if p.counted or c.kind == "information"]
         verdict = (c.verdict if c.kind == "information" else f"**{c.verdict}**") + KIND_SUFFIX.get(c.kind, "")
@@ -515,8 +546,23 @@ def judge_claims(preset: str = "digits", *, results_dir: str | Path | None = Non
     """Read every grid's checked-in rows on ``preset`` and judge the claims (writes nothing)."""
     root = Path(results_dir) if results_dir else REPO / "results"
     paper = load_paper_numbers(paper_numbers) if paper_numbers and Path(paper_numbers).exists() else None
-    ctx = Ctx(preset, load_all(preset, root), paper, results_dir=root)
+    data = load_all(preset, root)
+    ctx = Ctx(preset, data, paper, results_dir=root, designs=load_designs(root, data))
     return ctx, build_claims(ctx)
+
+
+def load_designs(root: Path, data: dict[str, dict[str, pd.DataFrame]]) -> dict[str, Any]:
+    """The group-sequential design (``run_grid --until-decided``) of each grid whose claims read a table with
+    one (the grid's first table: :meth:`Ctx.frame`)."""
+    from ablations.sequential import load_design
+
+    out = {}
+    for grid, frames in data.items():
+        label = next(iter(frames), None)
+        design = load_design(root, grid, label) if label else None
+        if design is not None:
+            out[grid] = design
+    return out
 
 
 def paper_report(preset: str = "digits", *, results_dir: str | Path | None = None,
@@ -573,6 +619,10 @@ def run(preset: str | None, results_dir: Path | None, paper_numbers: Path | None
 
     if preset not in PRESETS:
         print(f"error: unknown preset {preset!r}; valid presets: {', '.join(PRESETS)}", file=sys.stderr)
+        return 2
+    if results_dir is not None and not Path(results_dir).is_dir():
+        print(f"error: --results-dir {results_dir} does not exist; give the folder that holds the grids' tables "
+              "(<grid>/<preset>/results.csv), e.g. results", file=sys.stderr)
         return 2
     try:
         out = paper_report(preset, results_dir=results_dir, paper_numbers=paper_numbers, plots=plots, say=print)

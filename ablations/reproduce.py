@@ -13,7 +13,9 @@ the grid's verdict over every training now on disk (:func:`grid_findings`, the p
 from __future__ import annotations
 
 import argparse
+import json
 import math
+import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -51,9 +53,16 @@ def trainings(grid: str, label: str, results_dir: str | Path | None = None) -> p
     return pooled(dfs) if dfs else None
 
 
-def prediction_interval(mean: float, sd: float, n: int, level: float = LEVEL) -> tuple[float, float] | None:
+def prediction_interval(mean: float, sd: float, n: int, level: float = LEVEL, *,
+                        values: list[float] | None = None, log: bool = False) -> tuple[float, float] | None:
     """Where one new training's value falls with probability ``level``, if the trainings are normal with the
-    observed mean and sd: mean ± t(level, n-1) · sd · √(1 + 1/n). None for n < 2."""
+    observed mean and sd: mean ± t(level, n-1) · sd · √(1 + 1/n). ``log=True`` (FID: positive and skewed) computes
+    it on the log of the per-training ``values`` and returns exp of its ends (a ratio interval around their
+    geometric mean that never reaches below zero). None for n < 2."""
+    if log and values is not None and len(values) >= 2 and all(v > 0 for v in values):
+        logs = [math.log(v) for v in values]
+        lo, hi = prediction_interval(statistics.fmean(logs), statistics.stdev(logs), len(logs), level)
+        return math.exp(lo), math.exp(hi)
     if n < 2 or missing(sd):
         return None
     half = stats.t.ppf(0.5 + level / 2, n - 1) * sd * math.sqrt(1 + 1 / n)
@@ -80,7 +89,10 @@ def reproduction_check(mine: pd.DataFrame, reference: pd.DataFrame | None) -> pd
             continue
         n = int(hit["train_seeds"])
         d = 2 if r["metric"] == "fid" else 3
-        pi = prediction_interval(float(hit["value"]), float(hit["train_sd"]) if n > 1 else math.nan, n)
+        values = [float(v) for v in json.loads(hit["train_seed_values"])] \
+            if isinstance(hit.get("train_seed_values"), str) else None
+        pi = prediction_interval(float(hit["value"]), float(hit["train_sd"]) if n > 1 else math.nan, n,
+                                 values=values, log=r["metric"] == "fid")
         mine_v = float(r["value"])
         where = ("no interval (1 checked-in training)" if pi is None else
                  "inside" if pi[0] <= mine_v <= pi[1] else
@@ -109,8 +121,8 @@ def grid_findings(grid: str, label: str, results_dir: str | Path | None = None,
     for p in c.parts:
         if not p.pid.startswith("4a") or p.a is None:
             continue
-        ci = "" if p.ci is None else f", 95% CI of the difference [{p.ci[0]:+.2f}, {p.ci[1]:+.2f}]"
-        lines.append(f"|z| effect ({p.statement}): {p.a.text()} vs {p.b.text()}; difference {p.diff:+.2f}{ci}; "
+        lines.append(f"|z| effect ({p.statement}): {p.a.text()} vs {p.b.text()}; {p.test_text()}, "
+                     f"{p.effect(2)} (95% CI); "
                      f"{p.why} -> {p.verdict}" + (f" ({p.needed_text()})" if p.needed_text() else ""))
     return lines
 

@@ -39,6 +39,8 @@ import submitit
 from ablations import reproduce
 from ablations.grid_report import report
 from ablations.clusters import ClusterProfile, executor_parameters, load_profile, make_executor
+from ablations.sequential import DEFAULT_MAX_TRAININGS, DEFAULT_WAVE
+from ablations.collect import default_results_dir
 from ablations.grids import (Cell, EvalSpec, GridError, add_cell_args, cell_dir, cells_by_seed, cells_from_args, default_runs_root, is_done,
                              missing_rows, pixelsnail_width, requested_rows, results_label,
                              row_matches, train_finished)
@@ -736,12 +738,157 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--status", action="store_true", help="print each cell's state and exit")
     p.add_argument("--dry-run", action="store_true", help="list the cells and the jobs that would run, then exit")
     p.add_argument("--no-report", action="store_true", help="don't collect results and print the table at the end")
+    p.add_argument("--until-decided", action="store_true",
+                   help="train the cells the grid's claims compare in waves of training seeds (seeding=crn) and "
+                   "judge the claims after each wave, until every counted part is decided or futile "
+                   "(ablations/sequential.py)")
+    p.add_argument("--max-trainings", type=int, default=None, metavar="K",
+                   help=f"--until-decided: at most K trainings a cell (the design's full information; default "
+                   f"{DEFAULT_MAX_TRAININGS})")
+    p.add_argument("--wave", type=int, default=None, metavar="W",
+                   help=f"--until-decided: training seeds per wave (default {DEFAULT_WAVE})")
     return p
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# --until-decided
+# ----------------------------------------------------------------------------------------------------------------
+def _until_decided_errors(args) -> str | None:
+    """The one line for a request --until-decided cannot run (None when it can)."""
+    if not args.until_decided:
+        if args.max_trainings is not None or args.wave is not None:
+            return "--max-trainings and --wave belong to --until-decided; add --until-decided (or drop them)"
+        return None
+    if args.seeds is not None:
+        return ("--until-decided chooses the training seeds itself (waves of --wave seeds from 0 on); drop --seeds "
+                "(or drop --until-decided to train exactly those seeds)")
+    sets = {k.strip().split(".")[-1]: v.strip() for k, _, v in (x.partition("=") for x in args.sets)}
+    if "seed" in sets:
+        return "--until-decided chooses the training seeds itself; drop --set seed=..."
+    if sets.get("seeding", "crn") != "crn":
+        return "--until-decided trains with common random numbers (seeding=crn) so the arms pair; drop --set seeding=..."
+    if args.max_trainings is not None and args.max_trainings < 2:
+        return f"--max-trainings must be at least 2 (a spread over trainings needs 2), got {args.max_trainings}"
+    if args.wave is not None and args.wave < 1:
+        return f"--wave must be at least 1 training seed per wave, got {args.wave}"
+    if args.status:
+        return "--status shows cells, not a design: run it without --until-decided"
+    return None
+
+
+def until_decided(args, preset: str, profile: ClusterProfile, kind: str, say: Callable[[str], None]) -> int:
+    """The wave loop of ``--until-decided`` (:mod:`ablations.sequential`); returns the exit code."""
+    from ablations.claims import FAILS, HOLDS, NO_DIFF
+    from ablations.grids import cells_from_args
+    from ablations.sequential import (DEFAULT_MAX_TRAININGS as MAX_T, DEFAULT_WAVE as WAVE, Design, OPEN,
+                                      describe, grid_claims, judge_grid, load_design, open_cells, part_states,
+                                      save_design, seeds_on_disk)
+
+    results_dir = args.results_dir or default_results_dir()
+    root = args.out or default_runs_root()
+    if not grid_claims(args.grid, preset):
+        from ablations.claims import GRIDS_USED
+
+        print(f"error: grid {args.grid} has no claim to decide (--until-decided judges a grid's claims after each "
+              f"wave); grids with claims: {', '.join(GRIDS_USED)}", file=sys.stderr)
+        return 2
+    sets = [*args.sets, "seeding=crn"]
+
+    def cells_for(seeds: list[int], only: list[str] | None) -> list[Cell]:
+        ns = argparse.Namespace(**{**vars(args), "sets": sets, "seeds": seeds})
+        got = cells_from_args(ns, gpus_per_node=profile.gpus_per_node)[2]
+        return [c for c in got if only is None or c.name in only]
+
+    probe = cells_for([0], None)
+    label = results_label(preset, args.budget, probe)
+    design = load_design(results_dir, args.grid, label)
+    max_t = args.max_trainings or (design.max_trainings if design else MAX_T)
+    if design is not None and design.looks and design.max_trainings != max_t:
+        print(f"error: {results_dir / args.grid / label} was planned with --max-trainings {design.max_trainings} "
+              f"and has looked {len(design.looks)} time(s); a design's maximum is fixed once it has looked: use "
+              f"--max-trainings {design.max_trainings}", file=sys.stderr)
+        return 2
+    design = design or Design(max_trainings=max_t, wave=args.wave or WAVE)
+    if args.wave:
+        design.wave = args.wave
+    done = seeds_on_disk(results_dir, args.grid, label)
+    if len(done) > max_t:
+        print(f"error: --max-trainings {max_t} is below the {len(done)} crn trainings already on disk under "
+              f"{results_dir / args.grid / label}* (seeds {', '.join(map(str, done))}); give --max-trainings "
+              f"{len(done)} or more", file=sys.stderr)
+        return 2
+    say(f"until decided: grid {args.grid} on {preset}, tables {results_dir / args.grid / label}*; at most {max_t} "
+        f"trainings a cell in waves of {design.wave} seed(s); group-sequential levels ({design.spending}, "
+        f"alpha {design.alpha:g}) at the planned looks: {design.bounds_text()}")
+    failed_total = 0
+    wave_no = len(design.looks)
+    while True:
+        done = seeds_on_disk(results_dir, args.grid, label)
+        states = part_states(judge_grid(args.grid, preset, label, results_dir, design), design) if done else []
+        if done:
+            say(f"look {len(design.looks) or '-'} ({len(done)} seed(s) on disk: {', '.join(map(str, done))}):")
+            for line in describe(states, design):
+                say(line)
+            counts = {v: sum(p.verdict == v for _, p, _ in states) for v in (HOLDS, FAILS, NO_DIFF)}
+            say(f"  decided: {sum(counts.values())} of {len(states)} counted part(s) ("
+                + ", ".join(f"{k}: {v}" for k, v in counts.items()) + f"); open: "
+                + str(sum(st == OPEN for *_, st in states)))
+        todo_cells = open_cells(states) if done else None
+        if done and not todo_cells:
+            say("every counted part has stopped (decided, futile, at the most trainings allowed, or without rows "
+                "in this budget)")
+            break
+        start = max(done) + 1 if done else 0
+        trained = len(done)
+        seeds = list(range(start, start + min(design.wave, max_t - trained)))
+        if not seeds:
+            say(f"the most trainings allowed ({max_t}) are on disk; the parts still open stay not resolved")
+            break
+        cells = cells_for(seeds, todo_cells)
+        wave_no += 1
+        say(f"wave {wave_no}: seeds {', '.join(map(str, seeds))} of "
+            + ("every cell of the grid" if todo_cells is None else "the open parts' cells " + ", ".join(todo_cells))
+            + f" ({len(cells)} training(s), one job array), then a look at n={trained + len(seeds)} (level "
+            f"{design.alpha_at(trained + len(seeds), design.looks + design.planned()):.2g})")
+        if args.dry_run:
+            n = trained + len(seeds)
+            while n < max_t:
+                nxt = list(range(start + (n - trained), start + (n - trained) + min(design.wave, max_t - n)))
+                wave_no += 1
+                say(f"wave {wave_no} (if parts are still open): seeds {', '.join(map(str, nxt))} of the cells of the "
+                    f"parts still open, then a look at n={n + len(nxt)} (level "
+                    f"{design.alpha_at(n + len(nxt), design.looks + design.planned()):.2g})")
+                n += len(nxt)
+            say("dry run: nothing trained")
+            return 0
+        statuses = cell_statuses(cells, root)
+        todo = [st.cell for st in statuses if st.state != "done" and not st.live]
+        outcomes = launch(todo, kind=kind, profile=profile, root=root, parallel=args.parallel or
+                          default_local_parallel(profile), say=say, threads=args.threads,
+                          progress_s=args.progress_every)
+        failed = [o for o in outcomes if not o.ok]
+        failed_total += len(failed)
+        for group in cells_by_seed(cells).values():
+            report(args.grid, results_label(preset, args.budget, group), cells=group, runs_root=root,
+                   results_dir=results_dir, plots=False, say=lambda _m: None)
+        if failed:
+            say(f"{len(failed)} cell(s) failed in wave {wave_no}: "
+                + ", ".join(f"{o.cell.tag} (log: {o.log})" for o in failed) + "; stopping (rerun to resume)")
+            break
+        design.looks.append(trained + len(seeds))
+        design.log.append({"look": len(design.looks), "n": trained + len(seeds), "seeds": seeds,
+                           "cells": [c.name for c in cells]})
+        save_design(design, results_dir, args.grid, label)
+    return 1 if failed_total else 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     say = lambda m: print(m, flush=True)  # noqa: E731
+    bad = _until_decided_errors(args)
+    if bad:
+        print(f"error: {bad}", file=sys.stderr)
+        return 2
     try:
         profile = load_profile(args.cluster)
         preset, why, cells = cells_from_args(args, gpus_per_node=profile.gpus_per_node,
@@ -765,6 +912,8 @@ def main(argv: list[str] | None = None) -> int:
     parallel = args.parallel or default_local_parallel(profile)
     say(f"executor: {kind} ({how}); cluster profile {profile.name}"
         + (f"; {parallel} cell(s) at a time" if kind == "local" else ""))
+    if args.until_decided:
+        return until_decided(args, preset, profile, kind, say)
     for s in statuses:
         if s.cell not in todo:
             say(f"  skip {s.cell.tag}: {s.state} ({s.detail})")

@@ -99,14 +99,23 @@ def num(values, ext=EXT):
     return Num("a", sum(values) / len(values), None, "fid", ext, trainings=tuple(values))
 
 
-def test_judge_is_welchs_t_test_over_trainings():
+def test_judge_is_welchs_t_test_over_trainings_on_log_fid():
+    import numpy as np
     from scipy import stats
 
     a, b = [5.0, 5.5, 6.0], [7.5, 8.0, 8.5]
     verdict, t, why = judge(num(a), num(b), "lower")
-    ref = stats.ttest_ind(a, b, equal_var=False)
-    assert verdict == HOLDS and t.p == pytest.approx(ref.pvalue) and t.diff == pytest.approx(-2.5)
-    assert t.ci[0] < t.diff < t.ci[1] < 0  # the 95% interval of a - b excludes 0
+    ref = stats.ttest_ind(np.log(a), np.log(b), equal_var=False)  # FID: on the log scale, a ratio
+    assert t.test == "Welch" and t.scale == "log"
+    assert verdict == HOLDS and t.p == pytest.approx(ref.pvalue)
+    assert t.diff == pytest.approx(np.mean(np.log(a)) - np.mean(np.log(b)))
+    assert t.ci[0] < t.diff < t.ci[1] < 0  # the 95% interval of log(a / b) excludes 0
+    lo, hi = t.ratio_ci()
+    assert 0 < lo < t.ratio < hi < 1  # a ratio interval never reaches below zero
+    # a probe score stays on its own scale (a - b)
+    acc = lambda v: Num("p", sum(v) / len(v), None, "probe_acc_cv", trainings=tuple(v))  # noqa: E731
+    v, t, _ = judge(acc([0.95, 0.96, 0.97]), acc([0.90, 0.91, 0.92]), "higher")
+    assert v == HOLDS and t.scale == "linear" and t.diff == pytest.approx(0.05)
     assert judge(num(b), num(a), "lower")[0] == FAILS
     assert judge(num(b), num(a), "higher")[0] == HOLDS  # probe accuracy: higher is better
     assert judge(num([5.0, 6.0, 7.0]), num([6.0, 7.0, 8.0]), "lower")[0] == UNRESOLVED  # p = 0.29
@@ -118,14 +127,15 @@ def test_judge_is_welchs_t_test_over_trainings():
 
 
 def test_rule_under_the_null_declares_a_difference_in_about_5_percent_of_draws():
-    """Both arms from one distribution (3 trainings each, training sd 1.13 as measured on digits): the rule must
-    declare a difference in about alpha of the draws or fewer (the 2-sigma rule on sampling sds did in 44%)."""
+    """Both arms from one distribution (3 trainings each, FID 4.2 with a training sd of 27% as measured on digits,
+    log-normal: FID is positive and skewed): the rule must declare a difference in about alpha of the draws or
+    fewer (the 2-sigma rule on sampling sds did in 44%)."""
     import numpy as np
 
     rng = np.random.default_rng(0)
     draws = 3000
-    hits = sum(judge(num(list(rng.normal(4.2, 1.13, 3))), num(list(rng.normal(4.2, 1.13, 3))), "lower")[0]
-               in (HOLDS, FAILS) for _ in range(draws))
+    fids = lambda: list(np.exp(rng.normal(math.log(4.2), 0.27, 3)))  # noqa: E731
+    hits = sum(judge(num(fids()), num(fids()), "lower")[0] in (HOLDS, FAILS) for _ in range(draws))
     # Welch with n=3 a side is slightly conservative; 3 standard errors of a 5% rate above it would be 0.062
     assert hits / draws <= 0.062
 
@@ -135,8 +145,9 @@ def test_rule_resolves_a_true_difference_of_3_training_sds_with_5_trainings_a_si
 
     rng = np.random.default_rng(1)
     draws = 1000
-    verdicts = [judge(num(list(rng.normal(4.2, 1.13, 5))), num(list(rng.normal(4.2 + 3 * 1.13, 1.13, 5))),
-                      "lower")[0] for _ in range(draws)]
+    sd = 0.27  # on the log scale, where FID is tested
+    verdicts = [judge(num(list(np.exp(rng.normal(math.log(4.2), sd, 5)))),
+                      num(list(np.exp(rng.normal(math.log(4.2) + 3 * sd, sd, 5)))), "lower")[0] for _ in range(draws)]
     assert verdicts.count(HOLDS) / draws > 0.9 and verdicts.count(FAILS) == 0
 
 
@@ -411,7 +422,8 @@ def test_report_files_carry_the_numbers_and_the_plots_exist(tmp_path):
     v = pd.read_csv(folder / "verdicts.csv")
     row = v[v["part_id"] == "1a"].iloc[0]
     assert row["verdict"] == HOLDS and row["a_value"] == 5.0 and row["b_value"] == 9.0
-    assert row["ci_low"] < row["difference"] < row["ci_high"] < 0 and row["p"] < 0.05 and "Welch" in row["rule"]
+    assert row["ci_low"] < row["test_difference"] < row["ci_high"] < 0 and row["p"] < 0.05 and "Welch" in row["rule"]
+    assert row["test"] == "Welch" and row["scale"] == "log" and 0 < row["ratio_ci_low"] < row["ratio"] < 1
     assert row["a_trainings"] == 3 and row["a_sampling_sd"] == pytest.approx(0.5)
     assert set(v["verdict"]) <= {HOLDS, FAILS, UNRESOLVED, NO_DATA}
     names = {p.name for p in out["plots"]}

@@ -67,6 +67,29 @@ def test_tiny_grid_as_a_slurm_array_and_collected(tmp_path, capsys):
     assert "submitted" not in capsys.readouterr().out
 
 
+def test_until_decided_runs_two_waves_as_two_slurm_arrays(tmp_path, capsys):
+    """Real tiny trainings: a look at 2 trainings a side can decide nothing (its level is ~1e-5), so a design of at
+    most 4 trains two waves of 2 seeds, each one job array, and judges after each."""
+    sets = [a for s in TINY for a in ("--set", s)]
+    args = ["--grid", "main", "--preset", "digits", *sets, "--T", "2", "--num-samples", "20", "--eval-seeds", "1",
+            "--nll-images", "4", "--out", str(tmp_path), "--results-dir", str(tmp_path / "res"), "--executor",
+            "slurm", "--cluster", "local", "--until-decided", "--max-trainings", "4", "--wave", "2"]
+    assert main(args) == 0, capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "wave 1: seeds 0, 1" in out and "wave 2: seeds 2, 3" in out and "look 2 (4 seed(s) on disk" in out
+    assert out.count("submitted array") == 2
+    recs = [json.loads(line) for line in (tmp_path / "main" / "digits" / run_grid.SUBMISSIONS).read_text().splitlines()]
+    assert len(recs) == 8 and len({r["job_id"].split("_")[0] for r in recs}) == 2  # 8 trainings in two arrays
+    from ablations.sequential import load_design
+
+    assert load_design(tmp_path / "res", "main", "digits-crn").looks == [2, 4]
+    import pandas as pd
+
+    for label in ("digits-crn", "digits-crn-seed1", "digits-crn-seed2", "digits-crn-seed3"):
+        df = pd.read_csv(tmp_path / "res" / "main" / label / "results.csv")
+        assert set(df["seeding"]) == {"crn"} and sorted(set(df[df.metric == "fid"].variant)) == ["ddpm", "dmz"]
+
+
 def test_requeued_cell_resumes_from_its_checkpoint_and_matches_an_uninterrupted_run(tmp_path):
     ckpt_every = 10
     cell = expand("main", "digits", TINY + ["steps=400", f"ckpt_every={ckpt_every}", "log_every=1"],
