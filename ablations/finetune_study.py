@@ -29,7 +29,7 @@ if __package__ in (None, ""):  # run by path: make the repository importable
 
 import pandas as pd
 
-from ablations.claims import REPO, _best, as_num, judge, select
+from ablations.claims import REPO, Part, _best, as_num, select
 from ablations.collect import collect, save
 from ablations.grids import EvalSpec, cell_dir, expand, results_label
 from ablations.reproduce import prediction_interval, trainings
@@ -58,7 +58,7 @@ def cells(preset: str, seed: int, finetune: str, runs_root: Path, sets: dict | N
 def comparison(preset: str, variant: str, results_dir: Path | None = None) -> pd.DataFrame:
     """Each T: the fine-tuned DMZ over its trainings (every ``results/finetune/<preset>[-seed<k>]/``), main's DMZ
     from scratch and DDPM over theirs; fine-tuned vs from scratch by the report's rule (Welch over trainings, two
-    sided, the claimed direction "fine-tuned lower"; fewer than 2 trainings a side: not resolved), and where the
+    sided on log FID, the claimed direction "fine-tuned lower"; fewer than 2 trainings a side: not resolved), and where the
     fine-tuned mean falls against the 95% prediction interval of one new from-scratch training."""
     ours = trainings(GRID, preset, results_dir)
     ref = trainings("main", preset, results_dir)
@@ -74,11 +74,13 @@ def comparison(preset: str, variant: str, results_dir: Path | None = None) -> pd
         cell = lambda n: "–" if n is None else fmt(n.value, n.sd if n.n > 1 else None, 2) + f" (n={n.n})"  # noqa: E731
         row = {"T": T, "DMZ fine-tuned from the DDPM": cell(ft), "DMZ from scratch (main)": cell(dmz),
                "DDPM (main)": cell(ddpm)}
-        verdict, test, why = judge(ft, dmz, "lower")
-        row["fine-tuned − scratch [95% CI]"] = "–" if test.diff is None else (
-            f"{test.diff:+.2f}" + (f" [{test.ci[0]:+.2f}, {test.ci[1]:+.2f}]" if test.ci else ""))
-        row["verdict (fine-tuned lower)"] = f"{verdict}" + (f" (p {test.p:.3g})" if test.p is not None else "")
-        pi = None if dmz is None or dmz.n < 2 else prediction_interval(dmz.value, dmz.sd, dmz.n)
+        part = Part(f"ft@T={T}", "fine-tuned FID < from scratch", ft, dmz)  # the report's rule, log FID
+        verdict, test = part.verdict, part.test
+        row["fine-tuned / scratch [95% CI]"] = "–" if test.diff is None else part.effect(2).replace("a/b ", "")
+        row["verdict (fine-tuned lower)"] = f"{verdict}" + (f" ({part.test_text()}, p {test.p:.3g})"
+                                                            if test.p is not None else "")
+        pi = None if dmz is None or dmz.n < 2 else prediction_interval(dmz.value, dmz.sd, dmz.n,
+                                                                       values=list(dmz.trainings), log=True)
         row["95% PI of a new from-scratch training"] = "–" if pi is None else f"[{pi[0]:.2f}, {pi[1]:.2f}]"
         row["fine-tuned mean is"] = "–" if pi is None or ft is None else (
             "below" if ft.value < pi[0] else "above" if ft.value > pi[1] else "inside")
@@ -92,9 +94,10 @@ def write_table(preset: str, variant: str, finetune: str, steps: int, results_di
           f"`python ablations/finetune_study.py --preset {preset} --seed K --finetune {finetune}` per training seed "
           f"K: the DDPM and the DMZ each train {steps:,} steps (main's budget); FID in the pinned feature space, N and "
           "sampling seeds as main. Every column is the mean ± sd over trainings (n). The verdict is the report's "
-          "rule (Welch's t-test over trainings, two-sided, α = 0.05; fewer than 2 trainings a side: not resolved); "
-          "the last columns place the fine-tuned mean against one new from-scratch training's 95% prediction "
-          "interval.\n\n" + to_markdown(table) + "\n")
+          "rule (Welch's t-test over trainings on log FID, so the effect is a ratio, two-sided, α = 0.05; inside "
+          "the FID margin a/b in [0.9, 1.1] by TOST: no practical difference; fewer than 2 trainings a side: not "
+          "resolved); the last columns place the fine-tuned mean against one new from-scratch training's 95% "
+          "prediction interval (on log FID).\n\n" + to_markdown(table) + "\n")
     out = Path(results_dir or REPO / "results") / GRID / preset / "table.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(md)

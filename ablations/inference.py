@@ -195,15 +195,8 @@ def compare(a: Sequence[float], b: Sequence[float], *, pairs: list[tuple[float, 
             t.corr = _finite(stats.pearsonr(pa, pb).statistic)
         if np.ptp(d) == 0:  # constant differences: the t statistic is undefined
             return t
-        r = stats.ttest_rel(pa, pb)
-        if not math.isfinite(float(r.pvalue)):
-            return t
-        ci = r.confidence_interval(1 - alpha)
-        t.test, t.p, t.df = "paired t", float(r.pvalue), float(r.df)
-        t.ci = (float(ci.low), float(ci.high))
-        if m is not None:
-            t.p_equiv = _finite(ttost_paired(pa, pb, m[0], m[1])[0])
-        return t
+        return _fill(t, "paired t", stats.ttest_rel(pa, pb), alpha,
+                     None if m is None else (lambda: ttost_paired(pa, pb, m[0], m[1])[0]))
     diff = float(np.mean(xa) - np.mean(xb)) if len(xa) and len(xb) else None
     t = Test(diff=diff, n_a=len(xa), n_b=len(xb), scale=scale, margin=m)
     if len(xa) < 2 or len(xb) < 2:
@@ -211,14 +204,19 @@ def compare(a: Sequence[float], b: Sequence[float], *, pairs: list[tuple[float, 
     t.sd_diff = float(math.sqrt(np.var(xa, ddof=1) + np.var(xb, ddof=1)))
     if np.ptp(xa) == 0 and np.ptp(xb) == 0:  # no spread on either side: the t-test is undefined
         return t
-    r = stats.ttest_ind(xa, xb, equal_var=False)
+    return _fill(t, "Welch", stats.ttest_ind(xa, xb, equal_var=False), alpha,
+                 None if m is None else (lambda: ttost_ind(xa, xb, m[0], m[1], usevar="unequal")[0]))
+
+
+def _fill(t: Test, name: str, r, alpha: float, tost: Callable[[], float] | None) -> Test:
+    """``t`` with the scipy result ``r`` (its p, df and ``1 - alpha`` interval) and the TOST p, when p is finite."""
     if not math.isfinite(float(r.pvalue)):
         return t
     ci = r.confidence_interval(1 - alpha)
-    t.test, t.p, t.df = "Welch", float(r.pvalue), float(r.df)
+    t.test, t.p, t.df = name, float(r.pvalue), float(r.df)
     t.ci = (float(ci.low), float(ci.high))
-    if m is not None:
-        t.p_equiv = _finite(ttost_ind(xa, xb, m[0], m[1], usevar="unequal")[0])
+    if tost is not None:
+        t.p_equiv = _finite(tost())
     return t
 
 

@@ -32,7 +32,9 @@ from ablations.collect import POOL_KEY, ident, split_seed_label
 from ablations.tables import column_label, fmt, missing, stale_mask, to_markdown
 
 #: what identifies one number across trainings (the pooling key, without the grid-level columns)
-MATCH = tuple(k for k in POOL_KEY if k not in ("grid",))
+#: a new training is compared with the checked-in ones of the same entry whatever its seeding protocol (the protocol
+#: changes which draws two arms share, not the distribution of one arm's trainings)
+MATCH = tuple(k for k in POOL_KEY if k not in ("grid", "seeding"))
 LEVEL = 0.95
 
 

@@ -315,7 +315,8 @@ def test_reproduction_check_places_a_new_training_in_the_prediction_interval(tmp
     assert check.loc["z16, z~prior", "checked in: mean ± sd over trainings"] == "4.00 ± 1.00 (n=3)"
     text = reproduce.to_text(check.reset_index(), reproduce.grid_findings("latent_size", "digits", tmp_path))
     assert "1 of 2 inside the 95% prediction interval" in text
-    assert "|z| effect" in text and "-> holds" in text and "Welch" not in text  # the verdict over 3 trainings
+    assert "|z| effect" in text and "-> holds" in text and "Welch (3 vs 3)" in text  # the verdict over 3 trainings
+    assert "a/b 5.62" in text  # FID on the log scale: the effect is a ratio
     assert "p = " in text
 
 
