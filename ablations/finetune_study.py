@@ -29,12 +29,13 @@ if __package__ in (None, ""):  # run by path: make the repository importable
 
 import pandas as pd
 
-from ablations.claims import REPO, Part, _best, as_num, select
 from ablations.collect import collect, save
 from ablations.grids import EvalSpec, cell_dir, expand, results_label
 from ablations.reproduce import prediction_interval, trainings
+from ablations.rows import _best, select
 from ablations.tables import fmt, to_markdown
-from dmz.runio import repo_relative
+from ablations.verdicts import Part, as_num
+from dmz.runio import REPO, repo_relative
 
 GRID = "finetune"
 STEPS = (10, 100)

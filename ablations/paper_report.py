@@ -26,18 +26,21 @@ import pandas as pd
 if __package__ in (None, ""):  # run by path
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ablations.claims import (ALPHA, FAILS, FID_MARGIN, GRIDS_USED, HOLDS, NLL_LABELS, NLL_MARGIN, NO_DATA, NO_DIFF,
-                              POWER, PROBE_MARGIN, PROBE_PREFERENCE, REPO, UNRESOLVED, Claim, Ctx, MixedFeatureSpaces,
-                              Num, Part, _best, expected_cells, fid_rows, is_crn_label, load_all, margin_text,
-                              run_commands, stale_rows, verdict_rows)
+from ablations.claims import PROBE_PREFERENCE, Ctx, verdict_rows
 from ablations.claims import build_claims as judged_claims
+from ablations.inference import ALPHA, POWER
 from ablations.mi_curve import estimator_note, mi_plot, mi_table, split_mi
 from ablations.penalties import BEGIN as PENALTIES_BEGIN
 from ablations.penalties import END as PENALTIES_END
 from ablations.penalties import penalties_markdown, penalty_frame
+from ablations.rows import (GRIDS_USED, MixedFeatureSpaces, _best, expected_cells, fid_rows, load_all, run_commands,
+                            stale_rows)
 from ablations.tables import (PAPER_EXTRACTOR, PAPER_NUMBERS, column_label, fmt, lineplot, load_paper_numbers,
                               metric_label, missing, penalty)
 from ablations.tables import to_markdown as markdown_table
+from ablations.verdicts import (FAILS, FID_MARGIN, HOLDS, NLL_LABELS, NLL_MARGIN, NO_DATA, NO_DIFF, PROBE_MARGIN,
+                                UNRESOLVED, Claim, Num, Part, margin_text)
+from dmz.runio import REPO
 from evaluation.extractor_names import INCEPTION_NAME
 
 __all__ = ["grid_table", "parts_table", "context_tables", "protocol_table", "make_plots", "verdict_plot",

@@ -12,13 +12,11 @@ the grid's verdict over every training now on disk (:func:`grid_findings`, the p
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import statistics
 import sys
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 from scipy import stats
@@ -26,10 +24,12 @@ from scipy import stats
 if __package__ in (None, ""):  # run by path
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ablations.claims import (REPO, Claim, Ctx, claim_latent_size, pooled, read_results, result_folders,
-                              split_stale)
+from ablations.claims import Ctx, claim_latent_size
 from ablations.collect import POOL_KEY, ident, split_seed_label
+from ablations.rows import pooled, read_results, result_folders, split_stale
 from ablations.tables import column_label, fmt, missing, stale_mask, to_markdown
+from ablations.verdicts import Claim
+from dmz.runio import REPO
 
 #: what identifies one number across trainings (the pooling key, without the grid-level columns)
 #: a new training is compared with the checked-in ones of the same entry whatever its seeding protocol (the protocol

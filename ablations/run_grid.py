@@ -778,8 +778,8 @@ def _until_decided_errors(args) -> str | None:
 
 def until_decided(args, preset: str, profile: ClusterProfile, kind: str, say: Callable[[str], None]) -> int:
     """The wave loop of ``--until-decided`` (:mod:`ablations.sequential`); returns the exit code."""
-    from ablations.claims import FAILS, HOLDS, NO_DIFF
     from ablations.grids import cells_from_args
+    from ablations.verdicts import FAILS, HOLDS, NO_DIFF
     from ablations.sequential import (DEFAULT_MAX_TRAININGS as MAX_T, DEFAULT_WAVE as WAVE, Design, OPEN,
                                       describe, grid_claims, judge_grid, load_design, open_cells, part_states,
                                       save_design, seeds_on_disk)
@@ -787,7 +787,7 @@ def until_decided(args, preset: str, profile: ClusterProfile, kind: str, say: Ca
     results_dir = args.results_dir or default_results_dir()
     root = args.out or default_runs_root()
     if not grid_claims(args.grid, preset):
-        from ablations.claims import GRIDS_USED
+        from ablations.rows import GRIDS_USED
 
         print(f"error: grid {args.grid} has no claim to decide (--until-decided judges a grid's claims after each "
               f"wave); grids with claims: {', '.join(GRIDS_USED)}", file=sys.stderr)
@@ -831,7 +831,7 @@ def until_decided(args, preset: str, profile: ClusterProfile, kind: str, say: Ca
                 say(line)
             counts = {v: sum(p.verdict == v for _, p, _ in states) for v in (HOLDS, FAILS, NO_DIFF)}
             say(f"  decided: {sum(counts.values())} of {len(states)} counted part(s) ("
-                + ", ".join(f"{k}: {v}" for k, v in counts.items()) + f"); open: "
+                + ", ".join(f"{k}: {v}" for k, v in counts.items()) + "); open: "
                 + str(sum(st == OPEN for *_, st in states)))
         todo_cells = open_cells(states) if done else None
         if done and not todo_cells:

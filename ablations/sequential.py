@@ -128,7 +128,7 @@ def futile(part, design: Design) -> bool:
 def part_states(claims, design: Design) -> list[tuple[Any, Any, str]]:
     """(claim, part, state) for every counted part of the claims (state: decided / futile / open / no rows: the
     cells trained have no row for it, so more waves cannot decide it)."""
-    from ablations.claims import FAILS, HOLDS, NO_DATA, NO_DIFF
+    from ablations.verdicts import FAILS, HOLDS, NO_DATA, NO_DIFF
 
     out = []
     for c in claims:
@@ -187,7 +187,8 @@ def grid_claims(grid: str, preset: str) -> list[Callable]:
 
 def judge_grid(grid: str, preset: str, label: str, results_dir: Path, design: Design):
     """The grid's claims judged on the crn rows under ``label`` alone, at ``design``'s levels."""
-    from ablations.claims import Ctx, load_all
+    from ablations.claims import Ctx
+    from ablations.rows import load_all
 
     data = load_all(preset, results_dir).get(grid, {})
     ctx = Ctx(preset, {grid: {label: data[label]}} if label in data else {}, results_dir=Path(results_dir),

@@ -8,19 +8,10 @@ import math
 import pandas as pd
 import pytest
 
-from ablations.claims import (
-    FAILS,
-    HOLDS,
-    NO_DATA,
-    UNRESOLVED,
-    Ctx,
-    Num,
-    build_claims,
-    combine,
-    judge,
-    load_all,
-)
+from ablations.claims import Ctx, build_claims
 from ablations.paper_report import paper_report
+from ablations.rows import load_all
+from ablations.verdicts import FAILS, HOLDS, NO_DATA, UNRESOLVED, Num, combine, judge
 
 EXT = "digits-classifier-v1"
 PIN = "9371b7aeccca287bee17f58963fb1a0749ffc420850544189f9b06730402117c"  # the pinned weights' sha256
@@ -152,7 +143,8 @@ def test_rule_resolves_a_true_difference_of_3_training_sds_with_5_trainings_a_si
 
 
 def test_holm_adjusts_the_counted_parts_of_a_claim_together():
-    from ablations.claims import Claim, Part, holm
+    from ablations.inference import holm
+    from ablations.verdicts import Claim, Part
 
     assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
     assert holm([0.2]) == [0.2]
@@ -171,7 +163,7 @@ def test_holm_adjusts_the_counted_parts_of_a_claim_together():
 def test_trainings_needed_matches_the_noncentral_t_power():
     from scipy import stats
 
-    from ablations.claims import trainings_needed
+    from ablations.inference import trainings_needed
 
     n = trainings_needed(1.0, 1.0, 1.0)  # d = 1: the textbook answer is 17 a side
     assert n == 17
@@ -599,7 +591,7 @@ def test_stale_rows_are_left_out_and_listed_with_the_command_that_regenerates_th
     assert "Stale rows" in md and "bbbbbbbb" in md
     assert "python ablations/run_grid.py --grid main --preset digits --seeds 2 --only dmz,ddpm" in md
     # one unpinned extractor with two weight files in one folder: one clear error that says what to do
-    from ablations.claims import MixedFeatureSpaces
+    from ablations.rows import MixedFeatureSpaces
 
     inc = [fid("dmz", 10, 5.0, feature_extractor="inception-v3-compat", feature_extractor_weights_sha256=h)
            for h in ("c" * 64, "d" * 64)]
@@ -619,7 +611,7 @@ def test_protocol_names_the_pinned_extractor_weights(tmp_path):
 
 def test_the_readme_claims_table_is_the_one_the_checked_in_rows_give():
     # the README's numbers are never typed by hand: its table is claims_brief over the checked-in rows
-    from ablations.claims import REPO
+    from dmz.runio import REPO
     from ablations.paper_report import BRIEF_BEGIN, BRIEF_END, claims_brief, judge_claims
 
     readme = (REPO / "README.md").read_text()
@@ -713,7 +705,7 @@ def test_penalties_table_pools_trainings_and_computes_the_ratio_from_the_rows(tm
 
 
 def test_the_readme_penalties_table_is_the_one_the_checked_in_rows_give():
-    from ablations.claims import REPO
+    from dmz.runio import REPO
     from ablations.paper_report import judge_claims, penalties_md
     from ablations.penalties import BEGIN, END
 

@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from ablations.claims import (FAILS, HOLDS, NO_DIFF, UNRESOLVED, Claim, Num, Part, combine, is_crn_label, judge,
-                              load_all, pairs_of)
 from ablations.collect import pool_training_seeds
+from ablations.rows import is_crn_label, load_all
+from ablations.verdicts import FAILS, HOLDS, NO_DIFF, UNRESOLVED, Claim, Num, Part, combine, judge, pairs_of
 
 EXT = "digits-classifier-v1"
 
