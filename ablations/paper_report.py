@@ -15,6 +15,7 @@ This module only renders: the claims, the rule that judges them and the reading 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -436,6 +437,37 @@ RULE_MD = (
 )
 
 
+#: synthetic experiments per design in the report's calibration lines (:func:`calibration_lines`)
+CALIBRATION_DRAWS = 20_000
+
+
+def calibration_lines(claims: list[Claim], draws: int = CALIBRATION_DRAWS) -> list[str]:
+    """What the rule does at the trainings this report holds, by :func:`ablations.inference.simulate` (the function
+    the calibration tests use): for each design among the counted parts (Welch or paired, n a side), the share of
+    synthetic experiments without a difference that it decides (at most alpha plus Monte-Carlo error), and its
+    decision rate at a true difference of 1.5 sds beside the power :func:`ablations.inference.power` states."""
+    from ablations.inference import power, simulate
+
+    designs = sorted({("paired" if p.test.test == "paired t" else "welch", min(p.a.n, p.b.n))
+                      for c in claims if c.kind != "information" for p in c.parts
+                      if p.counted and p.test.test and p.a and p.b})
+    if not designs:
+        return []
+    cells = []
+    for rule, n in designs:
+        kw = {"n": n, "corr": 0.5 if rule == "paired" else 0.0, "draws": draws, "seed": 0}
+        null = simulate(rule, diff=0.0, **kw)
+        sd_diff = math.sqrt(2 * (1 - kw["corr"]))  # per-arm sd 1
+        hit = simulate(rule, diff=1.5, **kw)
+        stated = power(1.5, sd_diff if rule == "paired" else 1.0, n, paired=rule == "paired")
+        cells.append(f"{'paired t' if rule == 'paired' else 'Welch'} at {n} a side: {null['decided']:.1%} without "
+                     f"a difference; {hit['decided']:.0%} at a true difference of 1.5 sds (stated power "
+                     f"{stated:.0%})")
+    return [(f"* **Checked by simulation** (`ablations.inference.simulate`, {draws:,} synthetic experiments per "
+             "design, the function the calibration tests use; paired with a per-seed correlation of 0.5): "
+             + "; ".join(cells) + ".")]
+
+
 PAPER_TEXT_COLUMNS = {"claim", "verdict", "parts", "grid", "results", "cells with rows", "solvers", "FID extractor",
                       "metrics", "part", "comparison", "a", "b", "why", "cells", "weights", "regenerate with"}
 
@@ -457,7 +489,7 @@ def render(ctx: Ctx, claims: list[Claim], plots: dict[str, list[Path]], folder: 
           (f"Generated {today} by `python ablations/report.py --paper --preset {ctx.preset}` from the grids' "
            "`results.csv` files (this report runs nothing; rerun it after a grid finishes). Machine-readable: "
            "`verdicts.csv` beside this file."), "",
-          "## Verdict rule", "", *RULE_MD,
+          "## Verdict rule", "", *RULE_MD, *calibration_lines(claims),
           (f"* Every FID is labelled with its feature extractor. {not_inception}The paper's numbers come from "
            "`results/paper_numbers.csv` (with their source)."), "",
           "## Summary", ""]

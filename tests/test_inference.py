@@ -201,8 +201,14 @@ def test_power_matches_monte_carlo_t_tests():
     draws = 4000
     diff, sd, n = 1.5, 1.0, 5
     a, b = diff + sd * rng.standard_normal((draws, n)), sd * rng.standard_normal((draws, n))
-    mc = float(np.mean(stats.ttest_ind(a, b, axis=1).pvalue < 0.05))  # the pooled t-test, df = 2n - 2
+    mc = float(np.mean(stats.ttest_ind(a, b, axis=1, equal_var=False).pvalue < 0.05))  # Welch, the report's test
     assert abs(mc - I.power(diff, sd, n, paired=False)) < 3 * math.sqrt(mc * (1 - mc) / draws)
+    # at 3 a side Welch is clearly weaker than the pooled t the noncentral t describes: power() states Welch's
+    a, b = diff + rng.standard_normal((draws, 3)), rng.standard_normal((draws, 3))
+    welch = float(np.mean(stats.ttest_ind(a, b, axis=1, equal_var=False).pvalue < 0.05))
+    pooled = float(np.mean(stats.ttest_ind(a, b, axis=1).pvalue < 0.05))
+    assert pooled - welch > 0.04 and abs(welch - I.power(diff, 1.0, 3, paired=False)) < 3 * math.sqrt(
+        welch * (1 - welch) / draws)
     diff, sd, n = 0.5, 0.6, 6
     d = diff + sd * rng.standard_normal((draws, n))
     mc = float(np.mean(stats.ttest_1samp(d, 0.0, axis=1).pvalue < 0.05))
