@@ -83,6 +83,15 @@ def test_seeding_is_in_the_run_id_only_when_it_is_not_v1(tiny):
         resolve("digits", tiny(seeding="paired"))
 
 
+@pytest.mark.parametrize("sets", [["conditioning=concat"], ["conditioning=cross_attention+add"], ["z_tokens=4"],
+                                  ["prior=categorical"], ["prior=normal"], ["prior=none", "baseline_attention=dummy_token"]])
+def test_every_module_of_the_digits_variants_has_its_own_init(sets):
+    from dmz.model import build_model
+    from dmz.seeding import init_by_name
+
+    assert init_by_name(build_model(resolve("digits", sets)), 0) == []  # none keeps an order-dependent draw
+
+
 def test_derive_is_fixed_and_separates_purposes():
     assert derive(0, "init", "unet.conv_in") == derive(0, "init", "unet.conv_in")
     assert len({derive(s, p, k) for s in (0, 1) for p in ("noise", "t") for k in (0, 1)}) == 8

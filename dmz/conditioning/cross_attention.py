@@ -26,6 +26,12 @@ class ZTokens(nn.Module):
         self.proj = nn.Linear(cond_dim // n, cond_dim)
         self.pos = nn.Parameter(torch.randn(n, cond_dim) * 0.02)
 
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """Re-draw this module's own parameter (the position embedding) as built; ``proj`` resets itself
+        (``train.seeding=crn`` re-draws each module from its own generator: :func:`dmz.seeding.init_by_name`)."""
+        self.pos.copy_(torch.randn(self.pos.shape) * 0.02)
+
     def forward(self, cond: torch.Tensor) -> torch.Tensor:
         """(B, cond_dim) -> (B, n, cond_dim)."""
         return self.proj(cond.unflatten(1, (self.n, -1))) + self.pos
