@@ -877,7 +877,7 @@ def until_decided(args, preset: str, profile: ClusterProfile, kind: str, say: Ca
             break
         design.looks.append(trained + len(seeds))
         design.log.append({"look": len(design.looks), "n": trained + len(seeds), "seeds": seeds,
-                           "cells": [c.name for c in cells]})
+                           "cells": list(dict.fromkeys(c.name for c in cells))})
         save_design(design, results_dir, args.grid, label)
     return 1 if failed_total else 0
 

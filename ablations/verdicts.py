@@ -313,7 +313,7 @@ class Part:
         """Which test decided, on how many trainings: ``paired t (n=4 pairs, r=0.71)`` / ``Welch (5 vs 5)``."""
         t = self.test
         if t.test == "paired t":
-            r = "" if t.corr is None else f", r={t.corr:.2f}"
+            r = "" if t.corr is None or t.n_pairs < 3 else f", r={t.corr:.2f}"  # 2 points always give r = +-1
             return f"paired t ({t.n_pairs} pairs{r})"
         if t.test:
             return f"Welch ({t.n_a} vs {t.n_b})"
