@@ -78,6 +78,7 @@ class TrainConfig:
     grad_clip: float = 0.0  # 0 = off (released: off)
     steps: int = 500_000  # total optimizer steps
     warmup_steps: int = 0  # linear lr warm-up (released: none)
+    lr_decay: str = "none"  # after warm-up: none (released: constant) | linear | cosine, to 0 at train.steps
     seed: int = 0
     # how the seed becomes random numbers (dmz.seeding): v1 = one global seed before building the model, as every run
     # before this field; crn = common random numbers, one generator per purpose (init by module name, data order,
@@ -183,6 +184,8 @@ class Config:
 
 #: ``train.seeding`` values (dmz.seeding says what each means)
 SEEDINGS = ("v1", "crn")
+#: ``train.lr_decay`` values: the learning rate after warm-up (none: constant, as released)
+LR_DECAYS = ("none", "linear", "cosine")
 
 
 # fields that change how a run executes, not what it computes: left out of the run id
@@ -195,7 +198,7 @@ EXECUTION_FIELDS = ("train.device", "train.threads", "train.log_every", "train.c
 # fields added after run ids were first published, with their defaults: at the default they stay out of the digest
 LATER_FIELDS = {"model.prior_confidence": 0.0, "model.prior_mmd": 0.0, "model.z_tokens": 1, "diffusion.sigma_small": False,
                 "train.init_from": None, "train.finetune": "all",
-                "train.seeding": "v1"}
+                "train.seeding": "v1", "train.lr_decay": "none"}
 
 
 class ConfigError(ValueError):
@@ -346,6 +349,9 @@ def validate(cfg: Config) -> Config:
             raise ConfigError(f"model.{name} must be >= 0, got {getattr(m, name)}")
     if cfg.train.batch_size < 1 or cfg.train.steps < 0:
         raise ConfigError("train.batch_size must be >= 1 and train.steps >= 0")
+    if cfg.train.lr_decay not in LR_DECAYS:
+        raise ConfigError(f"train.lr_decay={cfg.train.lr_decay!r} is not one of {', '.join(LR_DECAYS)} (the learning "
+                          "rate after warm-up: constant as released, or decayed to 0 at train.steps)")
     if cfg.train.seeding not in SEEDINGS:
         raise ConfigError(f"train.seeding={cfg.train.seeding!r} is not one of {', '.join(SEEDINGS)} (v1: one global "
                           "seed, as before; crn: common random numbers, dmz.seeding)")

@@ -11,6 +11,7 @@ their own, so two arms of one seed share every draw they have in common.
 from __future__ import annotations
 
 import copy
+import math
 import os
 import sys
 import time
@@ -269,8 +270,15 @@ class Trainer:
         return {k: (v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in out.items()}
 
     def lr_at(self, step: int) -> float:
-        w = self.cfg.train.warmup_steps
-        return self.cfg.train.lr * (min(1.0, (step + 1) / w) if w > 0 else 1.0)
+        """The learning rate of step ``step``: linear warm-up over ``warmup_steps``, then constant (as released) or
+        decayed to 0 at ``train.steps`` (``lr_decay`` linear / cosine)."""
+        tc = self.cfg.train
+        w = tc.warmup_steps
+        lr = tc.lr * (min(1.0, (step + 1) / w) if w > 0 else 1.0)
+        if tc.lr_decay == "none" or step < w:
+            return lr
+        frac = min(1.0, (step - w) / max(1, tc.steps - w))
+        return lr * ((1.0 - frac) if tc.lr_decay == "linear" else 0.5 * (1.0 + math.cos(math.pi * frac)))
 
     def ema_rate_at(self, step: int) -> float:
         tc = self.cfg.train

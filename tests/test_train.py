@@ -194,3 +194,17 @@ def test_ema_warmup_forgets_the_initialisation(tmp_path, tiny):
         return sum((e - p).abs().sum() for e, p in zip(tr.ema.parameters(), tr.model.parameters()))
 
     assert dist(t) < 0.5 * dist(released)
+
+
+@pytest.mark.parametrize("decay, mid, end", [("none", 1e-3, 1e-3), ("linear", 0.5e-3, 0.0), ("cosine", 0.5e-3, 0.0)])
+def test_lr_decay_to_zero_at_the_last_step_after_warm_up(tmp_path, tiny, decay, mid, end):
+    t = Trainer(resolve("digits", tiny(lr=1e-3, warmup_steps=10, steps=110, lr_decay=decay)), tmp_path / decay,
+                progress=False)
+    assert t.lr_at(0) == pytest.approx(1e-4) and t.lr_at(9) == pytest.approx(1e-3)  # the warm-up is unchanged
+    assert t.lr_at(60) == pytest.approx(mid) and t.lr_at(110) == pytest.approx(end, abs=1e-12)
+    if decay != "none":
+        lrs = [t.lr_at(s) for s in range(10, 111)]
+        assert lrs == sorted(lrs, reverse=True)
+    assert (resolve("digits", tiny(lr_decay=decay)).run_id() == resolve("digits", tiny()).run_id()) == (decay == "none")
+    with pytest.raises(ConfigError, match="train.lr_decay='step' is not one of none, linear, cosine"):
+        resolve("digits", tiny(lr_decay="step"))
