@@ -86,10 +86,27 @@ def run_setting(name: str, seeds: list[int], out_root: Path, *, dry_run: bool, e
     return code
 
 
+COSTS = "costs.csv"  # <out-root>/<setting>/: each training's CPU seconds, kept with the rows (run folders are scratch)
+
+
+def _cpu_seconds(out_root: Path, name: str, run_id: str) -> float:
+    """CPU seconds (training + evaluation) of the run folder ``<out-root>/<setting>/runs/main/digits/*-<run_id>``."""
+    for cell in (out_root / name / "runs" / "main" / "digits").glob(f"*-{run_id}"):
+        try:
+            t = json.loads((cell / "cell_state.json").read_text())["timings"]
+            return sum(float(v.get("cpu_s") or 0) for v in t.values())
+        except (OSError, KeyError, json.JSONDecodeError):
+            pass
+    return math.nan
+
+
 def per_training(out_root: Path, name: str) -> pd.DataFrame:
-    """One row per (arm, seed): its log FID at each T and its CPU seconds (training + evaluation)."""
+    """One row per (arm, seed): its log FID at each T and its CPU seconds (training + evaluation), the seconds from
+    the run folders where they exist (then also written to ``costs.csv``), else from ``costs.csv``."""
     rows = []
     results = out_root / name / "results" / "main"
+    costs_path = out_root / name / COSTS
+    known = pd.read_csv(costs_path).set_index("run_id")["cpu_s"].to_dict() if costs_path.is_file() else {}
     for folder in result_folders(results, "digits-crn"):
         df = read_results(folder / "results.csv")
         if df is None:
@@ -99,15 +116,14 @@ def per_training(out_root: Path, name: str) -> pd.DataFrame:
             row = {"arm": variant, "seed": int(seed)}
             for _, r in grp.iterrows():
                 row[f"log FID T={r['T']:g}"] = math.log(float(r["value"]))
-            cell = Path(str(grp["cell_dir"].iloc[0]))
-            cell = cell if cell.is_absolute() else REPO / cell
-            try:
-                t = json.loads((cell / "cell_state.json").read_text())["timings"]
-                row["cpu_s"] = sum(float(v.get("cpu_s") or 0) for v in t.values())
-            except (OSError, KeyError, json.JSONDecodeError):
-                row["cpu_s"] = math.nan
+            run_id = str(grp["run_id"].iloc[0])
+            cpu = _cpu_seconds(out_root, name, run_id)
+            row["run_id"], row["cpu_s"] = run_id, cpu if math.isfinite(cpu) else known.get(run_id, math.nan)
             rows.append(row)
-    return pd.DataFrame(rows)
+    df = pd.DataFrame(rows)
+    if len(df) and df["cpu_s"].notna().any():
+        atomic_write_bytes(costs_path, df[["arm", "seed", "run_id", "cpu_s"]].to_csv(index=False).encode())
+    return df
 
 
 def analyse(out_root: Path, names: list[str]) -> pd.DataFrame:
