@@ -23,7 +23,8 @@ if __package__ in (None, ""):  # run by path: make the repository importable
 
 import pandas as pd
 
-from dmz.runio import atomic_write_bytes, read_jsonl, repo_relative
+from benchmarks.record import emit
+from dmz.runio import read_jsonl, repo_relative
 
 
 def row_name(r: dict) -> str:
@@ -66,10 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         + ", ".join(f"`{repo_relative(r)}`" for r in args.runs) + ".", "",
         "Seconds per phase (cell_state.json) and per evaluation row (results.jsonl `eval_seconds`, wall).", "",
         table.to_markdown(), ""])
-    print(text)
-    if args.out:
-        atomic_write_bytes(args.out, text.encode())
-    return 0
+    return emit(text, args.out)
 
 
 if __name__ == "__main__":

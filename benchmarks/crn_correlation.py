@@ -32,7 +32,8 @@ from scipy import stats
 from ablations.collect import row_seeding, split_seed_label
 from ablations.inference import trainings_needed
 from ablations.rows import read_results, result_folders
-from dmz.runio import REPO, atomic_write_bytes, repo_relative
+from benchmarks.record import emit
+from dmz.runio import REPO, repo_relative
 
 EFFECT = {"fid": math.log(1.1), "nll_bpd_z": 0.01}
 
@@ -116,10 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         "need for a 10% effect (a ratio of 1.1 for FID, 0.01 bits/dim for NLL) with 80% power at alpha 0.05. v1 "
         f"rows: `{repo_relative(args.v1_dir)}/main/digits*`; crn rows: `{repo_relative(args.crn_dir)}/main/"
         "digits-crn*`.", "", table.to_markdown(index=False), ""])
-    print(text)
-    if args.out:
-        atomic_write_bytes(args.out, text.encode())
-    return 0
+    return emit(text, args.out)
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ import pandas as pd
 
 from ablations.inference import trainings_needed
 from ablations.rows import read_results, result_folders
+from benchmarks.record import emit
 from dmz.runio import REPO, atomic_write_bytes, repo_relative
 
 #: candidate protocols: ``sets`` are run_grid --set overrides, ``eval`` its evaluation sizes (T is always 10 20 100)
@@ -190,10 +191,8 @@ def main(argv: list[str] | None = None) -> int:
         "Trainings under `seeding=crn`, DMZ and DDPM per seed; sds of log FID over trainings; trainings a side for "
         "80% power at alpha 0.05 on a 10% FID ratio; hours = paired trainings x CPU hours of one DMZ + one DDPM "
         "training with their evaluation.", "", table.to_markdown(index=False), ""])
-    print(text)
     out = args.out or args.out_root / "protocol_study.md"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(out, text.encode())
+    emit(text, out)
     print(f"wrote {repo_relative(out)}")
     return 0
 
