@@ -79,7 +79,7 @@ def test_seeding_is_in_the_run_id_only_when_it_is_not_v1(tiny):
     assert base.train.seeding == "v1"
     assert resolve("digits", tiny(seeding="v1")).run_id() == base.run_id()  # every old run keeps its id
     assert resolve("digits", tiny(seeding="crn")).run_id() != base.run_id()
-    with pytest.raises(ConfigError, match="train.seeding='paired' is not one of v1, crn"):
+    with pytest.raises(ConfigError, match="unknown train.seeding 'paired'; valid: crn, v1"):
         resolve("digits", tiny(seeding="paired"))
 
 
