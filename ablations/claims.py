@@ -448,11 +448,11 @@ CLAIMS: tuple[Callable[[Ctx], Claim], ...] = (claim_small_T, claim_T100, claim_l
 # ----------------------------------------------------------------------------------------------------------------
 # all claims and their verdicts
 # ----------------------------------------------------------------------------------------------------------------
-def build_claims(ctx: Ctx) -> list[Claim]:
-    """Every claim of :data:`CLAIMS`, judged on ``ctx``'s rows (their ``tables`` are left empty: the report fills
-    them)."""
+def build_claims(ctx: Ctx, functions: tuple[Callable[[Ctx], Claim], ...] | list | None = None) -> list[Claim]:
+    """Every claim of :data:`CLAIMS` (or of ``functions``), judged on ``ctx``'s rows at the level of its grid's
+    design (:meth:`Ctx.alpha_for`); their ``tables`` are left empty: the report fills them."""
     out = []
-    for f in CLAIMS:
+    for f in CLAIMS if functions is None else functions:
         c = f(ctx)
         out.append(c.finalize(ctx.alpha_for(c.grid)))
     return out

@@ -307,7 +307,7 @@ def mi_sections(ctx: Ctx, plots: dict[str, list[Path]]) -> list[str]:
     return md
 
 
-def _metric_group(p: Part) -> str:  # noqa: D103
+def _metric_group(p: Part) -> str:
     m = (p.a or p.b).metric
     return "FID" if m == "fid" else "NLL (bits/dim)" if m in NLL_LABELS else str(m)
 

@@ -39,12 +39,12 @@ import submitit
 from ablations import reproduce
 from ablations.grid_report import report
 from ablations.clusters import ClusterProfile, executor_parameters, load_profile, make_executor
-from ablations.sequential import DEFAULT_MAX_TRAININGS, DEFAULT_WAVE
 from ablations.collect import default_results_dir
+from ablations.sequential import DEFAULT_MAX_TRAININGS, DEFAULT_WAVE
 from ablations.grids import (Cell, EvalSpec, GridError, add_cell_args, cell_dir, cells_by_seed, cells_from_args, default_runs_root, is_done,
                              missing_rows, pixelsnail_width, requested_rows, results_label,
-                             row_matches, train_finished)
-from dmz.config import ConfigError
+                             row_matches, train_finished, _canonical)
+from dmz.config import ConfigError, _split
 from dmz.locks import FileLock, held_by, read_holder
 from dmz.runio import METRICS, append_jsonl, atomic_write_json, file_sha256, read_jsonl
 from evaluation.rows import RESULTS_FILE
@@ -762,7 +762,7 @@ def _until_decided_errors(args) -> str | None:
     if args.seeds is not None:
         return ("--until-decided chooses the training seeds itself (waves of --wave seeds from 0 on); drop --seeds "
                 "(or drop --until-decided to train exactly those seeds)")
-    sets = {k.strip().split(".")[-1]: v.strip() for k, _, v in (x.partition("=") for x in args.sets)}
+    sets = {_canonical(k): v for k, v in (_split(x) for x in args.sets if "=" in x)}  # bad ones: cells_from_args
     if "seed" in sets:
         return "--until-decided chooses the training seeds itself; drop --set seed=..."
     if sets.get("seeding", "crn") != "crn":
@@ -778,11 +778,9 @@ def _until_decided_errors(args) -> str | None:
 
 def until_decided(args, preset: str, profile: ClusterProfile, kind: str, say: Callable[[str], None]) -> int:
     """The wave loop of ``--until-decided`` (:mod:`ablations.sequential`); returns the exit code."""
-    from ablations.grids import cells_from_args
+    from ablations.sequential import (OPEN, Design, describe, grid_claims, judge_grid, load_design, open_cells,
+                                      part_states, save_design, seeds_on_disk)
     from ablations.verdicts import FAILS, HOLDS, NO_DIFF
-    from ablations.sequential import (DEFAULT_MAX_TRAININGS as MAX_T, DEFAULT_WAVE as WAVE, Design, OPEN,
-                                      describe, grid_claims, judge_grid, load_design, open_cells, part_states,
-                                      save_design, seeds_on_disk)
 
     results_dir = args.results_dir or default_results_dir()
     root = args.out or default_runs_root()
@@ -802,13 +800,13 @@ def until_decided(args, preset: str, profile: ClusterProfile, kind: str, say: Ca
     probe = cells_for([0], None)
     label = results_label(preset, args.budget, probe)
     design = load_design(results_dir, args.grid, label)
-    max_t = args.max_trainings or (design.max_trainings if design else MAX_T)
+    max_t = args.max_trainings or (design.max_trainings if design else DEFAULT_MAX_TRAININGS)
     if design is not None and design.looks and design.max_trainings != max_t:
         print(f"error: {results_dir / args.grid / label} was planned with --max-trainings {design.max_trainings} "
               f"and has looked {len(design.looks)} time(s); a design's maximum is fixed once it has looked: use "
               f"--max-trainings {design.max_trainings}", file=sys.stderr)
         return 2
-    design = design or Design(max_trainings=max_t, wave=args.wave or WAVE)
+    design = design or Design(max_trainings=max_t, wave=args.wave or DEFAULT_WAVE)
     if args.wave:
         design.wave = args.wave
     done = seeds_on_disk(results_dir, args.grid, label)

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import math
-import statistics
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -66,8 +65,8 @@ class Design:
         z = spending_bounds([k / self.max_trainings for k in plan], self.alpha)
         t = t_look_alphas([k for k in plan if k >= 2], self.max_trainings, self.alpha, paired=True)
         t = [None] * (len(plan) - len(t)) + t
-        return ", ".join(f"n={k}: paired t p < {tl:.2g}" if tl is not None else f"n={k}: -" for k, c, tl in
-                         zip(plan, z, t)) + " (the z-scale bounds: " + ", ".join(f"{c:.2f}" for c in z) + ")"
+        return ", ".join(f"n={k}: paired t p < {tl:.2g}" if tl is not None else f"n={k}: -" for k, tl in
+                         zip(plan, t)) + " (the z-scale bounds: " + ", ".join(f"{c:.2f}" for c in z) + ")"
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -109,12 +108,10 @@ def futile(part, design: Design) -> bool:
     t = part.test
     if t.diff is None or t.p is None or len(design.looks) < 2 or part.a is None or part.b is None:
         return False
-    if t.test == "paired t":
-        sd, paired = t.sd_diff, True
-    else:
-        vals = [[math.log(v) for v in n.trainings] if t.scale == "log" else list(n.trainings)
-                for n in (part.a, part.b)]
-        sd, paired = math.sqrt((statistics.variance(vals[0]) + statistics.variance(vals[1])) / 2), False
+    # the test's own spread: paired, the sd of the per-seed differences; Welch's sd_diff is sqrt(var_a + var_b), so
+    # the per-arm sd power() takes is sd_diff / sqrt 2
+    paired = t.test == "paired t"
+    sd = t.sd_diff if paired or t.sd_diff is None else t.sd_diff / math.sqrt(2)
     if not sd or not math.isfinite(sd):
         return False
     final = design.alpha_at(design.max_trainings, design.looks + design.planned(), paired=paired)
@@ -187,17 +184,13 @@ def grid_claims(grid: str, preset: str) -> list[Callable]:
 
 def judge_grid(grid: str, preset: str, label: str, results_dir: Path, design: Design):
     """The grid's claims judged on the crn rows under ``label`` alone, at ``design``'s levels."""
-    from ablations.claims import Ctx
+    from ablations.claims import Ctx, build_claims
     from ablations.rows import load_all
 
     data = load_all(preset, results_dir).get(grid, {})
     ctx = Ctx(preset, {grid: {label: data[label]}} if label in data else {}, results_dir=Path(results_dir),
               designs={grid: design})
-    claims = []
-    for f in grid_claims(grid, preset):
-        c = f(ctx)
-        claims.append(c.finalize(ctx.alpha_for(grid)))
-    return claims
+    return build_claims(ctx, grid_claims(grid, preset))
 
 
 def seeds_on_disk(results_dir: Path, grid: str, label: str) -> list[int]:
